@@ -1,0 +1,3 @@
+//! prescient: a Redis-protocol proxy.
+pub mod command;
+pub mod protocol;
