@@ -1,3 +1,23 @@
 //! prescient: a Redis-protocol proxy.
+//!
+//! ```text
+//! client socket
+//!   -> connection  (connection.rs): requests parsed once (protocol/request.rs) into a Command
+//!                  (command/), pipelined, replies written in request order
+//!   -> session     (session.rs): AUTH/HELLO/INFO/PROXY/CLIENT answered here, deny list and
+//!                  user rules, connection state decides the route
+//!   -> upstream    (upstream/): shared pipelined connections, or a dedicated one while the
+//!                  client holds state; pub/sub and MONITOR become a tunnel (tunnel.rs)
+//!   <- replies travel back in order
+//! metrics.rs: one Metrics struct; admin/http.rs serves /metrics, /health, /ready.
+//! ```
+pub mod admin;
 pub mod command;
+pub mod config;
+pub mod connection;
+pub mod metrics;
 pub mod protocol;
+pub mod server;
+pub(crate) mod session;
+pub(crate) mod tunnel;
+pub mod upstream;

@@ -1,3 +1,113 @@
-fn main() {
-    println!("Hello, world!");
+//! The `prescient` command: `run` (the default) serves; `check-config` validates and prints
+//! the effective configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use prescient::config::{Overrides, Settings};
+use prescient::server::Server;
+
+#[derive(Parser)]
+#[command(name = "prescient", version, about = "A Redis-protocol proxy")]
+struct Cli {
+    /// Configuration file (TOML); without it, defaults plus PRESCIENT__SECTION__KEY variables.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Client listen address (server.listen).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Upstream URL (upstream.url), e.g. redis://127.0.0.1:6379.
+    #[arg(long, global = true)]
+    upstream: Option<String>,
+    /// Admin HTTP address (server.admin_listen); empty disables it.
+    #[arg(long, global = true)]
+    admin_listen: Option<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve (the default).
+    Run,
+    /// Validate the configuration and print the effective settings.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        admin_listen: cli.admin_listen.clone(),
+        upstream: cli.upstream.clone(),
+    };
+    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("prescient: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::CheckConfig => {
+            println!(
+                "# configuration is valid; effective settings:\n{}",
+                settings.to_toml()
+            );
+            ExitCode::SUCCESS
+        }
+        Cmd::Run => run(settings),
+    }
+}
+
+fn run(settings: Settings) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.server.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if settings.server.worker_threads > 0 {
+        rt.worker_threads(settings.server.worker_threads);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("prescient: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let deadline = settings.shutdown_timeout();
+        let server = match Server::start(settings).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("prescient: cannot listen: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, answering what is in flight");
+        server.shutdown();
+        if server.wait(deadline).await {
+            tracing::info!("all clients finished; bye");
+        } else {
+            tracing::warn!(
+                ?deadline,
+                "shutdown deadline passed with clients still open"
+            );
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

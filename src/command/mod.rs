@@ -34,6 +34,12 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     BY_NAME.get(&*lower).copied()
 }
 
+/// The row's position in the table (for per-command arrays such as metrics).
+pub fn index_of(spec: &'static CommandSpec) -> usize {
+    let base = table::COMMANDS.as_ptr() as usize;
+    (spec as *const CommandSpec as usize - base) / std::mem::size_of::<CommandSpec>()
+}
+
 /// Every row of the table, sorted by name.
 pub fn all() -> &'static [CommandSpec] {
     table::COMMANDS
@@ -115,7 +121,10 @@ impl Command {
 
     /// The key arguments, as the table places them.
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
-        let idx = self.spec.map(|s| s.key_indexes(&self.args)).unwrap_or_default();
+        let idx = self
+            .spec
+            .map(|s| s.key_indexes(&self.args))
+            .unwrap_or_default();
         idx.into_iter().filter_map(move |i| self.args.get(i))
     }
 }
@@ -178,21 +187,40 @@ mod tests {
             vec![b"k1".to_vec(), b"k2".to_vec()]
         );
         assert_eq!(
-            keys(&cmd(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"])),
+            keys(&cmd(&[
+                "ZUNIONSTORE",
+                "d",
+                "2",
+                "a",
+                "b",
+                "WEIGHTS",
+                "1",
+                "2"
+            ])),
             vec![b"d".to_vec(), b"a".to_vec(), b"b".to_vec()]
         );
         assert_eq!(
-            keys(&cmd(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"])),
+            keys(&cmd(&[
+                "XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"
+            ])),
             vec![b"s1".to_vec(), b"s2".to_vec()]
         );
         // A hostile key count never indexes past the arguments.
-        assert_eq!(keys(&cmd(&["EVAL", "s", "18446744073709551615", "k"])), vec![b"k".to_vec()]);
+        assert_eq!(
+            keys(&cmd(&["EVAL", "s", "18446744073709551615", "k"])),
+            vec![b"k".to_vec()]
+        );
         assert_eq!(keys(&cmd(&["EVAL", "s", "5", "k"])), vec![b"k".to_vec()]);
     }
 
     #[test]
     fn value_positions_follow_the_table() {
-        let vals = |c: &Command| c.spec.unwrap().value_indexes(c.args.len()).collect::<Vec<_>>();
+        let vals = |c: &Command| {
+            c.spec
+                .unwrap()
+                .value_indexes(c.args.len())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(vals(&cmd(&["SET", "k", "v", "EX", "10"])), vec![2]);
         assert_eq!(vals(&cmd(&["MSET", "a", "1", "b", "2"])), vec![2, 4]);
         assert_eq!(vals(&cmd(&["HSET", "h", "f", "v", "g", "w"])), vec![3, 5]);
@@ -206,7 +234,10 @@ mod tests {
         assert_eq!(cmd(&["MULTI"]).state(), State::Transaction);
         assert_eq!(cmd(&["BLPOP", "a", "0"]).state(), State::Blocking);
         assert_eq!(cmd(&["XREAD", "STREAMS", "s", "0"]).state(), State::None);
-        assert_eq!(cmd(&["xread", "block", "0", "STREAMS", "s", "0"]).state(), State::Blocking);
+        assert_eq!(
+            cmd(&["xread", "block", "0", "STREAMS", "s", "0"]).state(),
+            State::Blocking
+        );
         assert_eq!(cmd(&["WAIT", "0", "0"]).state(), State::Blocking);
         assert_eq!(cmd(&["SUBSCRIBE", "c"]).state(), State::PubSub);
         assert_eq!(cmd(&["GET", "a"]).state(), State::None);

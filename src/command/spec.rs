@@ -82,9 +82,16 @@ pub mod cat {
 pub enum Keys {
     None,
     /// Redis's (first, last, step); a negative `last` counts from the end (-1 = last argument).
-    Range { first: u8, last: i8, step: u8 },
+    Range {
+        first: u8,
+        last: i8,
+        step: u8,
+    },
     /// A key count at `at`, then that many keys from `first` (EVAL, ZUNION, LMPOP, ...).
-    NumKeys { at: u8, first: u8 },
+    NumKeys {
+        at: u8,
+        first: u8,
+    },
     /// A destination key at 1, then a key count at 2 and the keys from 3 (ZUNIONSTORE, ...).
     DestNumKeys,
     /// The keys are the first half of the arguments after `STREAMS` (XREAD, XREADGROUP).
@@ -97,7 +104,10 @@ pub enum Values {
     None,
     At(u8),
     /// `start`, `start + step`, ... to the end.
-    Every { start: u8, step: u8 },
+    Every {
+        start: u8,
+        step: u8,
+    },
 }
 
 /// The connection state a command reads or changes, which decides where the proxy sends it.

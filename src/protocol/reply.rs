@@ -172,9 +172,15 @@ mod tests {
     fn reply_len_finds_frame_ends() {
         assert_eq!(reply_len(b"+OK\r\n+O", Proto::Resp2).unwrap(), Some(5));
         assert_eq!(reply_len(b"$3\r\nab", Proto::Resp2).unwrap(), None);
-        assert_eq!(reply_len(b"*2\r\n$1\r\na\r\n:1\r\n", Proto::Resp2).unwrap(), Some(15));
+        assert_eq!(
+            reply_len(b"*2\r\n$1\r\na\r\n:1\r\n", Proto::Resp2).unwrap(),
+            Some(15)
+        );
         assert_eq!(reply_len(b"$-1\r\n", Proto::Resp2).unwrap(), Some(5));
-        assert_eq!(reply_len(b"%1\r\n+a\r\n:1\r\n", Proto::Resp3).unwrap(), Some(12));
+        assert_eq!(
+            reply_len(b"%1\r\n+a\r\n:1\r\n", Proto::Resp3).unwrap(),
+            Some(12)
+        );
         assert_eq!(reply_len(b">2\r\n+a\r\n", Proto::Resp3).unwrap(), None);
         assert!(reply_len(b"?what\r\n", Proto::Resp2).is_err());
     }
@@ -186,7 +192,13 @@ mod tests {
         assert_eq!(&m.encode(Proto::Resp3)[..], b"%1\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(&Value::Nil.encode(Proto::Resp2)[..], b"$-1\r\n");
         assert_eq!(&Value::Nil.encode(Proto::Resp3)[..], b"_\r\n");
-        assert_eq!(&Value::err("ERR x\ny").encode(Proto::Resp2)[..], b"-ERR x y\r\n");
-        assert_eq!(&Value::Verbatim("hi".into()).encode(Proto::Resp3)[..], b"=6\r\ntxt:hi\r\n");
+        assert_eq!(
+            &Value::err("ERR x\ny").encode(Proto::Resp2)[..],
+            b"-ERR x y\r\n"
+        );
+        assert_eq!(
+            &Value::Verbatim("hi".into()).encode(Proto::Resp3)[..],
+            b"=6\r\ntxt:hi\r\n"
+        );
     }
 }

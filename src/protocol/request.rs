@@ -192,10 +192,14 @@ fn parse_len(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse::<i64>().ok().filter(|_| {
-        // "+5" and "05" are not what Redis's string2ll accepts.
-        s[0] != b'+' && !(s.len() > 1 && s[0] == b'0')
-    })
+    std::str::from_utf8(s)
+        .ok()?
+        .parse::<i64>()
+        .ok()
+        .filter(|_| {
+            // "+5" and "05" are not what Redis's string2ll accepts.
+            s[0] != b'+' && !(s.len() > 1 && s[0] == b'0')
+        })
 }
 
 /// Parses one inline command line (`SET a b\r\n`, as telnet sends it).
@@ -211,7 +215,8 @@ fn inline(buf: &mut BytesMut) -> Result<Parsed, ProtocolError> {
     if text.last() == Some(&b'\r') {
         text = &text[..text.len() - 1];
     }
-    let args = split_args(text).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+    let args =
+        split_args(text).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
     if args.is_empty() {
         return Ok(Parsed::Empty);
     }
@@ -239,7 +244,12 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                 if i >= n {
                     return None;
                 }
-                if line[i] == b'\\' && i + 3 < n && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                if line[i] == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && is_hex(line[i + 2])
+                    && is_hex(line[i + 3])
+                {
                     cur.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
                     i += 3;
                 } else if line[i] == b'\\' && i + 1 < n {
@@ -322,8 +332,17 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline() {
-        let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\nset k \"a b\\x41\"\n\r\n*0\r\n").unwrap();
-        assert_eq!(got, vec![args(&["GET", "a"]), args(&["PING"]), args(&["set", "k", "a bA"])]);
+        let got =
+            parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\nset k \"a b\\x41\"\n\r\n*0\r\n")
+                .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                args(&["GET", "a"]),
+                args(&["PING"]),
+                args(&["set", "k", "a bA"])
+            ]
+        );
     }
 
     #[test]
@@ -338,7 +357,10 @@ mod tests {
                 out.push(c.args.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
             }
         }
-        assert_eq!(out, vec![args(&["SET", "hello", "0123456789"]), args(&["PING"])]);
+        assert_eq!(
+            out,
+            vec![args(&["SET", "hello", "0123456789"]), args(&["PING"])]
+        );
     }
 
     #[test]
@@ -354,11 +376,20 @@ mod tests {
     fn redis_protocol_errors() {
         let e = |i: &[u8]| parse_all(i).unwrap_err().to_string();
         assert_eq!(e(b"*x\r\n"), "Protocol error: invalid multibulk length");
-        assert_eq!(e(b"*99999999999\r\n"), "Protocol error: invalid multibulk length");
+        assert_eq!(
+            e(b"*99999999999\r\n"),
+            "Protocol error: invalid multibulk length"
+        );
         assert_eq!(e(b"*1\r\n+OK\r\n"), "Protocol error: expected '$', got '+'");
         assert_eq!(e(b"*1\r\n$-5\r\n"), "Protocol error: invalid bulk length");
-        assert_eq!(e(b"*1\r\n$999999999999\r\n"), "Protocol error: invalid bulk length");
-        assert_eq!(e(b"set a \"b\n"), "Protocol error: unbalanced quotes in request");
+        assert_eq!(
+            e(b"*1\r\n$999999999999\r\n"),
+            "Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            e(b"set a \"b\n"),
+            "Protocol error: unbalanced quotes in request"
+        );
         let long = vec![b'a'; INLINE_MAX + 1];
         assert_eq!(e(&long), "Protocol error: too big inline request");
         let mut long = b"*1\r\n$".to_vec();
@@ -384,8 +415,13 @@ mod tests {
 
     #[test]
     fn split_args_like_sdssplitargs() {
-        let s = |l: &str| split_args(l.as_bytes()).map(|v| v.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
-        assert_eq!(s("  a  'b c'  \"d\\ne\" "), Some(args(&["a", "b c", "d\ne"])));
+        let s = |l: &str| {
+            split_args(l.as_bytes()).map(|v| v.iter().map(|a| a.to_vec()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            s("  a  'b c'  \"d\\ne\" "),
+            Some(args(&["a", "b c", "d\ne"]))
+        );
         assert_eq!(s("'it\\'s'"), Some(args(&["it's"])));
         assert_eq!(s("\"a\"b"), None);
         assert_eq!(s(""), Some(vec![]));

@@ -1,0 +1,132 @@
+//! Client-side access control: the proxy's password and optional users, each with command
+//! rules in Redis ACL style (`+@all`, `+@read`, `+get`, `-@admin`, `-flushall`), applied in
+//! order, later rules winning. The denied-command list for everyone lives in `Denylist`.
+
+use crate::command::{self, cat, CommandSpec};
+
+/// One user's command rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    rules: Vec<(bool, Target)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Category(u32),
+    Command(&'static str),
+}
+
+impl Rules {
+    /// Parses rules; the error names the rule that is not understood.
+    pub fn parse(rules: &[String]) -> Result<Rules, String> {
+        let mut out = Vec::new();
+        for r in rules {
+            let (allow, rest) = match r.as_bytes().first() {
+                Some(b'+') => (true, &r[1..]),
+                Some(b'-') => (false, &r[1..]),
+                _ => return Err(format!("rule '{r}' must start with + or -")),
+            };
+            let target = if let Some(c) = rest.strip_prefix('@') {
+                Target::Category(cat::by_name(c).ok_or_else(|| format!("unknown category '@{c}'"))?)
+            } else {
+                let spec = command::lookup(rest.as_bytes())
+                    .ok_or_else(|| format!("unknown command '{rest}'"))?;
+                Target::Command(spec.name)
+            };
+            out.push((allow, target));
+        }
+        Ok(Rules { rules: out })
+    }
+
+    /// Whether the rules allow `spec`. Commands the table does not know are allowed only
+    /// under `+@all`.
+    pub fn allows(&self, spec: Option<&'static CommandSpec>) -> bool {
+        let mut allowed = false;
+        for (allow, t) in &self.rules {
+            let hit = match (t, spec) {
+                (Target::Category(c), Some(s)) => *c == u32::MAX || s.categories & c != 0,
+                (Target::Category(c), None) => *c == u32::MAX,
+                (Target::Command(n), Some(s)) => *n == s.name,
+                (Target::Command(_), None) => false,
+            };
+            if hit {
+                allowed = *allow;
+            }
+        }
+        allowed
+    }
+}
+
+/// Commands refused to every client, as `name` or `name|subcommand`.
+#[derive(Debug, Clone, Default)]
+pub struct Denylist {
+    whole: Vec<&'static str>,
+    sub: Vec<(&'static str, String)>,
+}
+
+impl Denylist {
+    pub fn new(entries: &[String]) -> Denylist {
+        let mut d = Denylist::default();
+        for e in entries {
+            let mut parts = e.splitn(2, '|');
+            let name = parts.next().unwrap_or("");
+            let Some(spec) = command::lookup(name.as_bytes()) else {
+                continue; // validated at config load
+            };
+            match parts.next() {
+                Some(sub) => d.sub.push((spec.name, sub.to_ascii_lowercase())),
+                None => d.whole.push(spec.name),
+            }
+        }
+        d
+    }
+
+    /// The denied entry a command (name from the table, subcommand as sent) matches.
+    pub fn check(&self, name: &str, sub: Option<&[u8]>) -> Option<String> {
+        if self.whole.contains(&name) {
+            return Some(name.to_string());
+        }
+        let sub = sub?;
+        self.sub
+            .iter()
+            .find(|(n, s)| *n == name && sub.eq_ignore_ascii_case(s.as_bytes()))
+            .map(|(n, s)| format!("{n}|{s}"))
+    }
+
+    pub fn denies(&self, name: &str, sub: Option<&[u8]>) -> bool {
+        self.check(name, sub).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(r: &[&str]) -> Rules {
+        Rules::parse(&r.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn rules_apply_in_order() {
+        let r = rules(&["+@read", "-hgetall", "+set"]);
+        assert!(r.allows(command::lookup(b"get")));
+        assert!(!r.allows(command::lookup(b"hgetall")));
+        assert!(r.allows(command::lookup(b"set")));
+        assert!(!r.allows(command::lookup(b"del")));
+        assert!(!r.allows(None));
+        let all = rules(&["+@all", "-@admin"]);
+        assert!(all.allows(None));
+        assert!(!all.allows(command::lookup(b"config")));
+        assert!(Rules::parse(&["get".into()]).is_err());
+        assert!(Rules::parse(&["+@nosuch".into()]).is_err());
+    }
+
+    #[test]
+    fn denylist_matches_commands_and_subcommands() {
+        let d = Denylist::new(&["shutdown".into(), "config|set".into()]);
+        assert!(d.denies("shutdown", None));
+        assert!(d.denies("config", Some(b"SET")));
+        assert!(!d.denies("config", Some(b"get")));
+        assert!(!d.denies("get", None));
+    }
+}

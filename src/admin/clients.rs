@@ -1,0 +1,117 @@
+//! The registry of connected clients, for `CLIENT LIST`, `PROXY CLIENTS` and the INFO section.
+//! Each client updates its own entry with atomics; the map is locked only on connect,
+//! disconnect and listing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub connected: Instant,
+    /// Milliseconds since `connected` of the last command.
+    pub last_active_ms: AtomicU64,
+    pub commands: AtomicU64,
+    pub db: AtomicU32,
+    pub resp: AtomicU32,
+    pub pinned: AtomicBool,
+    pub name: Mutex<String>,
+    pub last_command: Mutex<&'static str>,
+}
+
+impl ClientEntry {
+    pub fn touch(&self, command: &'static str) {
+        self.last_active_ms.store(
+            self.connected.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        *self.last_command.lock().unwrap_or_else(|p| p.into_inner()) = command;
+    }
+
+    pub fn set_name(&self, name: &str) {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
+    }
+
+    pub fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One line in the format of Redis's `CLIENT LIST`.
+    pub fn line(&self) -> String {
+        let age = self.connected.elapsed().as_secs();
+        let idle_ms = (self.connected.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        let flags = if self.pinned.load(Ordering::Relaxed) {
+            "P"
+        } else {
+            "N"
+        };
+        let cmd = *self.last_command.lock().unwrap_or_else(|p| p.into_inner());
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.name(),
+            age,
+            idle_ms / 1000,
+            flags,
+            self.db.load(Ordering::Relaxed),
+            if cmd.is_empty() { "NULL" } else { cmd },
+            self.resp.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    clients: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientEntry> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let e = Arc::new(ClientEntry {
+            id,
+            addr,
+            laddr,
+            connected: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            db: AtomicU32::new(0),
+            resp: AtomicU32::new(2),
+            pinned: AtomicBool::new(false),
+            name: Mutex::new(String::new()),
+            last_command: Mutex::new(""),
+        });
+        self.lock().insert(id, e.clone());
+        e
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lock().values().map(|e| e.line()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientEntry>>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

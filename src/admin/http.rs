@@ -1,0 +1,45 @@
+//! The admin HTTP server: `/metrics` (Prometheus text), `/health` (the process is up),
+//! `/ready` (the upstream answers: 200, else 503).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::server::Shared;
+
+pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
+    let shutdown = sh.shutdown.clone();
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .with_state(sh);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "admin HTTP server failed");
+    }
+}
+
+async fn metrics(State(sh): State<Arc<Shared>>) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        sh.metrics.render(),
+    )
+}
+
+async fn ready(State(sh): State<Arc<Shared>>) -> (StatusCode, String) {
+    if sh.upstream.connector.health.is_up() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("upstream {} unreachable\n", sh.upstream.connector.display),
+        )
+    }
+}

@@ -1,0 +1,591 @@
+//! Typed settings: defaults, loading (file, then `PRESCIENT__SECTION__KEY` environment
+//! variables, then command-line flags), validation once at load, and the few tunables that
+//! `PROXY CONFIG SET` may change while running. Every key is documented in conf/prescient.toml.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: Server,
+    pub limits: Limits,
+    pub upstream: Upstream,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub listen: String,
+    pub admin_listen: String,
+    pub max_clients: u64,
+    pub idle_timeout_secs: u64,
+    pub shutdown_timeout_ms: u64,
+    pub log_level: String,
+    pub worker_threads: usize,
+    pub deny_commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_bulk_len: u64,
+    pub max_array_len: u64,
+    pub max_pipeline: u64,
+    pub client_output_buffer_limit: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upstream {
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub max_queued: usize,
+    pub spare_dedicated: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub password: String,
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    /// Rules applied in order: `+@all`, `+@read`, `+get`, `-@admin`, `-flushall`.
+    pub commands: Vec<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:6380".into(),
+            admin_listen: "127.0.0.1:9380".into(),
+            max_clients: 10_000,
+            idle_timeout_secs: 0,
+            shutdown_timeout_ms: 5_000,
+            log_level: "info".into(),
+            worker_threads: 0,
+            deny_commands: DEFAULT_DENY.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Server-administration commands one client could use to harm a shared server.
+pub const DEFAULT_DENY: &[&str] = &[
+    "shutdown",
+    "debug",
+    "replicaof",
+    "slaveof",
+    "failover",
+    "module",
+    "sync",
+    "psync",
+    "save",
+    "bgsave",
+    "bgrewriteaof",
+    "cluster",
+    "acl|setuser",
+    "acl|deluser",
+    "acl|load",
+    "acl|save",
+    "config|set",
+    "config|rewrite",
+    "config|resetstat",
+    "client|kill",
+    "client|pause",
+    "client|unpause",
+    "script|kill",
+    "function|kill",
+];
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_array_len: 1024 * 1024,
+            max_pipeline: 1024,
+            client_output_buffer_limit: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            url: "redis://127.0.0.1:6379".into(),
+            username: String::new(),
+            password: String::new(),
+            pool_size: 2,
+            connect_timeout_ms: 1_000,
+            timeout_ms: 1_000,
+            reconnect_min_ms: 20,
+            reconnect_max_ms: 500,
+            max_queued: 65_536,
+            spare_dedicated: 16,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: Server::default(),
+            limits: Limits::default(),
+            upstream: Upstream::default(),
+            auth: Auth::default(),
+        }
+    }
+}
+
+/// The common settings a command line may override.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub upstream: Option<String>,
+}
+
+impl Settings {
+    /// Loads `file` (if any), then environment variables `PRESCIENT__SECTION__KEY`, then
+    /// `overrides`, and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, overrides, std::env::vars())
+    }
+
+    /// As `load`, with the environment given explicitly (tests never touch the real one).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("PRESCIENT__"))
+            .collect();
+        let mut b = config::Config::builder();
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::Load(format!("{}: no such file", f.display())));
+            }
+            b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("PRESCIENT")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.deny_commands")
+                .source(Some(env)),
+        );
+        let set = |b: config::ConfigBuilder<_>, k: &str, v: &Option<String>| match v {
+            Some(v) => b.set_override(k, v.as_str()),
+            None => Ok(b),
+        };
+        let err = |e: config::ConfigError| ConfigError::Load(e.to_string());
+        b = set(b, "server.listen", &overrides.listen).map_err(err)?;
+        b = set(b, "server.admin_listen", &overrides.admin_listen).map_err(err)?;
+        b = set(b, "upstream.url", &overrides.upstream).map_err(err)?;
+        let s: Settings = b.build().and_then(|c| c.try_deserialize()).map_err(err)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks every value that has a valid range or form; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if !self.server.admin_listen.is_empty() {
+            self.server
+                .admin_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("server.admin_listen", format!("not host:port ({e})")))?;
+        }
+        if self.server.max_clients == 0 {
+            return Err(invalid("server.max_clients", "must be at least 1"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.server.log_level)
+            .map_err(|e| invalid("server.log_level", e.to_string()))?;
+        for d in &self.server.deny_commands {
+            let name = d.split('|').next().unwrap_or("");
+            if crate::command::lookup(name.as_bytes()).is_none() {
+                return Err(invalid(
+                    "server.deny_commands",
+                    format!("unknown command '{d}'"),
+                ));
+            }
+        }
+        if self.limits.max_bulk_len == 0 || self.limits.max_array_len == 0 {
+            return Err(invalid("limits.max_bulk_len", "limits must be at least 1"));
+        }
+        if self.limits.max_pipeline == 0 {
+            return Err(invalid("limits.max_pipeline", "must be at least 1"));
+        }
+        UpstreamUrl::parse(&self.upstream.url).map_err(|r| invalid("upstream.url", r))?;
+        if self.upstream.pool_size == 0 || self.upstream.pool_size > 64 {
+            return Err(invalid("upstream.pool_size", "must be between 1 and 64"));
+        }
+        if self.upstream.timeout_ms == 0 || self.upstream.connect_timeout_ms == 0 {
+            return Err(invalid(
+                "upstream.timeout_ms",
+                "timeouts must be at least 1 ms",
+            ));
+        }
+        if self.upstream.reconnect_min_ms > self.upstream.reconnect_max_ms {
+            return Err(invalid(
+                "upstream.reconnect_min_ms",
+                "must not exceed upstream.reconnect_max_ms",
+            ));
+        }
+        if self.upstream.max_queued == 0 {
+            return Err(invalid("upstream.max_queued", "must be at least 1"));
+        }
+        for (i, u) in self.auth.users.iter().enumerate() {
+            if u.name.is_empty() {
+                return Err(invalid(
+                    &format!("auth.users[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            crate::admin::acl::Rules::parse(&u.commands)
+                .map_err(|r| invalid(&format!("auth.users[{i}].commands"), r))?;
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e| invalid("server.listen", format!("not host:port ({e})")))
+    }
+
+    pub fn upstream_url(&self) -> UpstreamUrl {
+        // Validated at load; a default keeps this infallible for callers.
+        UpstreamUrl::parse(&self.upstream.url).unwrap_or(UpstreamUrl::Redis {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            db: 0,
+        })
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_timeout_ms)
+    }
+
+    /// The effective settings as `section.key = value` lines, secrets masked.
+    pub fn flatten(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let v = toml::Value::try_from(self).unwrap_or(toml::Value::Boolean(false));
+        flatten_into("", &v, &mut out);
+        for (k, v) in out.iter_mut() {
+            if k.ends_with("password") && !v.is_empty() && v != "\"\"" {
+                *v = "\"********\"".into();
+            }
+        }
+        out
+    }
+
+    /// The effective settings as TOML, secrets masked, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        let mut masked = self.clone();
+        for p in std::iter::once(&mut masked.auth.password)
+            .chain(std::iter::once(&mut masked.upstream.password))
+            .chain(masked.auth.users.iter_mut().map(|u| &mut u.password))
+        {
+            if !p.is_empty() {
+                *p = "********".into();
+            }
+        }
+        toml::to_string(&masked).unwrap_or_default()
+    }
+}
+
+fn flatten_into(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_into(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamUrl {
+    Redis {
+        host: String,
+        port: u16,
+        username: Option<String>,
+        password: Option<String>,
+        db: u32,
+    },
+}
+
+impl UpstreamUrl {
+    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        let u = url::Url::parse(s).map_err(|e| format!("'{s}' is not a URL ({e})"))?;
+        match u.scheme() {
+            "redis" => {
+                let host = u
+                    .host_str()
+                    .ok_or_else(|| format!("'{s}' has no host"))?
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .to_string();
+                let port = u.port().unwrap_or(6379);
+                let dec = |x: &str| {
+                    percent_encoding::percent_decode_str(x)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                let username = Some(dec(u.username())).filter(|x| !x.is_empty());
+                let password = u.password().map(dec);
+                let path = u.path().trim_start_matches('/');
+                let db = if path.is_empty() {
+                    0
+                } else {
+                    path.parse::<u32>()
+                        .map_err(|_| format!("database '{path}' is not a number"))?
+                };
+                Ok(UpstreamUrl::Redis {
+                    host,
+                    port,
+                    username,
+                    password,
+                    db,
+                })
+            }
+            other => Err(format!(
+                "unsupported scheme '{other}' (expected redis://host:port[/db])"
+            )),
+        }
+    }
+
+    /// A display form without credentials, used in error replies and logs.
+    pub fn display(&self) -> String {
+        match self {
+            UpstreamUrl::Redis { host, port, db, .. } => {
+                if *db == 0 {
+                    format!("redis://{host}:{port}")
+                } else {
+                    format!("redis://{host}:{port}/{db}")
+                }
+            }
+        }
+    }
+}
+
+/// Settings `PROXY CONFIG SET` may change while running; read on the hot path without locks.
+#[derive(Debug)]
+pub struct Tunables {
+    pub max_clients: AtomicU64,
+    pub idle_timeout_secs: AtomicU64,
+    pub max_pipeline: AtomicU64,
+    pub client_output_buffer_limit: AtomicU64,
+    pub upstream_timeout_ms: AtomicU64,
+}
+
+/// The keys of `Tunables`, as `PROXY CONFIG SET` names them.
+pub const TUNABLE_KEYS: &[&str] = &[
+    "server.max_clients",
+    "server.idle_timeout_secs",
+    "limits.max_pipeline",
+    "limits.client_output_buffer_limit",
+    "upstream.timeout_ms",
+];
+
+impl Tunables {
+    pub fn new(s: &Settings) -> Self {
+        Tunables {
+            max_clients: AtomicU64::new(s.server.max_clients),
+            idle_timeout_secs: AtomicU64::new(s.server.idle_timeout_secs),
+            max_pipeline: AtomicU64::new(s.limits.max_pipeline),
+            client_output_buffer_limit: AtomicU64::new(s.limits.client_output_buffer_limit),
+            upstream_timeout_ms: AtomicU64::new(s.upstream.timeout_ms),
+        }
+    }
+
+    fn slot(&self, key: &str) -> Option<&AtomicU64> {
+        Some(match key {
+            "server.max_clients" => &self.max_clients,
+            "server.idle_timeout_secs" => &self.idle_timeout_secs,
+            "limits.max_pipeline" => &self.max_pipeline,
+            "limits.client_output_buffer_limit" => &self.client_output_buffer_limit,
+            "upstream.timeout_ms" => &self.upstream_timeout_ms,
+            _ => return None,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.slot(key).map(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// Sets a tunable; the error says why the key or value is refused.
+    pub fn set(&self, key: &str, value: &str) -> Result<(), String> {
+        let slot = self.slot(key).ok_or_else(|| {
+            format!(
+                "'{key}' cannot be changed at run time (tunables: {})",
+                TUNABLE_KEYS.join(", ")
+            )
+        })?;
+        let v: u64 = value
+            .parse()
+            .map_err(|_| format!("'{value}' is not a non-negative integer"))?;
+        let min = if key == "server.idle_timeout_secs" {
+            0
+        } else {
+            1
+        };
+        if v < min {
+            return Err(format!("'{key}' must be at least {min}"));
+        }
+        slot.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn load(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load_with_env(Some(&path), &Overrides::default(), env)
+    }
+
+    #[test]
+    fn defaults_validate() {
+        Settings::default().validate().unwrap();
+        assert_eq!(load("", &[]).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let s = load(
+            "[server]\nmax_clients = 7\nlisten = \"127.0.0.1:1\"\n",
+            &[("PRESCIENT__SERVER__MAX_CLIENTS", "9"), ("OTHER", "x")],
+        )
+        .unwrap();
+        assert_eq!(s.server.max_clients, 9);
+        assert_eq!(s.server.listen, "127.0.0.1:1");
+        let o = Overrides {
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let s = Settings::load_with_env(None, &o, Vec::new()).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:2");
+        let s = load(
+            "",
+            &[("PRESCIENT__SERVER__DENY_COMMANDS", "shutdown,debug")],
+        )
+        .unwrap();
+        assert_eq!(s.server.deny_commands, vec!["shutdown", "debug"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = load("[server]\nlisten_port = 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let e = load("[server]\nlisten = \"nope\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        let e = load("[upstream]\nurl = \"http://x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream.url") && e.contains("scheme"), "{e}");
+        let e = load("[upstream]\npool_size = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream.pool_size"), "{e}");
+        let e = load("[server]\nmax_clients = \"many\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_clients"), "{e}");
+        let e = load("[server]\ndeny_commands = [\"nosuch\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deny_commands"), "{e}");
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(
+            UpstreamUrl::parse("redis://u:p%40ss@localhost:7000/3").unwrap(),
+            UpstreamUrl::Redis {
+                host: "localhost".into(),
+                port: 7000,
+                username: Some("u".into()),
+                password: Some("p@ss".into()),
+                db: 3
+            }
+        );
+        assert!(UpstreamUrl::parse("redis://h:1/x").is_err());
+    }
+
+    #[test]
+    fn flatten_masks_secrets_and_tunables_check_values() {
+        let mut s = Settings::default();
+        s.auth.password = "secret".into();
+        let f = s.flatten();
+        assert_eq!(f["auth.password"], "\"********\"");
+        assert_eq!(f["server.max_clients"], "10000");
+        let t = Tunables::new(&s);
+        t.set("server.max_clients", "5").unwrap();
+        assert_eq!(t.get("server.max_clients"), Some(5));
+        assert!(t.set("server.listen", "x").is_err());
+        assert!(t.set("server.max_clients", "0").is_err());
+        assert!(t.set("server.max_clients", "-1").is_err());
+    }
+}

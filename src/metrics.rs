@@ -1,0 +1,298 @@
+//! The one `Metrics` struct: every stage updates it, the admin HTTP server renders its registry.
+//! Labels come from closed sets only (command names from the command table, fixed outcome and
+//! class names), never from keys or client input. Per-command series are resolved once at
+//! start, so the request path touches no label map.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::command::{self, CommandSpec};
+
+/// How a command ended, as counted in `prescient_commands_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok = 0,
+    /// The upstream (or the proxy) answered with an error reply.
+    Error = 1,
+    /// Refused by the proxy: denied command, missing authentication, bad arity.
+    Refused = 2,
+    /// The upstream could not be reached or did not answer in time.
+    UpstreamFailed = 3,
+}
+
+const OUTCOMES: [&str; 4] = ["ok", "error", "refused", "upstream_failed"];
+
+/// Latency classes for `prescient_command_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Read = 0,
+    Write = 1,
+    Admin = 2,
+    Blocking = 3,
+    PubSub = 4,
+    Transaction = 5,
+    Local = 6,
+    Other = 7,
+}
+
+const CLASSES: [&str; 8] = [
+    "read",
+    "write",
+    "admin",
+    "blocking",
+    "pubsub",
+    "transaction",
+    "local",
+    "other",
+];
+
+/// Why a client connection was closed by the proxy.
+pub const CLOSE_REASONS: [&str; 5] = [
+    "protocol_error",
+    "output_buffer_limit",
+    "idle_timeout",
+    "shutdown",
+    "max_clients",
+];
+
+/// Upstream error kinds.
+pub const UPSTREAM_ERRORS: [&str; 4] = ["connect", "io", "timeout", "protocol"];
+
+pub struct Metrics {
+    pub registry: Registry,
+    commands: Vec<[IntCounter; 4]>,
+    unknown_commands: [IntCounter; 4],
+    durations: Vec<Histogram>,
+    pub clients_connected: IntGauge,
+    pub clients_accepted: IntCounter,
+    clients_closed: IntCounterVec,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub upstream_connections: IntGaugeVec,
+    upstream_errors: IntCounterVec,
+    pub upstream_up: IntGauge,
+    pub pinned_clients: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(v.clone())).expect("unique metric");
+    v
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let cmds = counter_vec(
+            &r,
+            "prescient_commands_total",
+            "Commands processed, by command and outcome.",
+            &["command", "outcome"],
+        );
+        let per = |name: &str| OUTCOMES.map(|o| cmds.with_label_values(&[name, o]));
+        let commands = command::all().iter().map(|c| per(c.name)).collect();
+        let unknown_commands = per("unknown");
+        let hist = HistogramVec::new(
+            HistogramOpts::new(
+                "prescient_command_duration_seconds",
+                "Time from a request's arrival to its reply being queued for the client, by class.",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["class"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(hist.clone())).expect("unique metric");
+        let durations = CLASSES
+            .iter()
+            .map(|c| hist.with_label_values(&[c]))
+            .collect();
+        let upstream_connections = IntGaugeVec::new(
+            Opts::new(
+                "prescient_upstream_connections",
+                "Open upstream connections, by kind (shared pool or dedicated to one client).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(upstream_connections.clone()))
+            .expect("unique metric");
+        Metrics {
+            commands,
+            unknown_commands,
+            durations,
+            clients_connected: gauge(&r, "prescient_clients_connected", "Connected clients."),
+            clients_accepted: counter(
+                &r,
+                "prescient_clients_accepted_total",
+                "Client connections accepted.",
+            ),
+            clients_closed: counter_vec(
+                &r,
+                "prescient_clients_closed_total",
+                "Client connections closed by the proxy, by reason.",
+                &["reason"],
+            ),
+            bytes_in: counter(
+                &r,
+                "prescient_client_bytes_received_total",
+                "Bytes read from clients.",
+            ),
+            bytes_out: counter(
+                &r,
+                "prescient_client_bytes_sent_total",
+                "Bytes written to clients.",
+            ),
+            upstream_connections,
+            upstream_errors: counter_vec(
+                &r,
+                "prescient_upstream_errors_total",
+                "Upstream failures, by kind.",
+                &["kind"],
+            ),
+            upstream_up: gauge(
+                &r,
+                "prescient_upstream_up",
+                "1 when the upstream answers, 0 while it is unreachable.",
+            ),
+            pinned_clients: gauge(
+                &r,
+                "prescient_clients_pinned",
+                "Clients holding a dedicated upstream connection (transaction, pub/sub, blocking, db).",
+            ),
+            registry: r,
+        }
+    }
+
+    pub fn command(&self, spec: Option<&'static CommandSpec>, outcome: Outcome) {
+        let row = match spec {
+            Some(s) => &self.commands[command::index_of(s)],
+            None => &self.unknown_commands,
+        };
+        row[outcome as usize].inc();
+    }
+
+    pub fn command_count(&self, name: &str, outcome: Outcome) -> u64 {
+        let row = match command::lookup(name.as_bytes()) {
+            Some(s) => &self.commands[command::index_of(s)],
+            None => &self.unknown_commands,
+        };
+        row[outcome as usize].get()
+    }
+
+    /// Commands processed so far, all outcomes.
+    pub fn commands_processed(&self) -> u64 {
+        self.commands
+            .iter()
+            .chain(std::iter::once(&self.unknown_commands))
+            .flat_map(|r| r.iter())
+            .map(|c| c.get())
+            .sum()
+    }
+
+    pub fn observe(&self, class: Class, secs: f64) {
+        self.durations[class as usize].observe(secs);
+    }
+
+    pub fn client_closed(&self, reason: &str) {
+        debug_assert!(CLOSE_REASONS.contains(&reason));
+        self.clients_closed.with_label_values(&[reason]).inc();
+    }
+
+    pub fn clients_closed(&self, reason: &str) -> u64 {
+        self.clients_closed.with_label_values(&[reason]).get()
+    }
+
+    pub fn upstream_error(&self, kind: &str) {
+        debug_assert!(UPSTREAM_ERRORS.contains(&kind));
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn upstream_errors(&self, kind: &str) -> u64 {
+        self.upstream_errors.with_label_values(&[kind]).get()
+    }
+
+    /// The registry in Prometheus's text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The latency class of a command.
+pub fn class_of(spec: Option<&'static CommandSpec>) -> Class {
+    use crate::command::{flag, State};
+    let Some(s) = spec else { return Class::Other };
+    match s.state {
+        State::Transaction => return Class::Transaction,
+        State::PubSub | State::Monitor => return Class::PubSub,
+        State::Local | State::Client | State::Reset | State::Select => return Class::Local,
+        _ => {}
+    }
+    if s.has(flag::BLOCKING) {
+        Class::Blocking
+    } else if s.has(flag::ADMIN) {
+        Class::Admin
+    } else if s.has(flag::WRITE) {
+        Class::Write
+    } else if s.has(flag::READ) {
+        Class::Read
+    } else {
+        Class::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_are_unique_and_prefixed() {
+        let m = Metrics::new();
+        m.command(command::lookup(b"get"), Outcome::Ok);
+        m.observe(Class::Read, 0.001);
+        m.client_closed("idle_timeout");
+        m.upstream_error("io");
+        let mut names: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("prescient_")),
+            "{names:?}"
+        );
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len());
+        assert_eq!(m.command_count("get", Outcome::Ok), 1);
+        assert_eq!(m.commands_processed(), 1);
+        assert!(m
+            .render()
+            .contains("prescient_commands_total{command=\"get\",outcome=\"ok\"} 1"));
+    }
+}

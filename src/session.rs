@@ -1,0 +1,683 @@
+//! A client's session: authentication, protocol version, connection state (transaction,
+//! watch, database, tracking), and the routing decision for every command: answered here,
+//! sent on the client's shared upstream connection, or on a dedicated one.
+//!
+//! State is tracked when a command is sent, not when its reply arrives, because a pipelining
+//! client sends `MULTI SET EXEC` before any reply comes back and all three must take the same
+//! route. When the route changes (shared <-> dedicated), the replies in flight are awaited
+//! first so no command overtakes an earlier one.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::admin::clients::ClientEntry;
+use crate::command::{Command, State};
+use crate::connection::{suppress_last, Client, Pending};
+use crate::metrics::Outcome;
+use crate::protocol::reply::{is_error, Proto, Value};
+use crate::server::Shared;
+use crate::upstream::{Dedicated, UpstreamError};
+
+/// Work to do on a reply when it comes back, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// A SELECT: if it failed, the database is still `prev`.
+    Select {
+        prev: u32,
+        requested: u32,
+    },
+    /// An INFO reply from the upstream: append the proxy's section.
+    InfoAppend,
+}
+
+/// Connection state that Redis keeps per connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnState {
+    in_multi: bool,
+    watching: bool,
+    db: u32,
+    /// CLIENT TRACKING, NO-TOUCH and the like: kept until RESET or disconnect.
+    sticky: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
+
+/// Why a client's connection becomes a raw tunnel to its own upstream connection.
+pub struct TunnelStart {
+    pub first: Command,
+    pub db: u32,
+}
+
+pub struct Session {
+    sh: Arc<Shared>,
+    entry: Arc<ClientEntry>,
+    proto: Proto,
+    authed: bool,
+    user: Option<usize>,
+    slot: usize,
+    st: ConnState,
+    default_db: u32,
+    dedicated: Option<Dedicated>,
+    on_dedicated: bool,
+    reply_mode: ReplyMode,
+    tunnel: Option<TunnelStart>,
+}
+
+impl Session {
+    pub fn new(sh: Arc<Shared>, entry: Arc<ClientEntry>) -> Session {
+        let db = sh.upstream.connector.db;
+        entry.db.store(db, Ordering::Relaxed);
+        Session {
+            authed: sh.settings.auth.password.is_empty(),
+            slot: sh.upstream.assign(),
+            st: ConnState {
+                db,
+                ..Default::default()
+            },
+            default_db: db,
+            proto: Proto::Resp2,
+            user: None,
+            dedicated: None,
+            on_dedicated: false,
+            reply_mode: ReplyMode::On,
+            tunnel: None,
+            sh,
+            entry,
+        }
+    }
+
+    pub fn proto(&self) -> Proto {
+        self.proto
+    }
+
+    /// Whether the client holds state that may legitimately sit idle (blocked, in a
+    /// transaction, on its own connection).
+    pub fn holds_state(&self) -> bool {
+        self.dedicated.is_some()
+    }
+
+    pub fn take_tunnel(&mut self) -> Option<TunnelStart> {
+        self.tunnel.take()
+    }
+
+    pub fn tunnel_pending(&self) -> bool {
+        self.tunnel.is_some()
+    }
+
+    fn needs_dedicated(&self) -> bool {
+        let s = &self.st;
+        s.in_multi || s.watching || s.sticky || s.db != self.default_db
+    }
+
+    /// The next RESP3 push from the dedicated connection (client-side caching invalidations).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only receives from a channel.
+    pub async fn next_push(&mut self) -> Bytes {
+        match self.dedicated.as_mut() {
+            Some(d) => match d.pushes.recv().await {
+                Some(p) => p,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Handles one command: queues its reply (ready or coming) at the back of `pending`.
+    pub async fn dispatch(&mut self, cmd: Command, pending: &mut VecDeque<Pending>) {
+        let start = Instant::now();
+        self.entry.touch(cmd.known_name().unwrap_or("unknown"));
+        let suppress = match self.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        };
+        let before = pending.len();
+        if let Err(v) = self.check_access(&cmd) {
+            pending.push_back(self.ready(&cmd, start, v, Outcome::Refused));
+        } else {
+            self.route(cmd, start, pending).await;
+        }
+        if suppress && pending.len() > before {
+            suppress_last(pending);
+        }
+    }
+
+    fn ready(&self, cmd: &Command, start: Instant, v: Value, outcome: Outcome) -> Pending {
+        Pending::ready(cmd.spec, start, v.encode(self.proto), outcome)
+    }
+
+    /// Authentication, the deny list, and the user's command rules.
+    fn check_access(&self, cmd: &Command) -> Result<(), Value> {
+        let name = cmd.known_name();
+        if !self.authed && !matches!(name, Some("auth" | "hello" | "quit")) {
+            return Err(Value::err("NOAUTH Authentication required."));
+        }
+        let Some(spec) = cmd.spec else {
+            return match self.user {
+                Some(u) if !self.sh.users[u].rules.allows(None) => {
+                    Err(noperm(&self.sh.users[u].name, cmd))
+                }
+                _ => Ok(()),
+            };
+        };
+        if let Some(what) = self
+            .sh
+            .deny
+            .check(spec.name, cmd.args.get(1).map(|b| &b[..]))
+        {
+            return Err(Value::err(format!(
+                "ERR command '{what}' is disabled by the proxy (server.deny_commands)"
+            )));
+        }
+        if let Some(u) = self.user {
+            if !self.sh.users[u].rules.allows(Some(spec)) {
+                return Err(noperm(&self.sh.users[u].name, cmd));
+            }
+        }
+        Ok(())
+    }
+
+    async fn route(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+        match cmd.state() {
+            State::Local => self.local(cmd, start, pending).await,
+            State::Client => self.client_command(cmd, start, pending).await,
+            State::Reset => {
+                Client::drain(pending).await;
+                self.reset();
+                pending.push_back(self.ready(
+                    &cmd,
+                    start,
+                    Value::Simple("RESET".into()),
+                    Outcome::Ok,
+                ));
+            }
+            State::Transaction => {
+                let before = self.needs_dedicated();
+                match cmd.known_name() {
+                    Some("multi") => self.st.in_multi = true,
+                    Some("exec" | "discard") => {
+                        self.st.in_multi = false;
+                        self.st.watching = false;
+                    }
+                    Some("watch") if !self.st.in_multi => self.st.watching = true,
+                    Some("unwatch") if !self.st.in_multi => self.st.watching = false,
+                    _ => {}
+                }
+                let dedicated = before || self.needs_dedicated();
+                self.send(cmd, start, dedicated, true, Effect::None, pending)
+                    .await;
+            }
+            State::PubSub => self.pubsub(cmd, start, pending).await,
+            State::Monitor if !self.st.in_multi => {
+                Client::drain(pending).await;
+                self.tunnel = Some(TunnelStart {
+                    first: cmd,
+                    db: self.st.db,
+                });
+            }
+            State::Select => self.select(cmd, start, pending).await,
+            State::Blocking => {
+                // Inside MULTI a blocking command does not block.
+                let deadline = self.st.in_multi;
+                self.send(cmd, start, true, deadline, Effect::None, pending)
+                    .await;
+            }
+            _ => {
+                let d = self.needs_dedicated();
+                self.send(cmd, start, d, true, Effect::None, pending).await;
+            }
+        }
+    }
+
+    async fn select(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+        let requested = cmd
+            .args
+            .get(1)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|s| s.parse::<u32>().ok());
+        let before = self.needs_dedicated();
+        let effect = match requested {
+            Some(n) if cmd.args.len() == 2 => {
+                let prev = self.st.db;
+                self.st.db = n;
+                Effect::Select { prev, requested: n }
+            }
+            _ => Effect::None,
+        };
+        let dedicated = before || self.needs_dedicated();
+        self.send(cmd, start, dedicated, true, effect, pending)
+            .await;
+    }
+
+    async fn pubsub(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+        let name = cmd.known_name().unwrap_or("");
+        if self.st.in_multi {
+            // Queued inside the transaction like any other command.
+            return self
+                .send(cmd, start, true, true, Effect::None, pending)
+                .await;
+        }
+        if name.contains("unsubscribe") {
+            // Not subscribed (a subscribed client is tunnelled): Redis answers one
+            // confirmation per argument, or one with a nil channel, and never enters pub/sub.
+            let kind = Value::text(name);
+            let mut out = Vec::new();
+            let channels: Vec<Value> = if cmd.args.len() > 1 {
+                cmd.args[1..]
+                    .iter()
+                    .map(|c| Value::Bulk(c.clone()))
+                    .collect()
+            } else {
+                vec![Value::Nil]
+            };
+            for ch in channels {
+                let v = Value::Array(vec![kind.clone(), ch, Value::Int(0)]);
+                out.extend_from_slice(&v.encode(self.proto));
+            }
+            if self.proto == Proto::Resp3 {
+                // In RESP3 the confirmations are pushes: '>' instead of '*'.
+                for i in find_array_starts(&out) {
+                    out[i] = b'>';
+                }
+            }
+            pending.push_back(Pending::ready(
+                cmd.spec,
+                start,
+                Bytes::from(out),
+                Outcome::Ok,
+            ));
+            return;
+        }
+        Client::drain(pending).await;
+        self.tunnel = Some(TunnelStart {
+            first: cmd,
+            db: self.st.db,
+        });
+    }
+
+    /// Sends a command upstream: on the client's shared connection, or its dedicated one.
+    async fn send(
+        &mut self,
+        cmd: Command,
+        start: Instant,
+        dedicated: bool,
+        with_deadline: bool,
+        effect: Effect,
+        pending: &mut VecDeque<Pending>,
+    ) {
+        if dedicated != self.on_dedicated && !pending.is_empty() {
+            Client::drain(pending).await;
+        }
+        if !dedicated && self.dedicated.is_some() && !self.needs_dedicated() {
+            self.release_dedicated();
+        }
+        self.on_dedicated = dedicated;
+        let deadline = with_deadline.then(|| self.sh.upstream.deadline());
+        let sent = if dedicated {
+            match self.ensure_dedicated().await {
+                Ok(d) => d.conn.send(cmd.raw.clone(), deadline),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.sh
+                .upstream
+                .shared(self.slot, self.proto)
+                .send(cmd.raw.clone(), deadline)
+        };
+        match sent {
+            Ok(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
+            Err(e) => pending.push_back(self.ready(
+                &cmd,
+                start,
+                Value::err(e.to_string()),
+                Outcome::UpstreamFailed,
+            )),
+        }
+    }
+
+    async fn ensure_dedicated(&mut self) -> Result<&Dedicated, UpstreamError> {
+        if self.dedicated.as_ref().is_some_and(|d| d.conn.is_closed()) {
+            // The connection died and its state with it (as if Redis had dropped the client).
+            self.dedicated = None;
+            self.st.in_multi = false;
+            self.st.watching = false;
+        }
+        if self.dedicated.is_none() {
+            let d = self.sh.upstream.dedicated(self.proto, self.st.db).await?;
+            self.sh.metrics.pinned_clients.inc();
+            self.entry.pinned.store(true, Ordering::Relaxed);
+            self.dedicated = Some(d);
+        }
+        self.dedicated.as_ref().ok_or(UpstreamError::Closed)
+    }
+
+    fn release_dedicated(&mut self) {
+        if let Some(d) = self.dedicated.take() {
+            self.sh.metrics.pinned_clients.dec();
+            self.entry.pinned.store(false, Ordering::Relaxed);
+            if !self.needs_dedicated() {
+                self.sh.upstream.release(d);
+            }
+        }
+    }
+
+    /// Drops every piece of connection state (RESET, or before a protocol change).
+    fn reset(&mut self) {
+        let clean = !self.needs_dedicated();
+        if let Some(d) = self.dedicated.take() {
+            self.sh.metrics.pinned_clients.dec();
+            self.entry.pinned.store(false, Ordering::Relaxed);
+            if clean {
+                self.sh.upstream.release(d);
+            }
+        }
+        self.on_dedicated = false;
+        self.st = ConnState {
+            db: self.default_db,
+            ..Default::default()
+        };
+        self.proto = Proto::Resp2;
+        self.reply_mode = ReplyMode::On;
+        self.authed = self.sh.settings.auth.password.is_empty();
+        self.user = None;
+        self.entry.set_name("");
+        self.entry.db.store(self.default_db, Ordering::Relaxed);
+        self.entry.resp.store(2, Ordering::Relaxed);
+    }
+
+    /// Called after a tunnel ends with RESET.
+    pub fn after_tunnel_reset(&mut self) {
+        self.reset();
+    }
+
+    /// Called when the client is gone: a clean dedicated connection is kept for reuse.
+    pub fn finish(&mut self) {
+        self.release_dedicated();
+    }
+
+    /// Applies a reply's effect and returns the bytes to send.
+    pub fn apply(&mut self, effect: Effect, raw: Bytes) -> Bytes {
+        match effect {
+            Effect::None => raw,
+            Effect::Select { prev, requested } => {
+                if is_error(&raw) && self.st.db == requested {
+                    self.st.db = prev;
+                }
+                self.entry.db.store(self.st.db, Ordering::Relaxed);
+                raw
+            }
+            Effect::InfoAppend => {
+                crate::admin::info::append_proxy_section(&self.sh, raw, self.proto)
+            }
+        }
+    }
+
+    async fn local(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+        let v = match cmd.known_name().unwrap_or("") {
+            "auth" => self.auth(&cmd),
+            "hello" => {
+                Client::drain(pending).await;
+                self.hello(&cmd)
+            }
+            "quit" => Value::ok(),
+            "info" => {
+                let (upstream, proxy) = crate::admin::info::sections(&cmd);
+                if upstream {
+                    let effect = if proxy {
+                        Effect::InfoAppend
+                    } else {
+                        Effect::None
+                    };
+                    let d = self.needs_dedicated();
+                    return self.send(cmd, start, d, true, effect, pending).await;
+                }
+                crate::admin::info::proxy_only(&self.sh)
+            }
+            "proxy" => crate::admin::proxy_cmd::handle(&self.sh, &cmd),
+            _ => Value::err("ERR unknown command"),
+        };
+        let outcome = if matches!(v, Value::Error(_)) {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        pending.push_back(self.ready(&cmd, start, v, outcome));
+    }
+
+    fn auth(&mut self, cmd: &Command) -> Value {
+        match cmd.args.len() {
+            2 => self.authenticate(None, &cmd.args[1]),
+            3 => self.authenticate(Some(&cmd.args[1]), &cmd.args[2]),
+            _ => Value::err("ERR wrong number of arguments for 'auth' command"),
+        }
+    }
+
+    /// Checks a password (for the default user when `user` is None or "default").
+    fn authenticate(&mut self, user: Option<&[u8]>, pass: &[u8]) -> Value {
+        let auth = &self.sh.settings.auth;
+        let default = user.is_none_or(|u| u == b"default");
+        if default {
+            if auth.password.is_empty() && user.is_none() {
+                return Value::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            }
+            if auth.password.is_empty() || auth.password.as_bytes() == pass {
+                self.authed = true;
+                self.user = None;
+                return Value::ok();
+            }
+        } else if let Some(i) = self
+            .sh
+            .users
+            .iter()
+            .position(|u| Some(u.name.as_bytes()) == user)
+        {
+            if self.sh.users[i].password.as_bytes() == pass {
+                self.authed = true;
+                self.user = Some(i);
+                return Value::ok();
+            }
+        }
+        Value::err("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+
+    fn hello(&mut self, cmd: &Command) -> Value {
+        let mut proto = self.proto;
+        let mut i = 1;
+        if let Some(v) = cmd.args.get(1) {
+            proto = match &v[..] {
+                b"2" => Proto::Resp2,
+                b"3" => Proto::Resp3,
+                _ if std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .is_none() =>
+                {
+                    return Value::err("ERR Protocol version is not an integer or out of range")
+                }
+                _ => return Value::err("NOPROTO unsupported protocol version"),
+            };
+            i = 2;
+        }
+        let mut name = None;
+        while i < cmd.args.len() {
+            if cmd.arg_is(i, "auth") && i + 2 < cmd.args.len() {
+                let r = self.authenticate(Some(&cmd.args[i + 1]), &cmd.args[i + 2]);
+                if matches!(r, Value::Error(_)) {
+                    return r;
+                }
+                i += 3;
+            } else if cmd.arg_is(i, "setname") && i + 1 < cmd.args.len() {
+                name = Some(cmd.args[i + 1].clone());
+                i += 2;
+            } else {
+                return Value::err(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&cmd.args[i])
+                ));
+            }
+        }
+        if !self.authed {
+            return Value::err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        if let Some(n) = name {
+            if let Err(e) = self.set_name(&n) {
+                return e;
+            }
+        }
+        if proto != self.proto {
+            if self.dedicated.is_some() {
+                // A dedicated connection speaks the old protocol; its state cannot move.
+                self.release_dedicated();
+                self.on_dedicated = false;
+            }
+            self.proto = proto;
+            self.entry
+                .resp
+                .store(proto.number() as u32, Ordering::Relaxed);
+        }
+        let version = self
+            .sh
+            .upstream
+            .connector
+            .health
+            .version
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        Value::Map(vec![
+            (Value::text("server"), Value::text("redis")),
+            (
+                Value::text("version"),
+                Value::text(if version.is_empty() {
+                    "7.0.0"
+                } else {
+                    &version
+                }),
+            ),
+            (Value::text("proto"), Value::Int(proto.number())),
+            (Value::text("id"), Value::Int(self.entry.id as i64)),
+            (Value::text("mode"), Value::text("standalone")),
+            (Value::text("role"), Value::text("master")),
+            (Value::text("modules"), Value::Array(vec![])),
+        ])
+    }
+
+    fn set_name(&self, name: &[u8]) -> Result<(), Value> {
+        if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+            return Err(Value::err(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            ));
+        }
+        self.entry.set_name(&String::from_utf8_lossy(name));
+        Ok(())
+    }
+
+    async fn client_command(
+        &mut self,
+        cmd: Command,
+        start: Instant,
+        pending: &mut VecDeque<Pending>,
+    ) {
+        let sub = cmd.subcommand().unwrap_or_default();
+        let argc = cmd.args.len();
+        let arity_err = || {
+            Value::err(format!(
+                "ERR wrong number of arguments for 'client|{sub}' command"
+            ))
+        };
+        let v = match sub.as_str() {
+            "id" if argc == 2 => Value::Int(self.entry.id as i64),
+            "getname" if argc == 2 => match self.entry.name() {
+                n if n.is_empty() => Value::Nil,
+                n => Value::text(n),
+            },
+            "setname" if argc == 3 => match self.set_name(&cmd.args[2]) {
+                Ok(()) => Value::ok(),
+                Err(e) => e,
+            },
+            "setinfo" if argc == 4 => Value::ok(),
+            "info" if argc == 2 => Value::Verbatim(format!("{}\n", self.entry.line())),
+            "list" => Value::Verbatim(
+                self.sh
+                    .clients
+                    .lines()
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect(),
+            ),
+            "reply" if argc == 3 => {
+                let mode = String::from_utf8_lossy(&cmd.args[2]).to_ascii_lowercase();
+                match mode.as_str() {
+                    "on" => {
+                        self.reply_mode = ReplyMode::On;
+                        Value::ok()
+                    }
+                    "off" | "skip" => {
+                        self.reply_mode = if mode == "off" {
+                            ReplyMode::Off
+                        } else {
+                            ReplyMode::Skip
+                        };
+                        // The CLIENT REPLY OFF/SKIP command itself gets no reply.
+                        pending.push_back(self.ready(&cmd, start, Value::ok(), Outcome::Ok));
+                        suppress_last(pending);
+                        return;
+                    }
+                    _ => Value::err("ERR syntax error"),
+                }
+            }
+            "id" | "getname" | "setname" | "setinfo" | "info" | "reply" => arity_err(),
+            "tracking" | "caching" | "trackinginfo" | "getredir" | "no-touch" | "no-evict" => {
+                self.st.sticky = true;
+                return self
+                    .send(cmd, start, true, true, Effect::None, pending)
+                    .await;
+            }
+            _ => {
+                let d = self.needs_dedicated();
+                return self.send(cmd, start, d, true, Effect::None, pending).await;
+            }
+        };
+        let outcome = if matches!(v, Value::Error(_)) {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        pending.push_back(self.ready(&cmd, start, v, outcome));
+    }
+}
+
+fn noperm(user: &str, cmd: &Command) -> Value {
+    Value::err(format!(
+        "NOPERM User {user} has no permissions to run the '{}' command",
+        String::from_utf8_lossy(cmd.name()).to_lowercase()
+    ))
+}
+
+/// Offsets of the top-level arrays in a sequence of encoded 3-element confirmation arrays.
+fn find_array_starts(buf: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < buf.len() {
+        out.push(i);
+        match crate::protocol::reply::reply_len(&buf[i..], Proto::Resp3) {
+            Ok(Some(n)) => i += n,
+            _ => break,
+        }
+    }
+    out
+}

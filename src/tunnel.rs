@@ -1,0 +1,151 @@
+//! The tunnel: a client in pub/sub or MONITOR mode gets its own upstream connection and the
+//! proxy relays bytes both ways. Replies and messages cannot be matched to requests one to one
+//! in these modes (one SUBSCRIBE with three channels is three replies; messages arrive at any
+//! time), so the proxy stops matching and forwards frames in order.
+//!
+//! The tunnel lasts until the client disconnects, the upstream closes (after QUIT), or RESET
+//! comes back from the upstream, which returns the client to ordinary request/reply service.
+//! Denied commands are still refused; their error is written at once.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::config::Tunables;
+use crate::connection::{Client, Io};
+use crate::metrics::Outcome;
+use crate::protocol::reply::reply_len;
+use crate::protocol::Value;
+use crate::session::TunnelStart;
+
+/// Reading from one side pauses while this much waits to be written to the other.
+const SOFT: usize = 256 * 1024;
+
+pub(crate) enum TunnelEnd {
+    /// Back to ordinary service (after RESET, or when the tunnel could not be opened).
+    Resume,
+    /// Close the client; the reason, if the proxy chose to.
+    Close(Option<&'static str>),
+}
+
+pub(crate) async fn run(c: &mut Client, io: &mut Io, start: TunnelStart) -> TunnelEnd {
+    Client::drain(&mut c.pending).await;
+    if let Err(r) = c.deliver(io) {
+        return TunnelEnd::Close(Some(r));
+    }
+    let proto = c.session.proto();
+    let mut up = match c.sh.upstream.raw(proto, start.db).await {
+        Ok(s) => s,
+        Err(e) => {
+            let p = crate::connection::Pending::ready(
+                start.first.spec,
+                Instant::now(),
+                Value::err(e.to_string()).encode(proto),
+                Outcome::UpstreamFailed,
+            );
+            c.finish(p, &mut io.out);
+            return TunnelEnd::Resume;
+        }
+    };
+    c.sh.metrics
+        .upstream_connections
+        .with_label_values(&["tunnel"])
+        .inc();
+    let end = relay(c, io, &mut up, start).await;
+    c.sh.metrics
+        .upstream_connections
+        .with_label_values(&["tunnel"])
+        .dec();
+    if matches!(end, TunnelEnd::Resume) {
+        c.session.after_tunnel_reset();
+    }
+    end
+}
+
+async fn relay(
+    c: &mut Client,
+    io: &mut Io,
+    up: &mut tokio::net::TcpStream,
+    start: TunnelStart,
+) -> TunnelEnd {
+    let proto = c.session.proto();
+    let (mut urd, mut uwr) = up.split();
+    let mut ubuf = BytesMut::with_capacity(16 * 1024);
+    let mut uout = BytesMut::new();
+    uout.extend_from_slice(&start.first.raw);
+    c.sh.metrics.command(start.first.spec, Outcome::Ok);
+    let mut expect_reset = false;
+    let limit = Tunables::load(&c.sh.tunables.client_output_buffer_limit) as usize;
+    loop {
+        // Commands already buffered behind the one that opened the tunnel go through it too.
+        loop {
+            match c.parser.next(&mut io.inbuf) {
+                Ok(Some(cmd)) => {
+                    c.sh.metrics.command(cmd.spec, Outcome::Ok);
+                    let name = cmd.known_name();
+                    if let Some(what) = cmd
+                        .spec
+                        .and_then(|s| c.sh.deny.check(s.name, cmd.args.get(1).map(|a| &a[..])))
+                    {
+                        let e = Value::err(format!(
+                            "ERR command '{what}' is disabled by the proxy (server.deny_commands)"
+                        ));
+                        io.out.extend_from_slice(&e.encode(proto));
+                        continue;
+                    }
+                    expect_reset |= name == Some("reset");
+                    uout.extend_from_slice(&cmd.raw);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    io.out
+                        .extend_from_slice(&Value::err(format!("ERR {e}")).encode(proto));
+                    let _ = io.wr.write_all(&io.out).await;
+                    return TunnelEnd::Close(Some("protocol_error"));
+                }
+            }
+        }
+        if io.out.len() > limit {
+            return TunnelEnd::Close(Some("output_buffer_limit"));
+        }
+        tokio::select! {
+            biased;
+            _ = c.sh.shutdown.cancelled() => {
+                let _ = io.wr.write_all(&io.out).await;
+                return TunnelEnd::Close(Some("shutdown"));
+            }
+            r = urd.read_buf(&mut ubuf), if io.out.len() < SOFT => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    // The upstream closed (QUIT, or it went away): the client follows.
+                    let _ = io.wr.write_all(&io.out).await;
+                    return TunnelEnd::Close(None);
+                }
+                while let Ok(Some(n)) = reply_len(&ubuf, proto) {
+                    let frame = ubuf.split_to(n);
+                    io.out.extend_from_slice(&frame);
+                    if expect_reset && &frame[..] == b"+RESET\r\n" {
+                        return TunnelEnd::Resume;
+                    }
+                }
+            }
+            w = io.wr.write(&io.out), if !io.out.is_empty() => match w {
+                Ok(n) if n > 0 => {
+                    io.out.advance(n);
+                    c.sh.metrics.bytes_out.inc_by(n as u64);
+                }
+                _ => return TunnelEnd::Close(None),
+            },
+            w = uwr.write(&uout), if !uout.is_empty() => match w {
+                Ok(n) if n > 0 => uout.advance(n),
+                _ => {
+                    let _ = io.wr.write_all(&io.out).await;
+                    return TunnelEnd::Close(None);
+                }
+            },
+            r = io.rd.read_buf(&mut io.inbuf), if uout.len() < SOFT => match r {
+                Ok(n) if n > 0 => c.sh.metrics.bytes_in.inc_by(n as u64),
+                _ => return TunnelEnd::Close(None),
+            },
+        }
+    }
+}

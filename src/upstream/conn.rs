@@ -1,0 +1,245 @@
+//! One upstream connection, owned by one task: requests come in through a bounded channel,
+//! are written in batches (many clients' commands in one write), and replies are matched to
+//! requests strictly in order. RESP3 pushes, which belong to no request, go to a push channel.
+//!
+//! A shared connection outlives failures: it fails every pending request with an error naming
+//! the upstream, answers new requests with that error at once while down, and reconnects with
+//! backoff. A dedicated connection (one client's transaction, blocking command, database) dies
+//! with its socket, because the state it carried is gone.
+//!
+//! A request whose deadline passes (a paused or overloaded Redis) fails the whole connection:
+//! the replies still owed cannot be told apart from later ones, so the socket is dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+
+use super::{Connector, UpstreamError};
+use crate::protocol::reply::{is_push, reply_len, Proto};
+
+/// A reply from the upstream: the raw RESP bytes.
+pub type Reply = Result<Bytes, UpstreamError>;
+
+/// One request: its raw bytes, where the reply goes, and when to give up (`None` for a
+/// blocking command, which may legitimately wait forever).
+#[derive(Debug)]
+pub struct Request {
+    pub raw: Bytes,
+    pub reply: oneshot::Sender<Reply>,
+    pub deadline: Option<Instant>,
+}
+
+/// Write batches stop growing at this size so one burst cannot hold the reader back.
+const WRITE_HIGH: usize = 256 * 1024;
+
+/// A handle to a connection task.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl ConnHandle {
+    /// Queues a request. Fails at once if the connection task is gone or its queue is full.
+    pub fn send(
+        &self,
+        raw: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<oneshot::Receiver<Reply>, UpstreamError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request {
+                raw,
+                reply: tx,
+                deadline,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => UpstreamError::Busy,
+                mpsc::error::TrySendError::Closed(_) => UpstreamError::Closed,
+            })?;
+        Ok(rx)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Spawns a shared connection task that connects, serves and reconnects until `handle` and
+/// every clone of it are dropped.
+pub fn spawn_shared(connector: Arc<Connector>, proto: Proto, queue: usize) -> ConnHandle {
+    let (tx, rx) = mpsc::channel(queue);
+    tokio::spawn(run_shared(connector, proto, rx));
+    ConnHandle { tx }
+}
+
+/// Spawns a dedicated connection task over an established stream. Pushes go to `pushes`.
+pub fn spawn_dedicated(
+    connector: Arc<Connector>,
+    stream: TcpStream,
+    proto: Proto,
+    pushes: mpsc::Sender<Bytes>,
+) -> ConnHandle {
+    let (tx, mut rx) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        let m = &connector.metrics;
+        m.upstream_connections
+            .with_label_values(&["dedicated"])
+            .inc();
+        let mut pending = VecDeque::new();
+        let err = serve(
+            stream,
+            proto,
+            &mut rx,
+            &mut pending,
+            Some(&pushes),
+            &connector,
+        )
+        .await;
+        m.upstream_connections
+            .with_label_values(&["dedicated"])
+            .dec();
+        fail_all(&mut pending, &err);
+        rx.close();
+        while let Ok(r) = rx.try_recv() {
+            let _ = r.reply.send(Err(err.clone()));
+        }
+    });
+    ConnHandle { tx }
+}
+
+async fn run_shared(connector: Arc<Connector>, proto: Proto, mut rx: mpsc::Receiver<Request>) {
+    let m = connector.metrics.clone();
+    let mut backoff = connector.backoff_min;
+    let mut pending = VecDeque::new();
+    loop {
+        let err = match connector.connect(proto).await {
+            Ok(stream) => {
+                backoff = connector.backoff_min;
+                connector.health.connected();
+                m.upstream_connections.with_label_values(&["shared"]).inc();
+                let err = serve(stream, proto, &mut rx, &mut pending, None, &connector).await;
+                m.upstream_connections.with_label_values(&["shared"]).dec();
+                connector.health.disconnected();
+                fail_all(&mut pending, &err);
+                if matches!(err, UpstreamError::Closed) {
+                    return; // every handle dropped: the proxy is shutting down
+                }
+                tracing::warn!(upstream = %connector.display, error = %err, "upstream connection lost");
+                err
+            }
+            Err(e) => e,
+        };
+        // Down: answer everything that arrives with the error until the backoff expires.
+        let until = Instant::now() + backoff;
+        backoff = (backoff * 2).min(connector.backoff_max);
+        loop {
+            tokio::select! {
+                _ = sleep_until(until) => break,
+                r = rx.recv() => match r {
+                    Some(r) => { let _ = r.reply.send(Err(err.clone())); }
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+fn fail_all(pending: &mut VecDeque<oneshot::Sender<Reply>>, err: &UpstreamError) {
+    for p in pending.drain(..) {
+        let _ = p.send(Err(err.clone()));
+    }
+}
+
+/// Serves one established connection until it fails; returns why.
+///
+/// # Cancel safety
+/// Not cancel safe; it is only ever awaited to completion by its own task.
+async fn serve(
+    mut stream: TcpStream,
+    proto: Proto,
+    rx: &mut mpsc::Receiver<Request>,
+    pending: &mut VecDeque<oneshot::Sender<Reply>>,
+    pushes: Option<&mpsc::Sender<Bytes>>,
+    connector: &Connector,
+) -> UpstreamError {
+    let (mut rd, mut wr) = stream.split();
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    // Deadlines of pending requests, front first (None = no deadline).
+    let mut deadlines: VecDeque<Option<Instant>> = VecDeque::new();
+    let far = Duration::from_secs(86_400 * 365);
+    loop {
+        let front_deadline = deadlines.front().copied().flatten();
+        tokio::select! {
+            biased;
+            r = rd.read_buf(&mut rbuf) => {
+                match r {
+                    Ok(0) => return connector.io_error("connection closed by server"),
+                    Ok(_) => {}
+                    Err(e) => return connector.io_error(&e.to_string()),
+                }
+                loop {
+                    let n = match reply_len(&rbuf, proto) {
+                        Ok(Some(n)) => n,
+                        Ok(None) => break,
+                        Err(e) => {
+                            connector.metrics.upstream_error("protocol");
+                            return UpstreamError::Unavailable(format!("{}: bad reply: {e}", connector.display));
+                        }
+                    };
+                    let raw = rbuf.split_to(n).freeze();
+                    if proto == Proto::Resp3 && is_push(&raw) {
+                        if let Some(p) = pushes {
+                            let _ = p.try_send(raw);
+                        }
+                        continue;
+                    }
+                    match pending.pop_front() {
+                        Some(tx) => {
+                            deadlines.pop_front();
+                            let _ = tx.send(Ok(raw));
+                        }
+                        None => {
+                            connector.metrics.upstream_error("protocol");
+                            return UpstreamError::Unavailable(format!("{}: reply with no request", connector.display));
+                        }
+                    }
+                }
+                if rbuf.capacity() - rbuf.len() < 4096 {
+                    rbuf.reserve(16 * 1024);
+                }
+            }
+            w = wr.write(&wbuf), if !wbuf.is_empty() => {
+                match w {
+                    Ok(0) => return connector.io_error("write returned 0"),
+                    Ok(n) => { let _ = wbuf.split_to(n); }
+                    Err(e) => return connector.io_error(&e.to_string()),
+                }
+            }
+            r = rx.recv(), if wbuf.len() < WRITE_HIGH => {
+                let Some(first) = r else { return UpstreamError::Closed };
+                let mut next = Some(first);
+                while let Some(req) = next.take() {
+                    // Sent even if the client has gone: Redis runs what a client sent before
+                    // it disconnected, and so does the proxy.
+                    wbuf.extend_from_slice(&req.raw);
+                    pending.push_back(req.reply);
+                    deadlines.push_back(req.deadline);
+                    if wbuf.len() < WRITE_HIGH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+            }
+            _ = sleep_until(front_deadline.unwrap_or_else(|| Instant::now() + far)), if front_deadline.is_some() => {
+                connector.metrics.upstream_error("timeout");
+                return UpstreamError::Timeout(connector.display.clone(), connector.timeout_ms());
+            }
+        }
+    }
+}

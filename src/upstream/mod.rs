@@ -1,0 +1,296 @@
+//! The upstream: where commands go. Today a Redis server (`redis://`): a small pool of shared,
+//! pipelined connections per protocol version, plus dedicated connections for clients that hold
+//! connection state (transactions, blocking commands, a non-default database, pub/sub).
+//!
+//! Every client is assigned one shared connection for its whole life, so its own commands
+//! reach Redis in the order it sent them.
+
+mod conn;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+pub use conn::{ConnHandle, Reply};
+
+use crate::command::encode_request;
+use crate::config::{Settings, Tunables, UpstreamUrl};
+use crate::metrics::Metrics;
+use crate::protocol::reply::{is_error, reply_len, Proto};
+
+/// Why the upstream could not answer. The display form is the error reply's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("ERR upstream {0}")]
+    Unavailable(String),
+    #[error("ERR upstream {0} did not answer within {1} ms")]
+    Timeout(String, u64),
+    #[error("ERR upstream connection is busy, try again")]
+    Busy,
+    #[error("ERR upstream connection closed")]
+    Closed,
+}
+
+/// Whether the upstream is reachable: shared connections report in, `/ready` reads it.
+#[derive(Debug, Default)]
+pub struct Health {
+    connected: AtomicI64,
+    pub version: Mutex<String>,
+}
+
+impl Health {
+    fn connected(&self) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+    }
+    fn disconnected(&self) {
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn is_up(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Everything needed to open and authenticate an upstream connection.
+pub struct Connector {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    pub db: u32,
+    pub display: String,
+    connect_timeout: Duration,
+    tunables: Arc<Tunables>,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Connector {
+    fn timeout_ms(&self) -> u64 {
+        Tunables::load(&self.tunables.upstream_timeout_ms)
+    }
+
+    fn io_error(&self, what: &str) -> UpstreamError {
+        self.metrics.upstream_error("io");
+        UpstreamError::Unavailable(format!("{}: {what}", self.display))
+    }
+
+    /// Opens a connection speaking `proto`, authenticated and on database `db`.
+    pub async fn connect_db(&self, proto: Proto, db: u32) -> Result<TcpStream, UpstreamError> {
+        let fail = |what: String| {
+            self.metrics.upstream_error("connect");
+            UpstreamError::Unavailable(format!("{} unavailable: {what}", self.display))
+        };
+        let addr = format!("{}:{}", self.host, self.port);
+        let mut s = match timeout(self.connect_timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail("connect timed out".into())),
+        };
+        let _ = s.set_nodelay(true);
+        let mut hello: Vec<Bytes> = Vec::new();
+        if proto == Proto::Resp3 {
+            hello.extend([Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")]);
+            if let Some(p) = &self.password {
+                let u = self.username.clone().unwrap_or_else(|| "default".into());
+                hello.extend([Bytes::from_static(b"AUTH"), u.into(), p.clone().into()]);
+            }
+        } else if let Some(p) = &self.password {
+            hello.push(Bytes::from_static(b"AUTH"));
+            if let Some(u) = &self.username {
+                hello.push(u.clone().into());
+            }
+            hello.push(p.clone().into());
+        }
+        let mut steps = Vec::new();
+        if !hello.is_empty() {
+            steps.push(hello);
+        }
+        if db != 0 {
+            steps.push(vec![Bytes::from_static(b"SELECT"), db.to_string().into()]);
+        }
+        for step in steps {
+            let reply = timeout(self.connect_timeout, roundtrip(&mut s, &step, proto))
+                .await
+                .map_err(|_| fail("handshake timed out".into()))?
+                .map_err(fail)?;
+            if is_error(&reply) {
+                let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
+                return Err(fail(format!(
+                    "{} refused: {text}",
+                    String::from_utf8_lossy(&step[0])
+                )));
+            }
+        }
+        Ok(s)
+    }
+
+    pub async fn connect(&self, proto: Proto) -> Result<TcpStream, UpstreamError> {
+        self.connect_db(proto, self.db).await
+    }
+}
+
+/// Sends one command on a fresh connection and reads its reply (handshakes, version probe).
+async fn roundtrip(s: &mut TcpStream, args: &[Bytes], proto: Proto) -> Result<Bytes, String> {
+    s.write_all(&encode_request(args))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if let Some(n) = reply_len(&buf, proto)? {
+            return Ok(buf.split_to(n).freeze());
+        }
+        if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed during handshake".into());
+        }
+    }
+}
+
+/// The upstream as the rest of the proxy sees it.
+pub struct Upstream {
+    pub connector: Arc<Connector>,
+    shared2: Vec<ConnHandle>,
+    shared3: Vec<ConnHandle>,
+    spare: Mutex<Vec<(Proto, ConnHandle, mpsc::Receiver<Bytes>)>>,
+    spare_max: usize,
+    next: AtomicU64,
+}
+
+/// A dedicated connection and the channel its RESP3 pushes arrive on.
+pub struct Dedicated {
+    pub conn: ConnHandle,
+    pub pushes: mpsc::Receiver<Bytes>,
+    pub proto: Proto,
+}
+
+impl Upstream {
+    /// Builds the pools; their connections connect in the background.
+    pub fn new(settings: &Settings, tunables: Arc<Tunables>, metrics: Arc<Metrics>) -> Upstream {
+        let url = settings.upstream_url();
+        let UpstreamUrl::Redis {
+            host,
+            port,
+            username,
+            password,
+            db,
+        } = url.clone();
+        let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+        let connector = Arc::new(Connector {
+            host,
+            port,
+            username: nonempty(&settings.upstream.username).or(username),
+            password: nonempty(&settings.upstream.password).or(password),
+            db,
+            display: url.display(),
+            connect_timeout: Duration::from_millis(settings.upstream.connect_timeout_ms),
+            tunables,
+            backoff_min: Duration::from_millis(settings.upstream.reconnect_min_ms),
+            backoff_max: Duration::from_millis(settings.upstream.reconnect_max_ms),
+            metrics,
+            health: Arc::new(Health::default()),
+        });
+        let pool = |proto| {
+            (0..settings.upstream.pool_size)
+                .map(|_| conn::spawn_shared(connector.clone(), proto, settings.upstream.max_queued))
+                .collect()
+        };
+        let up = Upstream {
+            shared2: pool(Proto::Resp2),
+            shared3: pool(Proto::Resp3),
+            connector,
+            spare: Mutex::new(Vec::new()),
+            spare_max: settings.upstream.spare_dedicated,
+            next: AtomicU64::new(0),
+        };
+        up.probe_version();
+        up
+    }
+
+    /// Learns the upstream's version (for HELLO replies) in the background.
+    fn probe_version(&self) {
+        let c = self.connector.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                if let Ok(mut s) = c.connect(Proto::Resp2).await {
+                    let args = [Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
+                    if let Ok(r) = roundtrip(&mut s, &args, Proto::Resp2).await {
+                        let text = String::from_utf8_lossy(&r);
+                        if let Some(v) = text.lines().find_map(|l| l.strip_prefix("redis_version:"))
+                        {
+                            *c.health.version.lock().unwrap_or_else(|p| p.into_inner()) =
+                                v.trim().to_string();
+                        }
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    /// A shared connection slot for a new client; the client keeps it for life.
+    pub fn assign(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) as usize
+    }
+
+    /// The shared connection for slot `slot` speaking `proto`.
+    pub fn shared(&self, slot: usize, proto: Proto) -> &ConnHandle {
+        let pool = match proto {
+            Proto::Resp2 => &self.shared2,
+            Proto::Resp3 => &self.shared3,
+        };
+        &pool[slot % pool.len()]
+    }
+
+    /// The request deadline for an ordinary command sent now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.connector.timeout_ms())
+    }
+
+    /// A dedicated connection on database `db`: from the spare list when that is the default
+    /// database, otherwise new.
+    pub async fn dedicated(&self, proto: Proto, db: u32) -> Result<Dedicated, UpstreamError> {
+        if db == self.connector.db {
+            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(i) = spare.iter().position(|(p, _, _)| *p == proto) {
+                let (proto, conn, pushes) = spare.swap_remove(i);
+                if !conn.is_closed() {
+                    return Ok(Dedicated {
+                        conn,
+                        pushes,
+                        proto,
+                    });
+                }
+            }
+        }
+        let stream = self.connector.connect_db(proto, db).await?;
+        let (ptx, prx) = mpsc::channel(1024);
+        let conn = conn::spawn_dedicated(self.connector.clone(), stream, proto, ptx);
+        Ok(Dedicated {
+            conn,
+            pushes: prx,
+            proto,
+        })
+    }
+
+    /// Returns a dedicated connection whose state is clean (no transaction, watch, block,
+    /// default database) for reuse; otherwise, or when the spare list is full, it is closed.
+    pub fn release(&self, d: Dedicated) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < self.spare_max && !d.conn.is_closed() {
+            spare.push((d.proto, d.conn, d.pushes));
+        }
+    }
+
+    /// A raw, authenticated connection for a tunnel (pub/sub, MONITOR).
+    pub async fn raw(&self, proto: Proto, db: u32) -> Result<TcpStream, UpstreamError> {
+        self.connector.connect_db(proto, db).await
+    }
+}
