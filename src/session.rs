@@ -248,19 +248,20 @@ impl Session {
             .args
             .get(1)
             .and_then(|a| std::str::from_utf8(a).ok())
-            .and_then(|s| s.parse::<u32>().ok());
-        let before = self.needs_dedicated();
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|_| cmd.args.len() == 2);
+        let prev = self.st.db;
+        let dedicated = self.needs_dedicated() || requested.is_some_and(|n| n != self.default_db);
         let effect = match requested {
-            Some(n) if cmd.args.len() == 2 => {
-                let prev = self.st.db;
-                self.st.db = n;
-                Effect::Select { prev, requested: n }
-            }
-            _ => Effect::None,
+            Some(n) => Effect::Select { prev, requested: n },
+            None => Effect::None,
         };
-        let dedicated = before || self.needs_dedicated();
+        // A new dedicated connection opens on the current database; this SELECT moves it.
         self.send(cmd, start, dedicated, true, effect, pending)
             .await;
+        if let Some(n) = requested {
+            self.st.db = n;
+        }
     }
 
     async fn pubsub(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
