@@ -137,7 +137,10 @@ impl Session {
     pub async fn dispatch(&mut self, cmd: Command, pending: &mut VecDeque<Pending>) {
         let start = Instant::now();
         self.entry.touch(cmd.known_name().unwrap_or("unknown"));
+        // CLIENT REPLY decides about its own reply (ON answers even after OFF).
+        let own_reply = cmd.known_name() == Some("client") && cmd.arg_is(1, "reply");
         let suppress = match self.reply_mode {
+            _ if own_reply => false,
             ReplyMode::On => false,
             ReplyMode::Off => true,
             ReplyMode::Skip => {

@@ -1,0 +1,295 @@
+//! Faults: Redis restarted under load, Redis paused past the timeout, a client that never
+//! reads, malformed and oversized frames, the client limit, idle clients, graceful shutdown.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, proxy, proxy_with, settings, Raw, Redis, DEADLINE};
+
+/// A reply is "one of mine" when it is the exact tag this client sent, or an error from the
+/// proxy. Anything else means a reply reached the wrong request.
+fn check_echo(reply: &[u8], tag: &str) -> Result<bool, String> {
+    let want = format!("${}\r\n{}\r\n", tag.len(), tag);
+    if reply == want.as_bytes() {
+        Ok(true)
+    } else if reply.starts_with(b"-ERR upstream") {
+        Ok(false)
+    } else {
+        Err(format!(
+            "expected {tag:?}, got {:?}",
+            String::from_utf8_lossy(reply)
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_under_load_never_crosses_replies() {
+    let mut redis = Redis::start().await;
+    let mut s = settings(&redis.url());
+    s.upstream.timeout_ms = 2_000;
+    let p = proxy_with(s).await;
+    let port = p.addr.port();
+    let restarted = Arc::new(AtomicBool::new(false));
+    let ok_after = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for id in 0..50u32 {
+        let restarted = restarted.clone();
+        let ok_after = ok_after.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Raw::connect(port).await;
+            let (mut ok, mut errors, mut good_after) = (0u32, 0u32, 0u32);
+            for seq in 0.. {
+                // A pipeline of three tagged requests: each reply must be its own.
+                let tags: Vec<String> = (0..3).map(|k| format!("c{id}:s{seq}:{k}")).collect();
+                let key = format!("k:{id}");
+                let val = format!("v:{id}:{seq}");
+                for t in &tags {
+                    c.send(&[b"ECHO", t.as_bytes()]).await;
+                }
+                c.send(&[b"SET", key.as_bytes(), val.as_bytes()]).await;
+                c.send(&[b"GET", key.as_bytes()]).await;
+                for t in &tags {
+                    match check_echo(&c.read().await, t) {
+                        Ok(true) => ok += 1,
+                        Ok(false) => errors += 1,
+                        Err(e) => panic!("client {id}: {e}"),
+                    }
+                }
+                let set = c.read().await;
+                let get = c.read().await;
+                if &set[..] == b"+OK\r\n" {
+                    let want = format!("${}\r\n{}\r\n", val.len(), val);
+                    let mine = get == want.as_bytes()
+                        || &get[..] == b"$-1\r\n"
+                        || get.starts_with(b"-ERR upstream");
+                    assert!(
+                        mine,
+                        "client {id}: GET after SET {val} returned {:?}",
+                        String::from_utf8_lossy(&get)
+                    );
+                } else {
+                    assert!(
+                        set.starts_with(b"-ERR upstream"),
+                        "client {id}: SET got {:?}",
+                        String::from_utf8_lossy(&set)
+                    );
+                }
+                if restarted.load(Ordering::SeqCst) && &set[..] == b"+OK\r\n" {
+                    good_after += 1;
+                    if good_after == 20 {
+                        ok_after.fetch_add(1, Ordering::SeqCst);
+                        return (ok, errors);
+                    }
+                }
+            }
+            unreachable!()
+        }));
+    }
+    // Load is running: kill Redis, let clients see the failure, bring it back.
+    let sh = p.shared.clone();
+    eventually(DEADLINE, "load running", || {
+        let n = sh.metrics.commands_processed();
+        async move { (n > 2_000).then_some(()) }
+    })
+    .await;
+    redis.kill();
+    eventually(DEADLINE, "proxy notices Redis is gone", || {
+        let up = sh.upstream.connector.health.is_up();
+        async move { (!up).then_some(()) }
+    })
+    .await;
+    redis.restart().await;
+    let back = Instant::now();
+    restarted.store(true, Ordering::SeqCst);
+    eventually(DEADLINE, "proxy serves again", || async move {
+        let mut c = Raw::connect(port).await;
+        (c.text(&["SET", "probe", "1"]).await == "+OK\r\n").then_some(())
+    })
+    .await;
+    println!(
+        "proxy serving again {:?} after Redis came back",
+        back.elapsed()
+    );
+    let mut errors = 0;
+    for t in tasks {
+        let (_, e) = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("clients finish")
+            .expect("client task");
+        errors += e;
+    }
+    println!("errors seen by clients during the outage: {errors}");
+    assert_eq!(ok_after.load(Ordering::SeqCst), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_redis_gets_a_prompt_error_then_recovers() {
+    let redis = Redis::start().await;
+    let mut s = settings(&redis.url());
+    s.upstream.timeout_ms = 200;
+    let p = proxy_with(s).await;
+    let mut c = Raw::to(&p).await;
+    assert_eq!(c.text(&["SET", "a", "1"]).await, "+OK\r\n");
+    redis.signal("-STOP");
+    let r = c.text(&["GET", "a"]).await;
+    assert!(
+        r.starts_with("-ERR upstream") && r.contains("did not answer within 200 ms"),
+        "{r}"
+    );
+    // New commands while it is still paused fail promptly too (timeout or reconnect error).
+    let r = c.text(&["GET", "a"]).await;
+    assert!(r.starts_with("-ERR upstream"), "{r}");
+    redis.signal("-CONT");
+    eventually(DEADLINE, "GET works after SIGCONT", || {
+        let port = p.addr.port();
+        async move {
+            let mut c = Raw::connect(port).await;
+            (c.text(&["GET", "a"]).await == "$1\r\n1\r\n").then_some(())
+        }
+    })
+    .await;
+    assert!(p.shared.metrics.upstream_errors("timeout") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_and_others_are_served() {
+    let redis = Redis::start().await;
+    let mut s = settings(&redis.url());
+    s.limits.client_output_buffer_limit = 4 * 1024 * 1024;
+    let p = proxy_with(s).await;
+    let mut setup = Raw::to(&p).await;
+    let big = "x".repeat(256 * 1024);
+    assert_eq!(setup.text(&["SET", "big", &big]).await, "+OK\r\n");
+    let mut hog = Raw::to(&p).await;
+    // 20,000 GETs of 256 KiB is 5 GB of replies, never read.
+    let one = prescient::command::encode_request(&[
+        bytes::Bytes::from_static(b"GET"),
+        bytes::Bytes::from_static(b"big"),
+    ]);
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+    let writer = tokio::spawn(async move {
+        for _ in 0..20 {
+            if tokio::io::AsyncWriteExt::write_all(&mut hog.stream, &batch)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        hog
+    });
+    let sh = p.shared.clone();
+    eventually(DEADLINE, "hog disconnected for its output buffer", || {
+        let n = sh.metrics.clients_closed("output_buffer_limit");
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    let _ = writer.await;
+    assert_eq!(setup.text(&["PING"]).await, "+PONG\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_get_redis_errors_and_close() {
+    let redis = Redis::start().await;
+    let mut s = settings(&redis.url());
+    s.limits.max_bulk_len = 1024;
+    s.limits.max_array_len = 100;
+    let p = proxy_with(s).await;
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"*1\r\n+PING\r\n",
+            "-ERR Protocol error: expected '$', got '+'\r\n",
+        ),
+        (
+            b"*x\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*101\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$1025\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$-3\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"SET a \"unbalanced\r\n",
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+    ];
+    for (input, want) in cases {
+        let mut c = Raw::to(&p).await;
+        c.send_raw(b"*1\r\n$4\r\nPING\r\n").await;
+        assert_eq!(&c.read().await[..], b"+PONG\r\n");
+        c.send_raw(input).await;
+        assert_eq!(
+            String::from_utf8_lossy(&c.read().await),
+            *want,
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert!(c.closed().await, "connection closes after a protocol error");
+    }
+    // Random garbage never takes the proxy down.
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    for _ in 0..200 {
+        let mut c = Raw::to(&p).await;
+        let len = (seed % 64) as usize + 1;
+        let mut junk = Vec::with_capacity(len);
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            junk.push(b"*$\r\n-+:0123456789abc \"'"[(seed % 23) as usize]);
+        }
+        c.send_raw(&junk).await;
+        drop(c);
+    }
+    let mut c = Raw::to(&p).await;
+    assert_eq!(c.text(&["PING"]).await, "+PONG\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_limit_and_idle_timeout() {
+    let redis = Redis::start().await;
+    let mut s = settings(&redis.url());
+    s.server.max_clients = 2;
+    s.server.idle_timeout_secs = 1;
+    let p = proxy_with(s).await;
+    let mut a = Raw::to(&p).await;
+    let mut b = Raw::to(&p).await;
+    assert_eq!(a.text(&["PING"]).await, "+PONG\r\n");
+    assert_eq!(b.text(&["PING"]).await, "+PONG\r\n");
+    let mut c = Raw::to(&p).await;
+    assert_eq!(
+        &c.read().await[..],
+        b"-ERR max number of clients reached\r\n"
+    );
+    assert!(a.closed().await, "idle client closed");
+    assert!(p.shared.metrics.clients_closed("idle_timeout") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_in_flight_commands_then_closes() {
+    let redis = Redis::start().await;
+    let p = proxy(&redis.url()).await;
+    let mut c = Raw::to(&p).await;
+    c.send(&[b"BLPOP", b"nothing", b"0.5"]).await;
+    let sh = p.shared.clone();
+    eventually(DEADLINE, "BLPOP in flight", || {
+        let n = sh.metrics.pinned_clients.get();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    p.shutdown();
+    assert_eq!(&c.read().await[..], b"*-1\r\n");
+    assert!(c.closed().await);
+    assert!(p.wait(DEADLINE).await, "every client finished");
+}
