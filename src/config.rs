@@ -25,7 +25,7 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub server: Server,
@@ -154,17 +154,6 @@ impl Default for Upstream {
             reconnect_max_ms: 500,
             max_queued: 65_536,
             spare_dedicated: 16,
-        }
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            server: Server::default(),
-            limits: Limits::default(),
-            upstream: Upstream::default(),
-            auth: Auth::default(),
         }
     }
 }

@@ -131,6 +131,13 @@ impl Client {
     /// The main loop; returns the proxy's reason for closing, if it closed the connection.
     async fn run(&mut self, io: &mut Io) -> Option<&'static str> {
         let mut reason = None;
+        // Made once: polling a fresh `cancelled()` each turn would register a waiter under the
+        // token's lock every time, on every connection.
+        let shutdown = self.sh.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
+        let idle_timer = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(idle_timer);
+        let mut idle_armed: Option<Instant> = None;
         loop {
             if let Err(r) = self.process_input(io).await {
                 reason = Some(r);
@@ -148,15 +155,32 @@ impl Client {
             let can_read =
                 !self.closing && self.pending.len() < max_pipeline && io.out.len() < OUT_SOFT;
             let idle = self.idle_deadline();
+            if idle.is_some() && idle != idle_armed {
+                idle_timer.as_mut().reset(idle.unwrap_or_else(Instant::now));
+            }
+            idle_armed = idle;
             tokio::select! {
                 biased;
-                _ = self.sh.shutdown.cancelled(), if !self.closing => {
+                _ = &mut shutdown, if !self.closing => {
                     self.closing = true;
                     reason = Some("shutdown");
                 }
                 _ = front_ready(&mut self.pending), if !self.pending.is_empty() => {
                     if let Err(r) = self.deliver(io) {
                         return Some(r);
+                    }
+                    // Nothing else owed: write now, saving a trip through the loop. With more
+                    // replies owed, the loop comes back here first while they are ready, and
+                    // writes them together once none is.
+                    if self.pending.is_empty() {
+                        match io.wr.try_write(&io.out) {
+                            Ok(n) => {
+                                io.out.advance(n);
+                                self.sh.metrics.bytes_out.inc_by(n as u64);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => return reason,
+                        }
                     }
                 }
                 p = self.session.next_push() => {
@@ -173,7 +197,7 @@ impl Client {
                     Ok(n) if n > 0 => self.sh.metrics.bytes_in.inc_by(n as u64),
                     _ => return reason, // the client closed its side or reset
                 },
-                _ = tokio::time::sleep_until(idle.unwrap_or_else(Instant::now)), if idle.is_some() => {
+                _ = &mut idle_timer, if idle.is_some() => {
                     return Some("idle_timeout");
                 }
             }

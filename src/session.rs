@@ -136,7 +136,7 @@ impl Session {
     /// Handles one command: queues its reply (ready or coming) at the back of `pending`.
     pub async fn dispatch(&mut self, cmd: Command, pending: &mut VecDeque<Pending>) {
         let start = Instant::now();
-        self.entry.touch(cmd.known_name().unwrap_or("unknown"));
+        self.entry.touch(cmd.spec, start.into_std());
         // CLIENT REPLY decides about its own reply (ON answers even after OFF).
         let own_reply = cmd.known_name() == Some("client") && cmd.arg_is(1, "reply");
         let suppress = match self.reply_mode {
@@ -330,7 +330,7 @@ impl Session {
             self.release_dedicated();
         }
         self.on_dedicated = dedicated;
-        let deadline = with_deadline.then(|| self.sh.upstream.deadline());
+        let deadline = with_deadline.then(|| self.sh.upstream.deadline(start));
         let sent = if dedicated {
             match self.ensure_dedicated().await {
                 Ok(d) => d.conn.send(cmd.raw.clone(), deadline),

@@ -76,6 +76,8 @@ async fn relay(
     c.sh.metrics.command(start.first.spec, Outcome::Ok);
     let mut expect_reset = false;
     let limit = Tunables::load(&c.sh.tunables.client_output_buffer_limit) as usize;
+    let shutdown = c.sh.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         // Commands already buffered behind the one that opened the tunnel go through it too.
         loop {
@@ -110,7 +112,7 @@ async fn relay(
         }
         tokio::select! {
             biased;
-            _ = c.sh.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 let _ = io.wr.write_all(&io.out).await;
                 return TunnelEnd::Close(Some("shutdown"));
             }

@@ -116,8 +116,8 @@ async fn run(seq: &Sequence, port: u16) -> Vec<(usize, Bytes)> {
             | Step::Resp3 { client }
             | Step::Pipeline { client, .. } => *client,
         };
-        if !clients.contains_key(&c) {
-            clients.insert(c, Raw::connect(port).await);
+        if let std::collections::btree_map::Entry::Vacant(e) = clients.entry(c) {
+            e.insert(Raw::connect(port).await);
         }
         let cl = clients.get_mut(&c).expect("client");
         match step {

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::command::CommandSpec;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,17 +23,18 @@ pub struct ClientEntry {
     pub resp: AtomicU32,
     pub pinned: AtomicBool,
     pub name: Mutex<String>,
-    pub last_command: Mutex<&'static str>,
+    /// Table index of the last command (usize::MAX: unknown; past the table: none yet).
+    pub last_command: AtomicUsize,
 }
 
 impl ClientEntry {
-    pub fn touch(&self, command: &'static str) {
-        self.last_active_ms.store(
-            self.connected.elapsed().as_millis() as u64,
-            Ordering::Relaxed,
-        );
+    /// Records a command arriving at `now` (`spec` None for one the table does not know).
+    pub fn touch(&self, spec: Option<&'static CommandSpec>, now: Instant) {
+        let ms = now.saturating_duration_since(self.connected).as_millis() as u64;
+        self.last_active_ms.store(ms, Ordering::Relaxed);
         self.commands.fetch_add(1, Ordering::Relaxed);
-        *self.last_command.lock().unwrap_or_else(|p| p.into_inner()) = command;
+        let idx = spec.map_or(usize::MAX, crate::command::index_of);
+        self.last_command.store(idx, Ordering::Relaxed);
     }
 
     pub fn set_name(&self, name: &str) {
@@ -52,7 +55,10 @@ impl ClientEntry {
         } else {
             "N"
         };
-        let cmd = *self.last_command.lock().unwrap_or_else(|p| p.into_inner());
+        let cmd = match self.last_command.load(Ordering::Relaxed) {
+            usize::MAX => "unknown",
+            i => crate::command::all().get(i).map_or("NULL", |c| c.name),
+        };
         format!(
             "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
             self.id,
@@ -63,7 +69,7 @@ impl ClientEntry {
             idle_ms / 1000,
             flags,
             self.db.load(Ordering::Relaxed),
-            if cmd.is_empty() { "NULL" } else { cmd },
+            cmd,
             self.resp.load(Ordering::Relaxed),
         )
     }
@@ -89,7 +95,7 @@ impl Registry {
             resp: AtomicU32::new(2),
             pinned: AtomicBool::new(false),
             name: Mutex::new(String::new()),
-            last_command: Mutex::new(""),
+            last_command: AtomicUsize::new(usize::MAX - 1),
         });
         self.lock().insert(id, e.clone());
         e

@@ -169,13 +169,31 @@ async fn serve(
     connector: &Connector,
 ) -> UpstreamError {
     let (mut rd, mut wr) = stream.split();
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    // Shared connections read big chunks: every reply in a read is handed out before any
+    // client writes, so clients get their pipelined replies together. Dedicated ones (there
+    // may be thousands, mostly idle) stay small.
+    let read_chunk = if pushes.is_some() {
+        16 * 1024
+    } else {
+        128 * 1024
+    };
+    let mut rbuf = BytesMut::with_capacity(read_chunk);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     // Deadlines of pending requests, front first (None = no deadline).
     let mut deadlines: VecDeque<Option<Instant>> = VecDeque::new();
-    let far = Duration::from_secs(86_400 * 365);
+    // One timer, armed for the front request's deadline. It is not moved when the front moves
+    // on (deadlines only grow), only re-armed after it fires: one timer operation per timeout
+    // period instead of one per reply.
+    let timer = sleep_until(Instant::now() + Duration::from_secs(86_400));
+    tokio::pin!(timer);
+    let mut armed = false;
     loop {
-        let front_deadline = deadlines.front().copied().flatten();
+        if !armed {
+            if let Some(d) = deadlines.front().copied().flatten() {
+                timer.as_mut().reset(d);
+                armed = true;
+            }
+        }
         tokio::select! {
             biased;
             r = rd.read_buf(&mut rbuf) => {
@@ -211,8 +229,8 @@ async fn serve(
                         }
                     }
                 }
-                if rbuf.capacity() - rbuf.len() < 4096 {
-                    rbuf.reserve(16 * 1024);
+                if rbuf.capacity() - rbuf.len() < read_chunk / 4 {
+                    rbuf.reserve(read_chunk);
                 }
             }
             w = wr.write(&wbuf), if !wbuf.is_empty() => {
@@ -224,6 +242,9 @@ async fn serve(
             }
             r = rx.recv(), if wbuf.len() < WRITE_HIGH => {
                 let Some(first) = r else { return UpstreamError::Closed };
+                // Let the other clients that are ready this turn queue their commands too, so
+                // one write (and one read on the Redis side) carries many of them.
+                tokio::task::yield_now().await;
                 let mut next = Some(first);
                 while let Some(req) = next.take() {
                     // Sent even if the client has gone: Redis runs what a client sent before
@@ -235,10 +256,19 @@ async fn serve(
                         next = rx.try_recv().ok();
                     }
                 }
+                // Write now if the socket takes it, saving a trip through the loop.
+                match wr.try_write(&wbuf) {
+                    Ok(n) => { let _ = wbuf.split_to(n); }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return connector.io_error(&e.to_string()),
+                }
             }
-            _ = sleep_until(front_deadline.unwrap_or_else(|| Instant::now() + far)), if front_deadline.is_some() => {
-                connector.metrics.upstream_error("timeout");
-                return UpstreamError::Timeout(connector.display.clone(), connector.timeout_ms());
+            _ = &mut timer, if armed => {
+                armed = false;
+                if deadlines.front().copied().flatten().is_some_and(|d| d <= Instant::now()) {
+                    connector.metrics.upstream_error("timeout");
+                    return UpstreamError::Timeout(connector.display.clone(), connector.timeout_ms());
+                }
             }
         }
     }

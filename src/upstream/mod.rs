@@ -249,9 +249,9 @@ impl Upstream {
         &pool[slot % pool.len()]
     }
 
-    /// The request deadline for an ordinary command sent now.
-    pub fn deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.connector.timeout_ms())
+    /// The request deadline for an ordinary command that arrived at `start`.
+    pub fn deadline(&self, start: Instant) -> Instant {
+        start + Duration::from_millis(self.connector.timeout_ms())
     }
 
     /// A dedicated connection on database `db`: from the spare list when that is the default

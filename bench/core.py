@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Proxy overhead benchmark: redis-benchmark SET/GET with 1 KB values, 50 clients, unpipelined
+and -P 16, against Redis directly, through prescient, and through twemproxy (nutcracker), all in
+front of the same redis-server, in one run. Prints throughput, p50/p99 and the ratios.
+
+Runs are interleaved (direct, prescient, twemproxy, direct, ...) and each cell is the median of
+--rounds runs, because this machine is shared and noisy: read the ratios, not the absolutes.
+
+Usage: python3 bench/core.py [--requests N] [--rounds R] [--prescient PATH] [--extra-config K=V]
+Needs redis-server, redis-benchmark (redis-tools) and nutcracker; installs them with apt-get
+when missing and run as root.
+"""
+import argparse
+import csv
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def need(binary, package):
+    if shutil.which(binary):
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"{binary} missing: apt-get install {package}")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=15.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited early (code {proc.returncode})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    sys.exit(f"{what} did not answer PING on port {port}")
+
+
+def bench(port, test, pipeline, requests, clients=50, size=1024):
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-n", str(requests),
+           "-c", str(clients), "-d", str(size), "-P", str(pipeline), "-r", "100000", "--csv", "-q"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
+    if not rows:
+        raise RuntimeError(f"redis-benchmark printed nothing useful: {out!r}")
+    r = rows[0]
+    return {"rps": float(r[1]), "p50": float(r[4]), "p99": float(r[6])}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prescient", default=os.path.join(ROOT, "target/release/prescient"))
+    ap.add_argument("--extra-config", action="append", default=[],
+                    help="PRESCIENT__SECTION__KEY=value environment for the proxy")
+    ap.add_argument("--no-twemproxy", action="store_true")
+    args = ap.parse_args()
+    need("redis-server", "redis-server")
+    need("redis-benchmark", "redis-tools")
+    if not args.no_twemproxy:
+        need("nutcracker", "nutcracker")
+    if not os.path.exists(args.prescient):
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+
+    tmp = tempfile.mkdtemp(prefix="prescient-bench-")
+    procs = []
+    try:
+        rport, pport, tport = free_port(), free_port(), free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(redis)
+        wait_port(rport, redis, "redis-server")
+        env = {**os.environ, "RUST_LOG": "warn"}
+        for kv in args.extra_config:
+            k, v = kv.split("=", 1)
+            env[k] = v
+        proxy = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{pport}",
+                                  "--admin-listen", "", "--upstream", f"redis://127.0.0.1:{rport}"],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "prescient.log"), "w"))
+        procs.append(proxy)
+        wait_port(pport, proxy, "prescient")
+        targets = [("direct", rport), ("prescient", pport)]
+        if not args.no_twemproxy:
+            conf = os.path.join(tmp, "nutcracker.yml")
+            with open(conf, "w") as f:
+                f.write(f"bench:\n  listen: 127.0.0.1:{tport}\n  redis: true\n  preconnect: true\n"
+                        f"  servers:\n    - 127.0.0.1:{rport}:1\n")
+            tw = subprocess.Popen(["nutcracker", "-c", conf, "-o", os.path.join(tmp, "nutcracker.log")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(tw)
+            wait_port(tport, tw, "nutcracker")
+            targets.append(("twemproxy", tport))
+
+        rows = [(t, p) for p in (1, 16) for t in ("set", "get")]
+        results = {}
+        for rnd in range(args.rounds):
+            for test, pipe in rows:
+                for name, port in targets:
+                    n = args.requests * (4 if pipe > 1 else 1)
+                    r = bench(port, test, pipe, n)
+                    results.setdefault((test, pipe, name), []).append(r)
+            print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+
+        med = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "p50", "p99")}
+               for k, v in results.items()}
+        names = [n for n, _ in targets]
+        print(f"\nredis-benchmark, 50 clients, 1 KB values, median of {args.rounds} interleaved rounds")
+        head = "| test | " + " | ".join(f"{n} rps (p50/p99 ms)" for n in names) + " | prescient/direct |"
+        if "twemproxy" in names:
+            head += " prescient/twemproxy | twemproxy/direct |"
+        print(head)
+        print("|" + "---|" * (head.count("|") - 1))
+        for test, pipe in rows:
+            cells = [med[(test, pipe, n)] for n in names]
+            line = f"| {test.upper()} -P {pipe} | " + " | ".join(
+                f"{c['rps']:,.0f} ({c['p50']:.2f}/{c['p99']:.2f})" for c in cells)
+            d, p = cells[0]["rps"], cells[1]["rps"]
+            line += f" | {p / d:.2f}x |"
+            if "twemproxy" in names:
+                t = cells[2]["rps"]
+                line += f" {p / t:.2f}x | {t / d:.2f}x |"
+            print(line)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
