@@ -113,7 +113,7 @@ pub async fn serve(sh: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     if let Some(r) = reason {
         sh.metrics.client_closed(r);
     }
-    c.session.finish();
+    c.session.finish(c.pending.is_empty());
     sh.clients.remove(c.entry.id);
 }
 

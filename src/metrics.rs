@@ -8,6 +8,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use std::sync::OnceLock;
+
 use crate::command::{self, CommandSpec};
 
 /// How a command ended, as counted in `prescient_commands_total`.
@@ -62,8 +64,10 @@ pub const UPSTREAM_ERRORS: [&str; 4] = ["connect", "io", "timeout", "protocol"];
 
 pub struct Metrics {
     pub registry: Registry,
-    commands: Vec<[IntCounter; 4]>,
-    unknown_commands: [IntCounter; 4],
+    commands_vec: IntCounterVec,
+    /// Per table row and outcome, resolved on first use so /metrics lists only commands seen.
+    commands: Vec<[OnceLock<IntCounter>; 4]>,
+    unknown_commands: [OnceLock<IntCounter>; 4],
     durations: Vec<Histogram>,
     pub clients_connected: IntGauge,
     pub clients_accepted: IntCounter,
@@ -103,9 +107,11 @@ impl Metrics {
             "Commands processed, by command and outcome.",
             &["command", "outcome"],
         );
-        let per = |name: &str| OUTCOMES.map(|o| cmds.with_label_values(&[name, o]));
-        let commands = command::all().iter().map(|c| per(c.name)).collect();
-        let unknown_commands = per("unknown");
+        let commands = command::all()
+            .iter()
+            .map(|_| std::array::from_fn(|_| OnceLock::new()))
+            .collect();
+        let unknown_commands = std::array::from_fn(|_| OnceLock::new());
         let hist = HistogramVec::new(
             HistogramOpts::new(
                 "prescient_command_duration_seconds",
@@ -134,6 +140,7 @@ impl Metrics {
         r.register(Box::new(upstream_connections.clone()))
             .expect("unique metric");
         Metrics {
+            commands_vec: cmds,
             commands,
             unknown_commands,
             durations,
@@ -180,20 +187,24 @@ impl Metrics {
         }
     }
 
-    pub fn command(&self, spec: Option<&'static CommandSpec>, outcome: Outcome) {
-        let row = match spec {
-            Some(s) => &self.commands[command::index_of(s)],
-            None => &self.unknown_commands,
+    fn command_counter(&self, spec: Option<&'static CommandSpec>, outcome: Outcome) -> &IntCounter {
+        let (row, name) = match spec {
+            Some(s) => (&self.commands[command::index_of(s)], s.name),
+            None => (&self.unknown_commands, "unknown"),
         };
-        row[outcome as usize].inc();
+        row[outcome as usize].get_or_init(|| {
+            self.commands_vec
+                .with_label_values(&[name, OUTCOMES[outcome as usize]])
+        })
+    }
+
+    pub fn command(&self, spec: Option<&'static CommandSpec>, outcome: Outcome) {
+        self.command_counter(spec, outcome).inc();
     }
 
     pub fn command_count(&self, name: &str, outcome: Outcome) -> u64 {
-        let row = match command::lookup(name.as_bytes()) {
-            Some(s) => &self.commands[command::index_of(s)],
-            None => &self.unknown_commands,
-        };
-        row[outcome as usize].get()
+        self.command_counter(command::lookup(name.as_bytes()), outcome)
+            .get()
     }
 
     /// Commands processed so far, all outcomes.
@@ -202,7 +213,7 @@ impl Metrics {
             .iter()
             .chain(std::iter::once(&self.unknown_commands))
             .flat_map(|r| r.iter())
-            .map(|c| c.get())
+            .filter_map(|c| c.get().map(|c| c.get()))
             .sum()
     }
 

@@ -327,7 +327,7 @@ impl Session {
             Client::drain(pending).await;
         }
         if !dedicated && self.dedicated.is_some() && !self.needs_dedicated() {
-            self.release_dedicated();
+            self.release_dedicated(true);
         }
         self.on_dedicated = dedicated;
         let deadline = with_deadline.then(|| self.sh.upstream.deadline(start));
@@ -369,11 +369,13 @@ impl Session {
         self.dedicated.as_ref().ok_or(UpstreamError::Closed)
     }
 
-    fn release_dedicated(&mut self) {
+    /// Lets go of the dedicated connection: kept for reuse when `reuse` and its state is
+    /// clean, closed otherwise (which makes Redis drop whatever state it held).
+    fn release_dedicated(&mut self, reuse: bool) {
         if let Some(d) = self.dedicated.take() {
             self.sh.metrics.pinned_clients.dec();
             self.entry.pinned.store(false, Ordering::Relaxed);
-            if !self.needs_dedicated() {
+            if reuse && !self.needs_dedicated() {
                 self.sh.upstream.release(d);
             }
         }
@@ -381,14 +383,7 @@ impl Session {
 
     /// Drops every piece of connection state (RESET, or before a protocol change).
     fn reset(&mut self) {
-        let clean = !self.needs_dedicated();
-        if let Some(d) = self.dedicated.take() {
-            self.sh.metrics.pinned_clients.dec();
-            self.entry.pinned.store(false, Ordering::Relaxed);
-            if clean {
-                self.sh.upstream.release(d);
-            }
-        }
+        self.release_dedicated(true);
         self.on_dedicated = false;
         self.st = ConnState {
             db: self.default_db,
@@ -408,9 +403,11 @@ impl Session {
         self.reset();
     }
 
-    /// Called when the client is gone: a clean dedicated connection is kept for reuse.
-    pub fn finish(&mut self) {
-        self.release_dedicated();
+    /// Called when the client is gone. A dedicated connection is kept for reuse only if its
+    /// state is clean and nothing is still in flight on it (`idle`): a BLPOP the client left
+    /// behind must not block the next user.
+    pub fn finish(&mut self, idle: bool) {
+        self.release_dedicated(idle);
     }
 
     /// Applies a reply's effect and returns the bytes to send.
@@ -545,7 +542,7 @@ impl Session {
         if proto != self.proto {
             if self.dedicated.is_some() {
                 // A dedicated connection speaks the old protocol; its state cannot move.
-                self.release_dedicated();
+                self.release_dedicated(true);
                 self.on_dedicated = false;
             }
             self.proto = proto;

@@ -206,3 +206,36 @@ async fn the_redis_crate_works_through_the_proxy() {
         .unwrap();
     assert_eq!((a, b), (1, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_connection_left_behind_is_not_reused() {
+    let redis = Redis::start().await;
+    let p = proxy(&redis.url()).await;
+    let m = p.shared.metrics.clone();
+    let mut a = Raw::to(&p).await;
+    a.send(&[b"BLPOP", b"never", b"0"]).await;
+    common::eventually(common::DEADLINE, "BLPOP pinned", || {
+        let n = m.pinned_clients.get();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    drop(a);
+    common::eventually(
+        common::DEADLINE,
+        "client gone and its connection closed",
+        || {
+            let n = m.pinned_clients.get()
+                + m.upstream_connections
+                    .with_label_values(&["dedicated"])
+                    .get();
+            async move { (n == 0).then_some(()) }
+        },
+    )
+    .await;
+    let mut b = Raw::to(&p).await;
+    assert_eq!(b.text(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(b.text(&["EXEC"]).await, "*0\r\n");
+    // And a pushed element goes nowhere: the abandoned BLPOP is gone with its connection.
+    assert_eq!(b.text(&["RPUSH", "never", "x"]).await, ":1\r\n");
+    assert_eq!(b.text(&["LLEN", "never"]).await, ":1\r\n");
+}
