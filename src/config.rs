@@ -147,7 +147,7 @@ impl Default for Upstream {
             url: "redis://127.0.0.1:6379".into(),
             username: String::new(),
             password: String::new(),
-            pool_size: 2,
+            pool_size: 1,
             connect_timeout_ms: 1_000,
             timeout_ms: 1_000,
             reconnect_min_ms: 20,

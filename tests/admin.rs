@@ -88,7 +88,7 @@ async fn http_metrics_health_and_ready() {
         "prescient_commands_total{command=\"unknown\",outcome=\"error\"} 1",
         "prescient_command_duration_seconds_bucket{class=\"read\"",
         "prescient_clients_connected 1",
-        "prescient_upstream_connections{kind=\"shared\"} 4",
+        "prescient_upstream_connections{kind=\"shared\"} 2",
         "prescient_client_bytes_received_total",
         "prescient_upstream_up",
     ] {
