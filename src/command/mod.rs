@@ -23,6 +23,16 @@ static BY_NAME: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLoc
 const MAX_NAME: usize = 32;
 
 /// The table row for a command name, matched without regard to case and without allocating.
+///
+/// ```
+/// use prescient::command::{lookup, Command, State};
+///
+/// let get = lookup(b"GET").expect("GET is in the table");
+/// assert_eq!((get.name, get.arity), ("get", 2));
+/// let blpop = Command::from_args(["BLPOP", "jobs", "0"].map(|s| s.as_bytes().to_vec()));
+/// assert_eq!(blpop.state(), State::Blocking);
+/// assert_eq!(blpop.keys().collect::<Vec<_>>(), ["jobs"]);
+/// ```
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     if name.len() > MAX_NAME {
         return None;
