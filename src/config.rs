@@ -31,7 +31,25 @@ pub struct Settings {
     pub server: Server,
     pub limits: Limits,
     pub upstream: Upstream,
+    pub memory: Memory,
     pub auth: Auth,
+}
+
+/// The embedded store (`upstream.url = "memory://"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Memory {
+    pub maxmemory: u64,
+    pub maxmemory_policy: String,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory {
+            maxmemory: 1024 * 1024 * 1024,
+            maxmemory_policy: "allkeys-lru".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -242,6 +260,12 @@ impl Settings {
             return Err(invalid("limits.max_pipeline", "must be at least 1"));
         }
         UpstreamUrl::parse(&self.upstream.url).map_err(|r| invalid("upstream.url", r))?;
+        if crate::upstream::memory::Policy::parse(&self.memory.maxmemory_policy).is_none() {
+            return Err(invalid(
+                "memory.maxmemory_policy",
+                "expected allkeys-lru, volatile-lru, allkeys-random or noeviction",
+            ));
+        }
         if self.upstream.pool_size == 0 || self.upstream.pool_size > 64 {
             return Err(invalid("upstream.pool_size", "must be between 1 and 64"));
         }
@@ -351,10 +375,15 @@ pub enum UpstreamUrl {
         password: Option<String>,
         db: u32,
     },
+    /// The embedded store.
+    Memory,
 }
 
 impl UpstreamUrl {
     pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        if s == "memory://" || s == "memory:" {
+            return Ok(UpstreamUrl::Memory);
+        }
         let u = url::Url::parse(s).map_err(|e| format!("'{s}' is not a URL ({e})"))?;
         match u.scheme() {
             "redis" => {
@@ -387,7 +416,7 @@ impl UpstreamUrl {
                 })
             }
             other => Err(format!(
-                "unsupported scheme '{other}' (expected redis://host:port[/db])"
+                "unsupported scheme '{other}' (expected memory:// or redis://host:port[/db])"
             )),
         }
     }
@@ -402,6 +431,7 @@ impl UpstreamUrl {
                     format!("redis://{host}:{port}/{db}")
                 }
             }
+            UpstreamUrl::Memory => "memory://".into(),
         }
     }
 }

@@ -51,6 +51,10 @@ enum Slot {
 }
 
 impl Pending {
+    pub(crate) fn is_waiting(&self) -> bool {
+        matches!(self.slot, Slot::Waiting(_))
+    }
+
     pub(crate) fn ready(
         spec: Option<&'static CommandSpec>,
         start: Instant,

@@ -20,6 +20,7 @@ use crate::connection::{suppress_last, Client, Pending};
 use crate::metrics::Outcome;
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::server::Shared;
+use crate::upstream::memory::{Exec, MemConn};
 use crate::upstream::{Dedicated, UpstreamError};
 
 /// Work to do on a reply when it comes back, in order.
@@ -71,6 +72,8 @@ pub struct Session {
     on_dedicated: bool,
     reply_mode: ReplyMode,
     tunnel: Option<TunnelStart>,
+    /// The client's connection to the embedded store, when the upstream is `memory://`.
+    mem: Option<MemConn>,
 }
 
 impl Session {
@@ -91,6 +94,7 @@ impl Session {
             on_dedicated: false,
             reply_mode: ReplyMode::On,
             tunnel: None,
+            mem: sh.upstream.memory.clone().map(MemConn::new),
             sh,
             entry,
         }
@@ -103,7 +107,7 @@ impl Session {
     /// Whether the client holds state that may legitimately sit idle (blocked, in a
     /// transaction, on its own connection).
     pub fn holds_state(&self) -> bool {
-        self.dedicated.is_some()
+        self.dedicated.is_some() || self.mem.as_ref().is_some_and(|m| m.subscribed())
     }
 
     pub fn take_tunnel(&mut self) -> Option<TunnelStart> {
@@ -124,6 +128,12 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: it only receives from a channel.
     pub async fn next_push(&mut self) -> Bytes {
+        if let Some(m) = self.mem.as_mut() {
+            return match m.pushes.recv().await {
+                Some(p) => p,
+                None => std::future::pending().await,
+            };
+        }
         match self.dedicated.as_mut() {
             Some(d) => match d.pushes.recv().await {
                 Some(p) => p,
@@ -224,6 +234,10 @@ impl Session {
                 self.send(cmd, start, dedicated, true, Effect::None, pending)
                     .await;
             }
+            State::PubSub | State::Monitor if self.mem.is_some() => {
+                self.send(cmd, start, false, true, Effect::None, pending)
+                    .await
+            }
             State::PubSub => self.pubsub(cmd, start, pending).await,
             State::Monitor if !self.st.in_multi => {
                 Client::drain(pending).await;
@@ -323,6 +337,9 @@ impl Session {
         effect: Effect,
         pending: &mut VecDeque<Pending>,
     ) {
+        if self.mem.is_some() {
+            return self.mem_send(cmd, start, effect, pending).await;
+        }
         if dedicated != self.on_dedicated && !pending.is_empty() {
             Client::drain(pending).await;
         }
@@ -350,6 +367,29 @@ impl Session {
                 Value::err(e.to_string()),
                 Outcome::UpstreamFailed,
             )),
+        }
+    }
+
+    /// Runs a command on the embedded store. A blocked command holds the connection, as in
+    /// Redis: the next command waits for it.
+    async fn mem_send(
+        &mut self,
+        cmd: Command,
+        start: Instant,
+        effect: Effect,
+        pending: &mut VecDeque<Pending>,
+    ) {
+        if pending.back().is_some_and(Pending::is_waiting) {
+            Client::drain(pending).await;
+        }
+        let proto = self.proto;
+        let Some(mem) = self.mem.as_mut() else { return };
+        match mem.execute(&cmd, proto) {
+            Exec::Ready(raw) => {
+                let raw = self.apply(effect, raw);
+                pending.push_back(Pending::ready(cmd.spec, start, raw, Outcome::Ok));
+            }
+            Exec::Later(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
         }
     }
 
@@ -391,6 +431,9 @@ impl Session {
         };
         self.proto = Proto::Resp2;
         self.reply_mode = ReplyMode::On;
+        if let Some(store) = self.sh.upstream.memory.clone() {
+            self.mem = Some(MemConn::new(store));
+        }
         self.authed = self.sh.settings.auth.password.is_empty();
         self.user = None;
         self.entry.set_name("");

@@ -6,6 +6,7 @@
 //! reach Redis in the order it sent them.
 
 mod conn;
+pub mod memory;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,6 +162,8 @@ pub struct Upstream {
     spare: Mutex<Vec<(Proto, ConnHandle, mpsc::Receiver<Bytes>)>>,
     spare_max: usize,
     next: AtomicU64,
+    /// The embedded store, when `upstream.url` is `memory://`.
+    pub memory: Option<Arc<memory::Store>>,
 }
 
 /// A dedicated connection and the channel its RESP3 pushes arrive on.
@@ -174,13 +177,16 @@ impl Upstream {
     /// Builds the pools; their connections connect in the background.
     pub fn new(settings: &Settings, tunables: Arc<Tunables>, metrics: Arc<Metrics>) -> Upstream {
         let url = settings.upstream_url();
-        let UpstreamUrl::Redis {
-            host,
-            port,
-            username,
-            password,
-            db,
-        } = url.clone();
+        let (host, port, username, password, db) = match url.clone() {
+            UpstreamUrl::Redis {
+                host,
+                port,
+                username,
+                password,
+                db,
+            } => (host, port, username, password, db),
+            UpstreamUrl::Memory => (String::new(), 0, None, None, 0),
+        };
         let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
         let connector = Arc::new(Connector {
             host,
@@ -196,8 +202,27 @@ impl Upstream {
             metrics,
             health: Arc::new(Health::default()),
         });
+        let memory = (url == UpstreamUrl::Memory).then(|| {
+            let m = &settings.memory;
+            let policy =
+                memory::Policy::parse(&m.maxmemory_policy).unwrap_or(memory::Policy::AllkeysLru);
+            let store = memory::Store::new(m.maxmemory, policy, true);
+            store.start_expiry();
+            connector.health.connected();
+            *connector
+                .health
+                .version
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = memory::COMPAT_VERSION.to_string();
+            store
+        });
+        let size = if memory.is_some() {
+            0
+        } else {
+            settings.upstream.pool_size
+        };
         let pool = |proto| {
-            (0..settings.upstream.pool_size)
+            (0..size)
                 .map(|_| conn::spawn_shared(connector.clone(), proto, settings.upstream.max_queued))
                 .collect()
         };
@@ -208,8 +233,11 @@ impl Upstream {
             spare: Mutex::new(Vec::new()),
             spare_max: settings.upstream.spare_dedicated,
             next: AtomicU64::new(0),
+            memory,
         };
-        up.probe_version();
+        if up.memory.is_none() {
+            up.probe_version();
+        }
         up
     }
 

@@ -1,0 +1,511 @@
+//! One client's connection to the embedded store: its database, transaction, watched keys
+//! and subscriptions, and `execute`, which runs a command and returns its reply (or, for a
+//! blocking command with nothing to pop, a reply that will come).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indexmap::IndexSet;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    blocking, hashes, keys, lists, server, sets, strings, zsets, Ctx, Out, Store, DATABASES, OOM,
+};
+use crate::command::{flag, Command};
+use crate::protocol::Proto;
+use crate::upstream::Reply;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A command's outcome: its reply now, or later (a blocked pop).
+pub enum Exec {
+    Ready(Bytes),
+    Later(oneshot::Receiver<Reply>),
+}
+
+pub struct MemConn {
+    store: Arc<Store>,
+    id: u64,
+    pub db: usize,
+    multi: Option<Vec<Command>>,
+    multi_failed: bool,
+    watched: Vec<(usize, Bytes, u64)>,
+    channels: IndexSet<Bytes>,
+    patterns: IndexSet<Bytes>,
+    push_tx: mpsc::Sender<Bytes>,
+    pub pushes: mpsc::Receiver<Bytes>,
+}
+
+/// Commands a RESP2 client may send while subscribed.
+const SUBSCRIBED_OK: &[&str] = &[
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "ping",
+    "quit",
+    "reset",
+];
+
+impl MemConn {
+    pub fn new(store: Arc<Store>) -> MemConn {
+        let (push_tx, pushes) = mpsc::channel(4096);
+        store.stats.connections.fetch_add(1, Ordering::Relaxed);
+        MemConn {
+            store,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            db: 0,
+            multi: None,
+            multi_failed: false,
+            watched: Vec::new(),
+            channels: IndexSet::new(),
+            patterns: IndexSet::new(),
+            push_tx,
+            pushes,
+        }
+    }
+
+    pub fn subscribed(&self) -> bool {
+        !self.channels.is_empty() || !self.patterns.is_empty()
+    }
+
+    /// Runs one command.
+    pub fn execute(&mut self, cmd: &Command, proto: Proto) -> Exec {
+        let mut out = Out::new(proto);
+        self.store.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let a = &cmd.args[..];
+        let Some(spec) = cmd.spec else {
+            unknown(a, None, &mut out);
+            self.multi_failed |= self.multi.is_some();
+            return Exec::Ready(out.buf.freeze());
+        };
+        let name = spec.name;
+        if !spec.arity_ok(a.len()) {
+            out.err(&format!(
+                "ERR wrong number of arguments for '{name}' command"
+            ));
+            self.multi_failed |= self.multi.is_some();
+            return Exec::Ready(out.buf.freeze());
+        }
+        if proto == Proto::Resp2 && self.subscribed() && !SUBSCRIBED_OK.contains(&name) {
+            out.err(&format!("ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"));
+            return Exec::Ready(out.buf.freeze());
+        }
+        if let Some(q) = self.multi.as_mut() {
+            if !matches!(
+                name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            ) {
+                if !implemented(name) {
+                    unknown(a, Some(name), &mut out);
+                    self.multi_failed = true;
+                } else {
+                    q.push(cmd.clone());
+                    out.simple("QUEUED");
+                }
+                return Exec::Ready(out.buf.freeze());
+            }
+        }
+        match name {
+            "multi" => {
+                if self.multi.is_some() {
+                    out.err("ERR MULTI calls can not be nested");
+                } else {
+                    self.multi = Some(Vec::new());
+                    self.multi_failed = false;
+                    out.ok();
+                }
+            }
+            "exec" => self.exec(proto, &mut out),
+            "discard" => match self.multi.take() {
+                Some(_) => {
+                    self.watched.clear();
+                    out.ok();
+                }
+                None => out.err("ERR DISCARD without MULTI"),
+            },
+            "watch" => {
+                if self.multi.is_some() {
+                    out.err("ERR WATCH inside MULTI is not allowed");
+                } else {
+                    let store = self.store.clone();
+                    let mut inner = store.lock();
+                    let mut ctx = Ctx::new(&store, &mut inner, self.db);
+                    let vs: Vec<(usize, Bytes, u64)> = a[1..]
+                        .iter()
+                        .map(|k| (ctx.db, k.clone(), ctx.version_of(k)))
+                        .collect();
+                    drop(inner);
+                    self.watched.extend(vs);
+                    out.ok();
+                }
+            }
+            "unwatch" => {
+                self.watched.clear();
+                out.ok();
+            }
+            "select" => match super::parse_i64(&a[1]) {
+                Some(n) if (0..DATABASES as i64).contains(&n) => {
+                    self.db = n as usize;
+                    out.ok();
+                }
+                Some(_) => out.err("ERR DB index is out of range"),
+                None => out.err(super::NOT_INT),
+            },
+            "subscribe" | "psubscribe" | "ssubscribe" => self.subscribe(name, a, proto, &mut out),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+                self.unsubscribe(name, a, proto, &mut out)
+            }
+            "ping" if proto == Proto::Resp2 && self.subscribed() => {
+                out.array(2);
+                out.bulk(b"pong");
+                out.bulk(a.get(1).map_or(&b""[..], |b| &b[..]));
+            }
+            "blpop" | "brpop" | "blmove" | "brpoplpush" | "bzpopmin" | "bzpopmax" => {
+                return self.blocking(name, a, proto, out);
+            }
+            _ => {
+                let store = self.store.clone();
+                let mut inner = store.lock();
+                let mut ctx = Ctx::new(&store, &mut inner, self.db);
+                run_one(&mut ctx, spec.flags, name, a, &mut out);
+                let touched = std::mem::take(&mut ctx.touched_lists);
+                drop(inner);
+                self.store.notify(&touched);
+            }
+        }
+        Exec::Ready(out.buf.freeze())
+    }
+
+    fn exec(&mut self, proto: Proto, out: &mut Out) {
+        let Some(queue) = self.multi.take() else {
+            return out.err("ERR EXEC without MULTI");
+        };
+        let watched = std::mem::take(&mut self.watched);
+        if self.multi_failed {
+            return out.err("EXECABORT Transaction discarded because of previous errors.");
+        }
+        let store = self.store.clone();
+        let mut inner = store.lock();
+        let mut ctx = Ctx::new(&store, &mut inner, self.db);
+        for (db, key, v) in &watched {
+            ctx.db = *db;
+            if ctx.version_of(key) != *v {
+                return out.nil_array();
+            }
+        }
+        out.array(queue.len());
+        for cmd in &queue {
+            ctx.db = self.db;
+            let Some(spec) = cmd.spec else { continue };
+            let name = spec.name;
+            match name {
+                "select" => match super::parse_i64(&cmd.args[1]) {
+                    Some(n) if (0..DATABASES as i64).contains(&n) => {
+                        self.db = n as usize;
+                        out.ok();
+                    }
+                    _ => out.err("ERR DB index is out of range"),
+                },
+                "blpop" | "brpop" | "blmove" | "brpoplpush" | "bzpopmin" | "bzpopmax" => {
+                    match blocking::parse(name, &cmd.args) {
+                        Err(e) => out.err(e),
+                        // Inside a transaction a blocking command never blocks.
+                        Ok(b) => match blocking::try_serve(&mut ctx, &b, proto, None) {
+                            Some(o) => out.raw(&o.buf),
+                            None => out.nil_array(),
+                        },
+                    }
+                }
+                _ => run_one(&mut ctx, spec.flags, name, &cmd.args, out),
+            }
+        }
+        let touched = std::mem::take(&mut ctx.touched_lists);
+        drop(inner);
+        self.store.notify(&touched);
+    }
+
+    fn blocking(&mut self, name: &str, a: &[Bytes], proto: Proto, mut out: Out) -> Exec {
+        let b = match blocking::parse(name, a) {
+            Ok(b) => b,
+            Err(e) => {
+                out.err(e);
+                return Exec::Ready(out.buf.freeze());
+            }
+        };
+        {
+            let store = self.store.clone();
+            let mut inner = store.lock();
+            let mut ctx = Ctx::new(&store, &mut inner, self.db);
+            if let Some(o) = blocking::try_serve(&mut ctx, &b, proto, None) {
+                let touched = std::mem::take(&mut ctx.touched_lists);
+                drop(inner);
+                self.store.notify(&touched);
+                return Exec::Ready(o.buf.freeze());
+            }
+        }
+        Exec::Later(blocking::wait(
+            self.store.clone(),
+            self.id,
+            self.db,
+            b,
+            proto,
+        ))
+    }
+
+    fn subscribe(&mut self, name: &str, a: &[Bytes], proto: Proto, out: &mut Out) {
+        let pattern = name == "psubscribe";
+        for ch in &a[1..] {
+            let set = if pattern {
+                &mut self.patterns
+            } else {
+                &mut self.channels
+            };
+            if set.insert(ch.clone()) {
+                self.store
+                    .pubsub
+                    .subscribe(pattern, ch, self.id, proto, &self.push_tx);
+            }
+            out.push(3);
+            out.bulk(name.as_bytes());
+            out.bulk(ch);
+            out.int((self.channels.len() + self.patterns.len()) as i64);
+        }
+    }
+
+    fn unsubscribe(&mut self, name: &str, a: &[Bytes], _proto: Proto, out: &mut Out) {
+        let pattern = name == "punsubscribe";
+        let targets: Vec<Bytes> = if a.len() > 1 {
+            a[1..].to_vec()
+        } else if pattern {
+            self.patterns.iter().cloned().collect()
+        } else {
+            self.channels.iter().cloned().collect()
+        };
+        if targets.is_empty() {
+            out.push(3);
+            out.bulk(name.as_bytes());
+            out.nil();
+            out.int((self.channels.len() + self.patterns.len()) as i64);
+        }
+        for ch in targets {
+            let set = if pattern {
+                &mut self.patterns
+            } else {
+                &mut self.channels
+            };
+            if set.shift_remove(&ch) {
+                self.store.pubsub.unsubscribe(pattern, &ch, self.id);
+            }
+            out.push(3);
+            out.bulk(name.as_bytes());
+            out.bulk(&ch);
+            out.int((self.channels.len() + self.patterns.len()) as i64);
+        }
+    }
+}
+
+impl Drop for MemConn {
+    fn drop(&mut self) {
+        for c in &self.channels {
+            self.store.pubsub.unsubscribe(false, c, self.id);
+        }
+        for p in &self.patterns {
+            self.store.pubsub.unsubscribe(true, p, self.id);
+        }
+    }
+}
+
+/// Runs one ordinary command under the lock, evicting first for commands that may grow memory.
+fn run_one(ctx: &mut Ctx, flags: u32, name: &str, a: &[Bytes], out: &mut Out) {
+    if flags & flag::DENYOOM != 0 && !ctx.make_room() {
+        return out.err(OOM);
+    }
+    let done = strings::run(ctx, name, a, out)
+        || keys::run(ctx, name, a, out)
+        || hashes::run(ctx, name, a, out)
+        || lists::run(ctx, name, a, out)
+        || sets::run(ctx, name, a, out)
+        || zsets::run(ctx, name, a, out)
+        || server::run(ctx, name, a, out);
+    if !done {
+        unknown(a, Some(name), out);
+    }
+}
+
+/// Whether the embedded store implements `name` (the rest get an error saying so).
+fn implemented(name: &str) -> bool {
+    const LOCAL: &[&str] = &[
+        "multi",
+        "exec",
+        "discard",
+        "watch",
+        "unwatch",
+        "select",
+        "subscribe",
+        "psubscribe",
+        "ssubscribe",
+        "unsubscribe",
+        "punsubscribe",
+        "sunsubscribe",
+        "blpop",
+        "brpop",
+        "blmove",
+        "brpoplpush",
+        "bzpopmin",
+        "bzpopmax",
+    ];
+    LOCAL.contains(&name) || IMPLEMENTED.contains(&name)
+}
+
+/// Every command the families implement (kept beside them; a unit test checks it).
+pub const IMPLEMENTED: &[&str] = &[
+    "get",
+    "set",
+    "setnx",
+    "setex",
+    "psetex",
+    "mget",
+    "mset",
+    "msetnx",
+    "getset",
+    "getdel",
+    "getex",
+    "append",
+    "strlen",
+    "getrange",
+    "substr",
+    "setrange",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
+    "del",
+    "unlink",
+    "exists",
+    "touch",
+    "type",
+    "rename",
+    "renamenx",
+    "keys",
+    "scan",
+    "randomkey",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "persist",
+    "hset",
+    "hmset",
+    "hsetnx",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hvals",
+    "hlen",
+    "hexists",
+    "hstrlen",
+    "hdel",
+    "hincrby",
+    "hincrbyfloat",
+    "hrandfield",
+    "hscan",
+    "lpush",
+    "rpush",
+    "lpushx",
+    "rpushx",
+    "lpop",
+    "rpop",
+    "llen",
+    "lrange",
+    "lindex",
+    "lset",
+    "lrem",
+    "ltrim",
+    "linsert",
+    "lpos",
+    "lmove",
+    "rpoplpush",
+    "sadd",
+    "srem",
+    "smembers",
+    "scard",
+    "sismember",
+    "smismember",
+    "sinter",
+    "sunion",
+    "sdiff",
+    "sinterstore",
+    "sunionstore",
+    "sdiffstore",
+    "sintercard",
+    "smove",
+    "spop",
+    "srandmember",
+    "sscan",
+    "zadd",
+    "zincrby",
+    "zrem",
+    "zscore",
+    "zcard",
+    "zmscore",
+    "zrank",
+    "zrevrank",
+    "zcount",
+    "zlexcount",
+    "zrange",
+    "zrevrange",
+    "zrangebyscore",
+    "zrevrangebyscore",
+    "zrangebylex",
+    "zrevrangebylex",
+    "zpopmin",
+    "zpopmax",
+    "zremrangebyscore",
+    "zremrangebyrank",
+    "zremrangebylex",
+    "zscan",
+    "ping",
+    "echo",
+    "dbsize",
+    "flushdb",
+    "flushall",
+    "time",
+    "info",
+    "command",
+    "config",
+    "publish",
+    "spublish",
+    "pubsub",
+    "lastsave",
+];
+
+/// Redis's unknown-command error; for a command Redis has but the store does not, it says so.
+fn unknown(a: &[Bytes], known: Option<&str>, out: &mut Out) {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(&a[0])
+    );
+    for arg in a[1..].iter().take(16) {
+        msg.push_str(&format!(
+            "'{}' ",
+            String::from_utf8_lossy(arg)
+                .chars()
+                .take(128)
+                .collect::<String>()
+        ));
+    }
+    if known.is_some() {
+        msg.push_str("(the embedded store does not implement it; a Redis upstream does)");
+    }
+    out.err(&msg.replace(['\r', '\n'], " "));
+}

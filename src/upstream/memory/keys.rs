@@ -1,0 +1,302 @@
+//! Keyspace commands: DEL, EXISTS, TYPE, RENAME, KEYS, SCAN, RANDOMKEY, TOUCH, the EXPIRE
+//! family and TTLs.
+
+use bytes::Bytes;
+
+use super::db::Db;
+use super::{parse_i64, Ctx, Out, NOT_INT, SYNTAX};
+
+pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
+    match name {
+        "del" | "unlink" => {
+            let n = a[1..].iter().filter(|k| ctx.delete(k)).count();
+            out.int(n as i64);
+        }
+        "exists" | "touch" => {
+            let n = a[1..].iter().filter(|k| ctx.exists(k)).count();
+            out.int(n as i64);
+        }
+        "type" => {
+            let t = ctx.get(&a[1]).map_or("none", |e| e.value.type_name());
+            out.simple(t);
+        }
+        "rename" | "renamenx" => rename(ctx, name == "renamenx", &a[1], &a[2], out),
+        "keys" => {
+            let keys = live_keys(ctx, 0..usize::MAX, |k| stringmatch(&a[1], k));
+            out.bulks(keys.iter().map(|k| &k[..]));
+        }
+        "scan" => scan(ctx, a, out),
+        "randomkey" => {
+            for _ in 0..100 {
+                let db = ctx.db;
+                let Some(k) = ctx.inner.dbs[db].random_key(&mut rand::rng()).cloned() else {
+                    break;
+                };
+                if ctx.exists(&k) {
+                    return {
+                        out.bulk(&k);
+                        true
+                    };
+                }
+            }
+            out.nil();
+        }
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expire(ctx, name, a, out),
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+            let now = ctx.now;
+            let r = match ctx.get(&a[1]) {
+                None => -2,
+                Some(e) => match e.expire_at {
+                    None => -1,
+                    Some(t) => match name {
+                        "ttl" => ((t.saturating_sub(now) + 500) / 1000) as i64,
+                        "pttl" => t.saturating_sub(now) as i64,
+                        "expiretime" => ((t + 500) / 1000) as i64,
+                        _ => t as i64,
+                    },
+                },
+            };
+            out.int(r);
+        }
+        "persist" => {
+            let had = ctx.get(&a[1]).is_some_and(|e| e.expire_at.is_some());
+            if had {
+                let db = ctx.db;
+                ctx.inner.dbs[db].set_expire(&a[1], None);
+                ctx.touch_version(&a[1]);
+            }
+            out.int(had as i64);
+        }
+        _ => return false,
+    }
+    true
+}
+
+fn rename(ctx: &mut Ctx, nx: bool, from: &Bytes, to: &Bytes, out: &mut Out) {
+    if !ctx.exists(from) {
+        return out.err("ERR no such key");
+    }
+    if from == to {
+        return if nx { out.int(0) } else { out.ok() };
+    }
+    if nx && ctx.exists(to) {
+        return out.int(0);
+    }
+    let db = ctx.db;
+    let Some(e) = ctx.inner.remove_key(db, from) else {
+        return out.err("ERR no such key");
+    };
+    ctx.delete(to);
+    ctx.set(to, e.value, e.expire_at, false);
+    if nx {
+        out.int(1)
+    } else {
+        out.ok()
+    }
+}
+
+/// Live keys at positions `range` of the current database that pass `keep`.
+fn live_keys(
+    ctx: &mut Ctx,
+    range: std::ops::Range<usize>,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Vec<Bytes> {
+    let db = ctx.db;
+    let now = ctx.now;
+    let keys = &ctx.inner.dbs[db].keys;
+    let end = range.end.min(keys.len());
+    let start = range.start.min(end);
+    (start..end)
+        .rev()
+        .filter_map(|i| keys.get_index(i))
+        .filter(|(_, e)| e.expire_at.is_none_or(|t| t > now))
+        .map(|(k, _)| k.clone())
+        .filter(|k| keep(k))
+        .collect()
+}
+
+fn scan(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
+    let Some(cursor) = std::str::from_utf8(&a[1])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return out.err("ERR invalid cursor");
+    };
+    let (mut pattern, mut count, mut kind) = (None, 10usize, None);
+    let mut i = 2;
+    while i < a.len() {
+        let opt = String::from_utf8_lossy(&a[i]).to_ascii_lowercase();
+        let Some(v) = a.get(i + 1) else {
+            return out.err(SYNTAX);
+        };
+        match opt.as_str() {
+            "match" => pattern = Some(v.clone()),
+            "count" => match parse_i64(v) {
+                Some(n) if n >= 1 => count = n as usize,
+                Some(_) => return out.err(SYNTAX),
+                None => return out.err(NOT_INT),
+            },
+            "type" => kind = Some(String::from_utf8_lossy(v).to_ascii_lowercase()),
+            _ => return out.err(SYNTAX),
+        }
+        i += 2;
+    }
+    let len = ctx.inner.dbs[ctx.db].len();
+    let (next, range) = Db::scan_positions(len, cursor, count);
+    let db = ctx.db;
+    let mut keys = live_keys(ctx, range, |k| {
+        pattern.as_ref().is_none_or(|p| stringmatch(p, k))
+    });
+    if let Some(t) = kind {
+        keys.retain(|k| {
+            ctx.inner.dbs[db]
+                .keys
+                .get(k)
+                .is_some_and(|e| e.value.type_name() == t)
+        });
+    }
+    out.array(2);
+    out.bulk(next.to_string().as_bytes());
+    out.bulks(keys.iter().map(|k| &k[..]));
+}
+
+fn expire(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) {
+    let Some(t) = parse_i64(&a[2]) else {
+        return out.err(NOT_INT);
+    };
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &a[3..] {
+        match String::from_utf8_lossy(opt).to_ascii_lowercase().as_str() {
+            "nx" => nx = true,
+            "xx" => xx = true,
+            "gt" => gt = true,
+            "lt" => lt = true,
+            _ => {
+                return out.err(&format!(
+                    "ERR Unsupported option {}",
+                    String::from_utf8_lossy(opt)
+                ));
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return out.err("ERR NX and XX, GT or LT options at the same time are not compatible");
+    }
+    if gt && lt {
+        return out.err("ERR GT and LT options at the same time are not compatible");
+    }
+    let unit: i64 = if name.starts_with('p') { 1 } else { 1000 };
+    let base: i64 = if name.ends_with("at") {
+        0
+    } else {
+        ctx.now as i64
+    };
+    let Some(when) = t.checked_mul(unit).and_then(|m| m.checked_add(base)) else {
+        return out.err(&format!("ERR invalid expire time in '{name}' command"));
+    };
+    let Some(cur) = ctx.get(&a[1]).map(|e| e.expire_at) else {
+        return out.int(0);
+    };
+    let ok = match cur {
+        None => !(xx || gt),
+        Some(c) => !(nx || (gt && when <= c as i64) || (lt && when >= c as i64)),
+    };
+    if !ok {
+        return out.int(0);
+    }
+    if when <= ctx.now as i64 {
+        ctx.delete(&a[1]);
+    } else {
+        let db = ctx.db;
+        ctx.inner.dbs[db].set_expire(&a[1], Some(when as u64));
+        ctx.touch_version(&a[1]);
+    }
+    out.int(1);
+}
+
+/// Redis's glob match (stringmatchlen): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`.
+pub fn stringmatch(pat: &[u8], s: &[u8]) -> bool {
+    fn m(p: &[u8], s: &[u8], nocase: bool) -> bool {
+        let (mut pi, mut si) = (0, 0);
+        while pi < p.len() {
+            match p[pi] {
+                b'*' => {
+                    while pi + 1 < p.len() && p[pi + 1] == b'*' {
+                        pi += 1;
+                    }
+                    if pi + 1 == p.len() {
+                        return true;
+                    }
+                    return (si..=s.len()).any(|k| m(&p[pi + 1..], &s[k..], nocase));
+                }
+                b'?' => {
+                    if si >= s.len() {
+                        return false;
+                    }
+                    si += 1;
+                }
+                b'[' => {
+                    if si >= s.len() {
+                        return false;
+                    }
+                    pi += 1;
+                    let not = pi < p.len() && p[pi] == b'^';
+                    if not {
+                        pi += 1;
+                    }
+                    let mut hit = false;
+                    while pi < p.len() && p[pi] != b']' {
+                        if p[pi] == b'\\' && pi + 1 < p.len() {
+                            pi += 1;
+                            hit |= p[pi] == s[si];
+                        } else if pi + 2 < p.len() && p[pi + 1] == b'-' {
+                            let (lo, hi) = (p[pi].min(p[pi + 2]), p[pi].max(p[pi + 2]));
+                            hit |= (lo..=hi).contains(&s[si]);
+                            pi += 2;
+                        } else {
+                            hit |= p[pi] == s[si];
+                        }
+                        pi += 1;
+                    }
+                    if hit == not {
+                        return false;
+                    }
+                    si += 1;
+                }
+                c => {
+                    let c = if c == b'\\' && pi + 1 < p.len() {
+                        pi += 1;
+                        p[pi]
+                    } else {
+                        c
+                    };
+                    if si >= s.len() || !(c == s[si] || nocase && c.eq_ignore_ascii_case(&s[si])) {
+                        return false;
+                    }
+                    si += 1;
+                }
+            }
+            pi += 1;
+        }
+        si == s.len()
+    }
+    m(pat, s, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stringmatch;
+
+    #[test]
+    fn redis_glob() {
+        assert!(stringmatch(b"k*", b"k1"));
+        assert!(stringmatch(b"*", b""));
+        assert!(!stringmatch(b"k?", b"k"));
+        assert!(stringmatch(b"h[ae]llo", b"hallo"));
+        assert!(!stringmatch(b"h[^e]llo", b"hello"));
+        assert!(stringmatch(b"h[a-c]llo", b"hbllo"));
+        assert!(stringmatch(b"a\\*b", b"a*b"));
+        assert!(!stringmatch(b"a\\*b", b"axb"));
+        assert!(stringmatch(b"*:*:profile", b"user:42:profile"));
+    }
+}

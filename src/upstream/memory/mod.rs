@@ -1,0 +1,471 @@
+//! The embedded store (`memory://`): a Redis-compatible, in-process cache, so prescient runs
+//! with no Redis at hand. It is an upstream like any other: the session hands it commands and
+//! queues its replies in order. No persistence: it is a cache.
+//!
+//! One lock guards the keyspace, so MULTI/EXEC and multi-key commands are atomic with respect
+//! to every other client; critical sections are a hash lookup and a copy. Expiry is lazy on
+//! access plus an active, sampled sweep; `maxmemory` evicts by sampled LRU (as Redis does).
+
+mod blocking;
+mod conn;
+mod db;
+mod hashes;
+mod keys;
+mod lists;
+mod out;
+mod pubsub;
+mod server;
+mod sets;
+mod strings;
+mod zset;
+mod zsets;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use conn::{Exec, MemConn};
+use db::{entry_cost, Db, Entry, Value};
+pub use out::Out;
+pub use server::COMPAT_VERSION;
+
+/// Databases, as Redis's default `databases 16`.
+pub const DATABASES: usize = 16;
+
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+pub const NOT_INT: &str = "ERR value is not an integer or out of range";
+pub const NOT_FLOAT: &str = "ERR value is not a valid float";
+pub const SYNTAX: &str = "ERR syntax error";
+pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
+/// What to evict when `maxmemory` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    AllkeysLru,
+    VolatileLru,
+    AllkeysRandom,
+    NoEviction,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        Some(match s {
+            "allkeys-lru" => Policy::AllkeysLru,
+            "volatile-lru" => Policy::VolatileLru,
+            "allkeys-random" => Policy::AllkeysRandom,
+            "noeviction" => Policy::NoEviction,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::AllkeysLru => "allkeys-lru",
+            Policy::VolatileLru => "volatile-lru",
+            Policy::AllkeysRandom => "allkeys-random",
+            Policy::NoEviction => "noeviction",
+        }
+    }
+}
+
+/// The store's notion of now. Tests pause it.
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// 0 = the system clock; otherwise a fixed Unix time in milliseconds.
+    fixed_ms: AtomicU64,
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> u64 {
+        match self.fixed_ms.load(Ordering::Relaxed) {
+            0 => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            t => t,
+        }
+    }
+
+    /// Stops the clock at `ms` (tests).
+    pub fn set(&self, ms: u64) {
+        self.fixed_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// Counters for INFO.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub expired_keys: AtomicU64,
+    pub evicted_keys: AtomicU64,
+    pub keyspace_hits: AtomicU64,
+    pub keyspace_misses: AtomicU64,
+    pub commands: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+/// Everything under the lock.
+pub struct Inner {
+    pub dbs: Vec<Db>,
+    pub used: usize,
+    next_version: u64,
+    pub waiters: blocking::Waiters,
+    rng: rand::rngs::SmallRng,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    pub maxmemory: AtomicU64,
+    policy: Mutex<Policy>,
+    pub clock: Clock,
+    pub stats: Stats,
+    pub pubsub: pubsub::Registry,
+    pub started: std::time::Instant,
+    pub allow_flush: bool,
+    /// Bumped when a list or sorted set grows: blocked clients re-check their keys.
+    pub wake: tokio::sync::watch::Sender<u64>,
+}
+
+impl Store {
+    pub fn new(maxmemory: u64, policy: Policy, allow_flush: bool) -> Arc<Store> {
+        use rand::SeedableRng;
+        Arc::new(Store {
+            inner: Mutex::new(Inner {
+                dbs: (0..DATABASES).map(|_| Db::default()).collect(),
+                used: 0,
+                next_version: 1,
+                waiters: blocking::Waiters::default(),
+                rng: rand::rngs::SmallRng::from_os_rng(),
+            }),
+            maxmemory: AtomicU64::new(maxmemory),
+            policy: Mutex::new(policy),
+            clock: Clock::default(),
+            stats: Stats::default(),
+            pubsub: pubsub::Registry::default(),
+            started: std::time::Instant::now(),
+            allow_flush,
+            wake: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn policy(&self) -> Policy {
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes blocked clients if lists or sorted sets grew.
+    pub fn notify(&self, touched: &[(usize, Bytes)]) {
+        if !touched.is_empty() {
+            self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    pub fn used_memory(&self) -> usize {
+        self.lock().used
+    }
+
+    /// Starts the active expiry sweep: every 100 ms, sample keys with a TTL in each database
+    /// and remove the expired ones, repeating while more than a quarter of a sample expired,
+    /// for at most ~25 ms per tick (as Redis's activeExpireCycle bounds its work).
+    pub fn start_expiry(self: &Arc<Store>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                store.expire_cycle(Duration::from_millis(25));
+            }
+        });
+    }
+
+    /// One bounded active-expiry pass; returns keys removed.
+    pub fn expire_cycle(&self, budget: Duration) -> usize {
+        let start = std::time::Instant::now();
+        let now = self.clock.now_ms();
+        let mut removed = 0;
+        let mut inner = self.lock();
+        for db in 0..DATABASES {
+            loop {
+                let mut expired = 0;
+                let sample = 20.min(inner.dbs[db].volatile.len());
+                for _ in 0..sample {
+                    let Inner { dbs, rng, .. } = &mut *inner;
+                    let Some(k) = dbs[db].random_volatile(rng).cloned() else {
+                        break;
+                    };
+                    let dead = dbs[db]
+                        .keys
+                        .get(&k)
+                        .is_some_and(|e| e.expire_at.is_some_and(|t| t <= now));
+                    if dead {
+                        inner.remove_key(db, &k);
+                        expired += 1;
+                    }
+                }
+                removed += expired;
+                if sample == 0 || expired * 4 <= sample || start.elapsed() > budget {
+                    break;
+                }
+            }
+        }
+        self.stats
+            .expired_keys
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        removed
+    }
+}
+
+impl Inner {
+    fn version(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version
+    }
+
+    /// Removes a key, keeping `used` true.
+    pub fn remove_key(&mut self, db: usize, key: &[u8]) -> Option<Entry> {
+        let e = self.dbs[db].remove(key)?;
+        self.used = self.used.saturating_sub(e.cost);
+        Some(e)
+    }
+}
+
+/// A command's view of the store: the locked state, its database and the time.
+pub struct Ctx<'a> {
+    pub inner: &'a mut Inner,
+    pub store: &'a Store,
+    pub db: usize,
+    pub now: u64,
+    /// Keys whose lists or sorted sets grew (blocked clients may be served).
+    pub touched_lists: Vec<(usize, Bytes)>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(store: &'a Store, inner: &'a mut Inner, db: usize) -> Ctx<'a> {
+        Ctx {
+            now: store.clock.now_ms(),
+            inner,
+            store,
+            db,
+            touched_lists: Vec::new(),
+        }
+    }
+
+    /// The live entry for `key` (expired ones are removed on the way), its LRU clock updated.
+    pub fn get(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        let expired = self.inner.dbs[self.db]
+            .keys
+            .get(key)
+            .is_some_and(|e| e.expire_at.is_some_and(|t| t <= self.now));
+        if expired {
+            self.inner.remove_key(self.db, key);
+            self.store
+                .stats
+                .expired_keys
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let now = self.now;
+        let e = self.inner.dbs[self.db].keys.get_mut(key)?;
+        e.lru = now;
+        Some(e)
+    }
+
+    pub fn exists(&mut self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// A read: the value, counted as a hit or a miss.
+    pub fn read(&mut self, key: &[u8]) -> Option<&Value> {
+        let stats = &self.store.stats;
+        match self.get(key) {
+            Some(e) => {
+                stats.keyspace_hits.fetch_add(1, Ordering::Relaxed);
+                Some(&e.value)
+            }
+            None => {
+                stats.keyspace_misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Stores `value` at `key`, replacing any value and TTL (`keep_ttl` keeps the TTL).
+    pub fn set(&mut self, key: &Bytes, value: Value, expire_at: Option<u64>, keep_ttl: bool) {
+        let key = own(key);
+        let ttl = if keep_ttl {
+            self.get(&key).and_then(|e| e.expire_at)
+        } else {
+            expire_at
+        };
+        if let Some(old) = self.inner.remove_key(self.db, &key) {
+            drop(old);
+        }
+        let cost = entry_cost(&key, &value);
+        let version = self.inner.version();
+        let entry = Entry {
+            value,
+            expire_at: None,
+            lru: self.now,
+            version,
+            cost,
+        };
+        self.inner.used += cost;
+        self.inner.dbs[self.db].keys.insert(key.clone(), entry);
+        if ttl.is_some() {
+            self.inner.dbs[self.db].set_expire(&key, ttl);
+        }
+    }
+
+    /// Applies `f` to the live value at `key`, creating it with `make` when missing; keeps the
+    /// entry's cost, version and emptiness (an emptied container is deleted) in order.
+    /// `f` returns its result and the change in the value's cost.
+    pub fn modify<T>(
+        &mut self,
+        key: &Bytes,
+        make: Option<fn() -> Value>,
+        f: impl FnOnce(&mut Value) -> (T, isize),
+    ) -> Option<T> {
+        if self.get(key).is_none() {
+            let make = make?;
+            self.set(key, make(), None, false);
+        }
+        let version = self.inner.version();
+        let db = self.db;
+        let e = self.inner.dbs[db].keys.get_mut(&key[..])?;
+        let (r, delta) = f(&mut e.value);
+        e.version = version;
+        e.cost = (e.cost as isize + delta).max(0) as usize;
+        self.inner.used = (self.inner.used as isize + delta).max(0) as usize;
+        if e.value.is_empty_container() {
+            self.inner.remove_key(db, key);
+        }
+        Some(r)
+    }
+
+    /// Marks a key changed (for WATCH) without touching its value.
+    pub fn touch_version(&mut self, key: &[u8]) {
+        let v = self.inner.version();
+        if let Some(e) = self.inner.dbs[self.db].keys.get_mut(key) {
+            e.version = v;
+        }
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.get(key).is_some() && self.inner.remove_key(self.db, key).is_some()
+    }
+
+    /// The version of a key for WATCH (0 when missing).
+    pub fn version_of(&mut self, key: &[u8]) -> u64 {
+        self.get(key).map_or(0, |e| e.version)
+    }
+
+    /// Evicts until under `maxmemory`; false if that is impossible (OOM for the command).
+    pub fn make_room(&mut self) -> bool {
+        let max = self.store.maxmemory.load(Ordering::Relaxed) as usize;
+        if max == 0 || self.inner.used <= max {
+            return true;
+        }
+        let policy = self.store.policy();
+        while self.inner.used > max {
+            let victim = match policy {
+                Policy::NoEviction => return false,
+                Policy::AllkeysRandom => self.pick(false, false),
+                Policy::AllkeysLru => self.pick(false, true),
+                Policy::VolatileLru => self.pick(true, true),
+            };
+            let Some((db, key)) = victim else {
+                return false;
+            };
+            self.inner.remove_key(db, &key);
+            self.store
+                .stats
+                .evicted_keys
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// A victim: 5 sampled keys (with a TTL only, if `volatile`), the least recently used of
+    /// them when `lru`, else the first.
+    fn pick(&mut self, volatile: bool, lru: bool) -> Option<(usize, Bytes)> {
+        let Inner { dbs, rng, .. } = &mut *self.inner;
+        let mut best: Option<(u64, usize, Bytes)> = None;
+        for (i, db) in dbs.iter().enumerate() {
+            let n = if volatile {
+                db.volatile.len()
+            } else {
+                db.len()
+            };
+            for _ in 0..n.min(5) {
+                let k = if volatile {
+                    db.random_volatile(rng)
+                } else {
+                    db.random_key(rng)
+                };
+                let Some(k) = k else { break };
+                let at = db.keys.get(k).map_or(0, |e| e.lru);
+                if best.as_ref().is_none_or(|b| lru && at < b.0) {
+                    best = Some((at, i, k.clone()));
+                }
+            }
+        }
+        best.map(|(_, db, k)| (db, k))
+    }
+}
+
+/// A value's own copy of bytes that may be a slice of a larger request buffer, so a stored
+/// value never keeps a whole network read alive.
+pub fn own(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
+/// Parses an integer argument as Redis's string2ll does.
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 || b[0] == b'+' || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    if b.len() > 1 && b[0] == b'-' && b[1] == b'0' {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Parses a float argument as Redis's string2ld/strtod accept it (inf allowed, NaN not).
+pub fn parse_f64(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let v: f64 = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => s.parse().ok()?,
+    };
+    (!v.is_nan()).then_some(v)
+}
+
+/// Keyspace lines for INFO.
+pub fn keyspace_info(inner: &Inner) -> Vec<String> {
+    inner
+        .dbs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(i, d)| {
+            format!(
+                "db{i}:keys={},expires={},avg_ttl=0",
+                d.len(),
+                d.volatile.len()
+            )
+        })
+        .collect()
+}
+
+/// Per-connection counters shared with INFO (connected clients of the store).
+pub type Counters = HashMap<&'static str, u64>;

@@ -1,0 +1,331 @@
+//! String commands: GET/SET and the whole family, with Redis 7.0's replies and errors.
+
+use bytes::Bytes;
+
+use super::db::Value;
+use super::out::fmt_human;
+use super::{own, parse_f64, parse_i64, Ctx, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
+
+pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
+    match name {
+        "get" => {
+            get(ctx, &a[1], out);
+        }
+        "set" => set(ctx, a, out),
+        "setnx" => {
+            let done = !ctx.exists(&a[1]);
+            if done {
+                ctx.set(&a[1], Value::Str(own(&a[2])), None, false);
+            }
+            out.int(done as i64);
+        }
+        "setex" | "psetex" => {
+            let unit = if name == "setex" { 1000 } else { 1 };
+            match parse_i64(&a[2]) {
+                Some(t) if t > 0 && t.checked_mul(unit).is_some() => {
+                    let at = ctx.now as i64 + t * unit;
+                    ctx.set(&a[1], Value::Str(own(&a[3])), Some(at as u64), false);
+                    out.ok();
+                }
+                Some(_) => out.err(&format!("ERR invalid expire time in '{name}' command")),
+                None => out.err(NOT_INT),
+            }
+        }
+        "mget" => {
+            out.array(a.len() - 1);
+            for k in &a[1..] {
+                match ctx.read(k) {
+                    Some(Value::Str(v)) => out.bulk(v),
+                    _ => out.nil(),
+                }
+            }
+        }
+        "mset" | "msetnx" => {
+            if a.len().is_multiple_of(2) {
+                out.err(&format!(
+                    "ERR wrong number of arguments for '{name}' command"
+                ));
+                return true;
+            }
+            if name == "msetnx" && a[1..].chunks(2).any(|kv| ctx.exists(&kv[0])) {
+                out.int(0);
+                return true;
+            }
+            for kv in a[1..].chunks(2) {
+                ctx.set(&kv[0], Value::Str(own(&kv[1])), None, false);
+            }
+            if name == "mset" {
+                out.ok()
+            } else {
+                out.int(1)
+            }
+        }
+        "getset" => {
+            if get(ctx, &a[1], out) {
+                ctx.set(&a[1], Value::Str(own(&a[2])), None, false);
+            }
+        }
+        "getdel" => {
+            if get(ctx, &a[1], out) {
+                ctx.delete(&a[1]);
+            }
+        }
+        "getex" => getex(ctx, a, out),
+        "append" => match string_of(ctx, &a[1]) {
+            Err(()) => out.err(WRONGTYPE),
+            Ok(cur) => {
+                let mut v = cur.map(|b| b.to_vec()).unwrap_or_default();
+                v.extend_from_slice(&a[2]);
+                let n = v.len();
+                set_keep_ttl(ctx, &a[1], v);
+                out.int(n as i64);
+            }
+        },
+        "strlen" => match string_of(ctx, &a[1]) {
+            Err(()) => out.err(WRONGTYPE),
+            Ok(v) => out.int(v.map_or(0, |v| v.len()) as i64),
+        },
+        "getrange" | "substr" => getrange(ctx, a, out),
+        "setrange" => setrange(ctx, a, out),
+        "incr" | "decr" | "incrby" | "decrby" => {
+            let by = match name {
+                "incr" => Some(1),
+                "decr" => Some(-1),
+                "incrby" => parse_i64(&a[2]),
+                _ => parse_i64(&a[2]).and_then(|n| n.checked_neg()),
+            };
+            match by {
+                Some(by) => incr(ctx, &a[1], by, out),
+                None if name == "decrby" && parse_i64(&a[2]) == Some(i64::MIN) => {
+                    out.err("ERR decrement would overflow")
+                }
+                None => out.err(NOT_INT),
+            }
+        }
+        "incrbyfloat" => incrbyfloat(ctx, a, out),
+        _ => return false,
+    }
+    true
+}
+
+/// The string at `key`: Ok(None) when missing, Err when another type.
+fn string_of(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, ()> {
+    match ctx.read(key) {
+        None => Ok(None),
+        Some(Value::Str(v)) => Ok(Some(v.clone())),
+        Some(_) => Err(()),
+    }
+}
+
+/// Writes a new string value, keeping the key's TTL (APPEND, SETRANGE, INCR keep it).
+fn set_keep_ttl(ctx: &mut Ctx, key: &Bytes, v: Vec<u8>) {
+    ctx.set(key, Value::Str(Bytes::from(v)), None, true);
+}
+
+/// Replies with GET's answer; false (and an error reply) for the wrong type.
+fn get(ctx: &mut Ctx, key: &[u8], out: &mut Out) -> bool {
+    match string_of(ctx, key) {
+        Err(()) => {
+            out.err(WRONGTYPE);
+            false
+        }
+        Ok(Some(v)) => {
+            out.bulk(&v);
+            true
+        }
+        Ok(None) => {
+            out.nil();
+            true
+        }
+    }
+}
+
+/// Parses `EX|PX|EXAT|PXAT n` at `a[i]`: the absolute expiry in ms, or an error message.
+pub fn parse_expiry(ctx: &Ctx, a: &[Bytes], i: usize, cmd: &str) -> Result<u64, String> {
+    let opt = String::from_utf8_lossy(&a[i]).to_ascii_lowercase();
+    let n = a.get(i + 1).ok_or_else(|| SYNTAX.to_string())?;
+    let n = parse_i64(n).ok_or_else(|| NOT_INT.to_string())?;
+    let bad = || format!("ERR invalid expire time in '{cmd}' command");
+    if n <= 0 {
+        return Err(bad());
+    }
+    let now = ctx.now as i64;
+    let at = match opt.as_str() {
+        "ex" => n.checked_mul(1000).and_then(|m| m.checked_add(now)),
+        "px" => n.checked_add(now),
+        "exat" => n.checked_mul(1000),
+        _ => Some(n),
+    };
+    at.map(|t| t as u64).ok_or_else(bad)
+}
+
+fn set(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
+    let (mut nx, mut xx, mut get_old, mut keep) = (false, false, false, false);
+    let mut expire = None;
+    let mut i = 3;
+    while i < a.len() {
+        let opt = String::from_utf8_lossy(&a[i]).to_ascii_lowercase();
+        match opt.as_str() {
+            "nx" if !xx => nx = true,
+            "xx" if !nx => xx = true,
+            "get" => get_old = true,
+            "keepttl" if expire.is_none() => keep = true,
+            "ex" | "px" | "exat" | "pxat" if expire.is_none() && !keep && i + 1 < a.len() => {
+                match parse_expiry(ctx, a, i, "set") {
+                    Ok(t) => expire = Some(t),
+                    Err(e) => return out.err(&e),
+                }
+                i += 1;
+            }
+            _ => return out.err(SYNTAX),
+        }
+        i += 1;
+    }
+    let old = match string_of(ctx, &a[1]) {
+        Ok(v) => v,
+        Err(()) if get_old => return out.err(WRONGTYPE),
+        Err(()) => None,
+    };
+    let exists = ctx.exists(&a[1]);
+    let write = !(nx && exists || xx && !exists);
+    if write {
+        ctx.set(&a[1], Value::Str(own(&a[2])), expire, keep);
+    }
+    match (get_old, write) {
+        (true, _) => match old {
+            Some(v) => out.bulk(&v),
+            None => out.nil(),
+        },
+        (false, true) => out.ok(),
+        (false, false) => out.nil(),
+    }
+}
+
+fn getex(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
+    let mut change: Option<Option<u64>> = None;
+    let mut i = 2;
+    while i < a.len() {
+        let opt = String::from_utf8_lossy(&a[i]).to_ascii_lowercase();
+        match opt.as_str() {
+            "persist" if change.is_none() => change = Some(None),
+            "ex" | "px" | "exat" | "pxat" if change.is_none() && i + 1 < a.len() => {
+                match parse_expiry(ctx, a, i, "getex") {
+                    Ok(t) => change = Some(Some(t)),
+                    Err(e) => return out.err(&e),
+                }
+                i += 1;
+            }
+            _ => return out.err(SYNTAX),
+        }
+        i += 1;
+    }
+    match string_of(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(None) => out.nil(),
+        Ok(Some(v)) => {
+            out.bulk(&v);
+            if let Some(at) = change {
+                let db = ctx.db;
+                ctx.inner.dbs[db].set_expire(&a[1], at);
+                ctx.touch_version(&a[1]);
+            }
+        }
+    }
+}
+
+/// Redis's range clamp for GETRANGE: negative from the end, then clipped.
+fn getrange(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
+    let (Some(mut s), Some(mut e)) = (parse_i64(&a[2]), parse_i64(&a[3])) else {
+        return out.err(NOT_INT);
+    };
+    let v = match string_of(ctx, &a[1]) {
+        Err(()) => return out.err(WRONGTYPE),
+        Ok(v) => v.unwrap_or_default(),
+    };
+    let len = v.len() as i64;
+    if s < 0 && e < 0 && s > e {
+        return out.bulk(b"");
+    }
+    if s < 0 {
+        s += len;
+    }
+    if e < 0 {
+        e += len;
+    }
+    s = s.max(0);
+    e = e.max(0);
+    if e >= len {
+        e = len - 1;
+    }
+    if s > e || len == 0 {
+        return out.bulk(b"");
+    }
+    out.bulk(&v[s as usize..=e as usize]);
+}
+
+fn setrange(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
+    let Some(off) = parse_i64(&a[2]) else {
+        return out.err(NOT_INT);
+    };
+    if off < 0 {
+        return out.err("ERR offset is out of range");
+    }
+    let cur = match string_of(ctx, &a[1]) {
+        Err(()) => return out.err(WRONGTYPE),
+        Ok(v) => v,
+    };
+    let off = off as usize;
+    if off + a[3].len() > 512 * 1024 * 1024 {
+        return out.err("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+    }
+    if a[3].is_empty() {
+        return out.int(cur.map_or(0, |v| v.len()) as i64);
+    }
+    let mut v = cur.map(|b| b.to_vec()).unwrap_or_default();
+    if v.len() < off + a[3].len() {
+        v.resize(off + a[3].len(), 0);
+    }
+    v[off..off + a[3].len()].copy_from_slice(&a[3]);
+    let n = v.len();
+    set_keep_ttl(ctx, &a[1], v);
+    out.int(n as i64);
+}
+
+fn incr(ctx: &mut Ctx, key: &Bytes, by: i64, out: &mut Out) {
+    let cur = match string_of(ctx, key) {
+        Err(()) => return out.err(WRONGTYPE),
+        Ok(None) => 0,
+        Ok(Some(v)) => match parse_i64(&v) {
+            Some(n) => n,
+            None => return out.err(NOT_INT),
+        },
+    };
+    match cur.checked_add(by) {
+        Some(n) => {
+            set_keep_ttl(ctx, key, n.to_string().into_bytes());
+            out.int(n);
+        }
+        None => out.err("ERR increment or decrement would overflow"),
+    }
+}
+
+fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
+    let Some(by) = parse_f64(&a[2]) else {
+        return out.err(NOT_FLOAT);
+    };
+    let cur = match string_of(ctx, &a[1]) {
+        Err(()) => return out.err(WRONGTYPE),
+        Ok(None) => 0.0,
+        Ok(Some(v)) => match parse_f64(&v) {
+            Some(n) => n,
+            None => return out.err(NOT_FLOAT),
+        },
+    };
+    let n = cur + by;
+    if !n.is_finite() {
+        return out.err("ERR increment would produce NaN or Infinity");
+    }
+    let s = fmt_human(n);
+    out.bulk(s.as_bytes());
+    set_keep_ttl(ctx, &a[1], s.into_bytes());
+}
