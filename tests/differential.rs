@@ -1,6 +1,8 @@
-//! The differential corpus (tests/corpus/*.txt): every sequence runs against Redis directly and
-//! through prescient (in front of a second Redis of the same version), and every reply must
-//! match byte for byte.
+//! The differential corpus (tests/corpus/*.txt): every sequence runs against Redis directly,
+//! through prescient in front of a second Redis of the same version, and through prescient on
+//! its embedded store (`memory://`); every reply must match Redis's byte for byte. Lines
+//! marked `~` are Redis-only (the embedded store answers them differently by design, or does
+//! not implement the command) and are skipped on the embedded store.
 
 mod common;
 
@@ -34,7 +36,8 @@ enum Step {
 #[derive(Debug)]
 struct Sequence {
     name: String,
-    steps: Vec<(usize, Step)>,
+    /// (line, redis only, step)
+    steps: Vec<(usize, bool, Step)>,
 }
 
 fn parse_corpus(text: &str) -> Vec<Sequence> {
@@ -52,7 +55,11 @@ fn parse_corpus(text: &str) -> Vec<Sequence> {
             continue;
         }
         let seq = seqs.last_mut().expect("a step before the first === line");
-        seq.steps.push((n + 1, parse_step(line, n + 1)));
+        let (redis_only, line) = match line.strip_prefix('~') {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, line),
+        };
+        seq.steps.push((n + 1, redis_only, parse_step(line, n + 1)));
     }
     seqs
 }
@@ -106,10 +113,13 @@ fn parse_step(line: &str, n: usize) -> Step {
 }
 
 /// Runs one sequence against a server on `port`; returns (line, reply) for every reply read.
-async fn run(seq: &Sequence, port: u16) -> Vec<(usize, Bytes)> {
+async fn run(seq: &Sequence, port: u16, embedded: bool) -> Vec<(usize, Bytes)> {
     let mut clients: BTreeMap<char, Raw> = BTreeMap::new();
     let mut out = Vec::new();
-    for (line, step) in &seq.steps {
+    for (line, redis_only, step) in &seq.steps {
+        if embedded && *redis_only {
+            continue;
+        }
         let c = match step {
             Step::Cmd { client, .. }
             | Step::Recv { client }
@@ -164,6 +174,7 @@ async fn corpus_matches_redis_byte_for_byte() {
     let direct = Redis::start().await;
     let behind = Redis::start().await;
     let p = proxy(&behind.url()).await;
+    let m = proxy("memory://").await;
     let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus"))
         .expect("corpus dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -171,31 +182,66 @@ async fn corpus_matches_redis_byte_for_byte() {
         .collect();
     files.sort();
     let mut failures = Vec::new();
-    let mut compared = 0;
+    let mut compared = [0usize; 2];
     for f in files {
+        let file = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let text = std::fs::read_to_string(&f).expect("corpus file");
         for seq in parse_corpus(&text) {
-            for r in [&direct, &behind] {
-                r.client().await.cmd(&["FLUSHALL"]).await;
+            for port in [direct.port, behind.port, m.addr.port()] {
+                Raw::connect(port).await.cmd(&["FLUSHALL"]).await;
             }
-            let want = run(&seq, direct.port).await;
-            let got = run(&seq, p.addr.port()).await;
-            assert_eq!(want.len(), got.len(), "{}: reply counts differ", seq.name);
-            for ((line, w), (_, g)) in want.iter().zip(&got) {
-                compared += 1;
-                if w != g {
-                    failures.push(format!(
-                        "{} (line {line}):\n  redis:     {}\n  prescient: {}",
-                        f.file_name().unwrap_or_default().to_string_lossy(),
-                        show(w),
-                        show(g)
-                    ));
+            let want = run(&seq, direct.port, false).await;
+            let redis_only: Vec<usize> = seq.steps.iter().filter(|s| s.1).map(|s| s.0).collect();
+            let want_embedded: Vec<_> = want
+                .iter()
+                .filter(|(l, _)| !redis_only.contains(l))
+                .cloned()
+                .collect();
+            let targets = [
+                (
+                    "prescient->redis",
+                    run(&seq, p.addr.port(), false).await,
+                    &want,
+                ),
+                (
+                    "prescient memory://",
+                    run(&seq, m.addr.port(), true).await,
+                    &want_embedded,
+                ),
+            ];
+            for (i, (target, got, want)) in targets.iter().enumerate() {
+                assert_eq!(
+                    want.len(),
+                    got.len(),
+                    "{}: {target}: reply counts differ",
+                    seq.name
+                );
+                for ((line, w), (_, g)) in want.iter().zip(got) {
+                    compared[i] += 1;
+                    if w != g {
+                        failures.push(format!(
+                            "{file}:{line} [{target}] ({}):\n  redis:     {}\n  prescient: {}",
+                            seq.name,
+                            show(w),
+                            show(g)
+                        ));
+                    }
                 }
             }
         }
     }
-    println!("compared {compared} replies");
-    assert!(compared > 3000, "the corpus ran ({compared} replies)");
+    println!(
+        "compared {} replies through the proxy to Redis, {} on the embedded store",
+        compared[0], compared[1]
+    );
+    assert!(
+        compared[0] > 3000 && compared[1] > 3000,
+        "the corpus ran ({compared:?} replies)"
+    );
     assert!(
         failures.is_empty(),
         "{} replies differ:\n{}",
