@@ -162,7 +162,7 @@ impl Default for Limits {
 impl Default for Upstream {
     fn default() -> Self {
         Upstream {
-            url: "redis://127.0.0.1:6379".into(),
+            url: "memory://".into(),
             username: String::new(),
             password: String::new(),
             pool_size: 1,

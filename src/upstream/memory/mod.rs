@@ -469,3 +469,123 @@ pub fn keyspace_info(inner: &Inner) -> Vec<String> {
 
 /// Per-connection counters shared with INFO (connected clients of the store).
 pub type Counters = HashMap<&'static str, u64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::protocol::Proto;
+
+    fn run(c: &mut MemConn, args: &[&str]) -> String {
+        let cmd = Command::from_args(args.iter().map(|a| a.as_bytes().to_vec()));
+        match c.execute(&cmd, Proto::Resp2) {
+            Exec::Ready(b) => String::from_utf8_lossy(&b).into_owned(),
+            Exec::Later(_) => "(blocked)".into(),
+        }
+    }
+
+    #[test]
+    fn lazy_expiry_with_a_paused_clock() {
+        let store = Store::new(0, Policy::NoEviction, true);
+        store.clock.set(1_000_000);
+        let mut c = MemConn::new(store.clone());
+        assert_eq!(run(&mut c, &["SET", "k", "v", "PX", "1500"]), "+OK\r\n");
+        assert_eq!(run(&mut c, &["PTTL", "k"]), ":1500\r\n");
+        store.clock.set(1_001_499);
+        assert_eq!(run(&mut c, &["GET", "k"]), "$1\r\nv\r\n");
+        assert_eq!(run(&mut c, &["TTL", "k"]), ":0\r\n");
+        store.clock.set(1_001_500);
+        assert_eq!(run(&mut c, &["GET", "k"]), "$-1\r\n");
+        assert_eq!(run(&mut c, &["DBSIZE"]), ":0\r\n");
+        assert_eq!(store.stats.expired_keys.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            store.used_memory(),
+            0,
+            "an expired key gives its memory back"
+        );
+    }
+
+    #[test]
+    fn active_expiry_frees_keys_nobody_reads() {
+        let store = Store::new(0, Policy::NoEviction, true);
+        store.clock.set(5_000_000);
+        let mut c = MemConn::new(store.clone());
+        for i in 0..1000 {
+            run(&mut c, &["SET", &format!("t{i}"), "v", "PX", "100"]);
+        }
+        for i in 0..10 {
+            run(&mut c, &["SET", &format!("p{i}"), "v"]);
+        }
+        store.clock.set(5_000_200);
+        let mut removed = 0;
+        for _ in 0..200 {
+            removed += store.expire_cycle(Duration::from_millis(25));
+            if removed == 1000 {
+                break;
+            }
+        }
+        assert_eq!(removed, 1000, "every expired key swept without being read");
+        assert_eq!(store.lock().dbs[0].len(), 10);
+    }
+
+    #[test]
+    fn maxmemory_evicts_least_recently_used_or_refuses() {
+        let value = "x".repeat(1000);
+        let store = Store::new(200_000, Policy::AllkeysLru, true);
+        let mut c = MemConn::new(store.clone());
+        for i in 0..1000 {
+            assert_eq!(run(&mut c, &["SET", &format!("k{i}"), &value]), "+OK\r\n");
+        }
+        let used = store.used_memory();
+        assert!(used <= 200_000 + 2_000, "used {used} stays near maxmemory");
+        assert!(store.stats.evicted_keys.load(Ordering::Relaxed) > 700);
+        let kept = store.lock().dbs[0].len();
+        assert!(kept > 100 && kept < 200, "{kept} keys kept");
+
+        let strict = Store::new(50_000, Policy::NoEviction, true);
+        let mut c = MemConn::new(strict.clone());
+        let mut refused = 0;
+        for i in 0..100 {
+            if run(&mut c, &["SET", &format!("k{i}"), &value]).starts_with("-OOM") {
+                refused += 1;
+            }
+        }
+        assert!(refused > 40, "noeviction refuses writes past maxmemory");
+        assert_eq!(run(&mut c, &["GET", "k0"]).len(), 1009, "reads still work");
+        assert_eq!(run(&mut c, &["DEL", "k0"]), ":1\r\n", "and deletes");
+    }
+
+    #[test]
+    fn volatile_lru_only_evicts_keys_with_a_ttl() {
+        let value = "x".repeat(1000);
+        let store = Store::new(100_000, Policy::VolatileLru, true);
+        let mut c = MemConn::new(store.clone());
+        for i in 0..50 {
+            run(&mut c, &["SET", &format!("keep{i}"), &value]);
+        }
+        for i in 0..200 {
+            run(&mut c, &["SET", &format!("tmp{i}"), &value, "EX", "1000"]);
+        }
+        for i in 0..50 {
+            assert!(run(&mut c, &["EXISTS", &format!("keep{i}")]) == ":1\r\n");
+        }
+    }
+
+    #[test]
+    fn memory_accounting_returns_to_zero() {
+        let store = Store::new(0, Policy::NoEviction, true);
+        let mut c = MemConn::new(store.clone());
+        run(&mut c, &["RPUSH", "l", "a", "bb", "ccc"]);
+        run(&mut c, &["HSET", "h", "f", "v", "g", "w"]);
+        run(&mut c, &["SADD", "s", "1", "2"]);
+        run(&mut c, &["ZADD", "z", "1", "a", "2", "b"]);
+        run(&mut c, &["SET", "k", "v"]);
+        run(&mut c, &["APPEND", "k", "more"]);
+        run(&mut c, &["LPOP", "l"]);
+        run(&mut c, &["HDEL", "h", "f"]);
+        run(&mut c, &["ZREM", "z", "a"]);
+        assert!(store.used_memory() > 0);
+        run(&mut c, &["DEL", "l", "h", "s", "z", "k"]);
+        assert_eq!(store.used_memory(), 0);
+    }
+}

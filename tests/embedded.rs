@@ -1,0 +1,146 @@
+//! The embedded store (`memory://`) with real clients: eviction under maxmemory, a blocked
+//! pop woken by another client, WATCH aborted by another client's write, atomic counters from
+//! many clients, and INFO.
+
+mod common;
+
+use common::{proxy, proxy_with, settings, Raw};
+use redis::AsyncCommands;
+
+async fn client(p: &prescient::server::Server) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{}", p.addr))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_keeps_memory_under_maxmemory() {
+    let mut s = settings("memory://");
+    s.memory.maxmemory = 2 * 1024 * 1024;
+    let p = proxy_with(s).await;
+    let mut c = client(&p).await;
+    let value = vec![b'v'; 1024];
+    for i in 0..10_000 {
+        let _: () = c.set(format!("key:{i}"), &value).await.unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(used <= 2 * 1024 * 1024 + 4096, "used_memory {used}");
+    let stats: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let evicted: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(evicted > 5_000, "evicted {evicted}");
+    // The most recent keys survive.
+    let last: Option<Vec<u8>> = c.get("key:9999").await.unwrap();
+    assert_eq!(last.as_deref(), Some(&value[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blpop_is_woken_by_another_client() {
+    let p = proxy("memory://").await;
+    let mut waiter = Raw::to(&p).await;
+    waiter.send(&[b"BLPOP", b"jobs", b"5"]).await;
+    let sh = p.shared.clone();
+    common::eventually(common::DEADLINE, "BLPOP dispatched", || {
+        let seen = sh.clients.lines().iter().any(|l| l.contains("cmd=blpop"));
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let mut pusher = client(&p).await;
+    let _: () = pusher.rpush("jobs", "job-1").await.unwrap();
+    assert_eq!(
+        &waiter.read().await[..],
+        b"*2\r\n$4\r\njobs\r\n$5\r\njob-1\r\n"
+    );
+    let len: i64 = pusher.llen("jobs").await.unwrap();
+    assert_eq!(len, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_is_aborted_by_another_clients_write() {
+    let p = proxy("memory://").await;
+    let mut a = Raw::to(&p).await;
+    let mut b = client(&p).await;
+    assert_eq!(a.text(&["SET", "balance", "10"]).await, "+OK\r\n");
+    assert_eq!(a.text(&["WATCH", "balance"]).await, "+OK\r\n");
+    let _: () = b.set("balance", "20").await.unwrap();
+    assert_eq!(a.text(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(a.text(&["SET", "balance", "0"]).await, "+QUEUED\r\n");
+    assert_eq!(a.text(&["EXEC"]).await, "*-1\r\n");
+    let v: String = b.get("balance").await.unwrap();
+    assert_eq!(v, "20");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_and_transactions_from_many_clients_are_atomic() {
+    let p = proxy("memory://").await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut c = client(&p).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..200 {
+                let _: i64 = c.incr("hits", 1).await.unwrap();
+                let (x, y): (i64, i64) = redis::pipe()
+                    .atomic()
+                    .incr("pair:a", 1)
+                    .incr("pair:b", 1)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                assert_eq!(x, y, "MULTI/EXEC ran without interleaving");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut c = client(&p).await;
+    let hits: i64 = c.get("hits").await.unwrap();
+    assert_eq!(hits, 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_has_store_sections_and_the_proxy_section() {
+    let p = proxy("memory://").await;
+    let mut c = Raw::to(&p).await;
+    c.cmd(&["SET", "a", "1"]).await;
+    let info = c.text(&["INFO"]).await;
+    for want in [
+        "# Server",
+        "redis_version:",
+        "# Memory",
+        "used_memory:",
+        "maxmemory_policy:allkeys-lru",
+        "# Stats",
+        "# Keyspace",
+        "db0:keys=1",
+        "# Proxy",
+        "proxy_upstream:memory://",
+    ] {
+        assert!(info.contains(want), "INFO lacks {want}:\n{info}");
+    }
+    let e = c.text(&["SORT", "x"]).await;
+    assert!(e.contains("embedded store does not implement it"), "{e}");
+    assert_eq!(c.text(&["MONITOR"]).await.get(..4), Some("-ERR"));
+}
