@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Proxy overhead benchmark: redis-benchmark SET/GET with 1 KB values, 50 clients, unpipelined
 and -P 16, against Redis directly, through prescient, and through twemproxy (nutcracker), all in
-front of the same redis-server, in one run. Prints throughput, p50/p99 and the ratios.
+front of the same redis-server, and against prescient on its embedded store (memory://), in one
+run. Prints throughput, p50/p99 and the ratios.
 
 Runs are interleaved (direct, prescient, twemproxy, direct, ...) and each cell is the median of
 --rounds runs, because this machine is shared and noisy: read the ratios, not the absolutes.
@@ -76,6 +77,7 @@ def main():
     ap.add_argument("--extra-config", action="append", default=[],
                     help="PRESCIENT__SECTION__KEY=value environment for the proxy")
     ap.add_argument("--no-twemproxy", action="store_true")
+    ap.add_argument("--no-embedded", action="store_true", help="skip prescient on memory://")
     args = ap.parse_args()
     need("redis-server", "redis-server")
     need("redis-benchmark", "redis-tools")
@@ -103,6 +105,15 @@ def main():
         procs.append(proxy)
         wait_port(pport, proxy, "prescient")
         targets = [("direct", rport), ("prescient", pport)]
+        if not args.no_embedded:
+            mport = free_port()
+            mem = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{mport}", "--admin-listen", "",
+                                    "--upstream", "memory://"],
+                                   env=env, stdout=subprocess.DEVNULL,
+                                   stderr=open(os.path.join(tmp, "prescient-memory.log"), "w"))
+            procs.append(mem)
+            wait_port(mport, mem, "prescient memory://")
+            targets.append(("memory", mport))
         if not args.no_twemproxy:
             conf = os.path.join(tmp, "nutcracker.yml")
             with open(conf, "w") as f:
@@ -128,20 +139,25 @@ def main():
                for k, v in results.items()}
         names = [n for n, _ in targets]
         print(f"\nredis-benchmark, 50 clients, 1 KB values, median of {args.rounds} interleaved rounds")
+        print("(prescient = prescient in front of the same redis-server; memory = prescient on memory://)")
         head = "| test | " + " | ".join(f"{n} rps (p50/p99 ms)" for n in names) + " | prescient/direct |"
         if "twemproxy" in names:
             head += " prescient/twemproxy | twemproxy/direct |"
+        if "memory" in names:
+            head += " memory/direct |"
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
         for test, pipe in rows:
-            cells = [med[(test, pipe, n)] for n in names]
+            cells = {n: med[(test, pipe, n)] for n in names}
             line = f"| {test.upper()} -P {pipe} | " + " | ".join(
-                f"{c['rps']:,.0f} ({c['p50']:.2f}/{c['p99']:.2f})" for c in cells)
-            d, p = cells[0]["rps"], cells[1]["rps"]
+                f"{cells[n]['rps']:,.0f} ({cells[n]['p50']:.2f}/{cells[n]['p99']:.2f})" for n in names)
+            d, p = cells["direct"]["rps"], cells["prescient"]["rps"]
             line += f" | {p / d:.2f}x |"
             if "twemproxy" in names:
-                t = cells[2]["rps"]
+                t = cells["twemproxy"]["rps"]
                 line += f" {p / t:.2f}x | {t / d:.2f}x |"
+            if "memory" in names:
+                line += f" {cells['memory']['rps'] / d:.2f}x |"
             print(line)
     finally:
         for p in reversed(procs):

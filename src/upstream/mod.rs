@@ -206,7 +206,7 @@ impl Upstream {
             let m = &settings.memory;
             let policy =
                 memory::Policy::parse(&m.maxmemory_policy).unwrap_or(memory::Policy::AllkeysLru);
-            let store = memory::Store::new(m.maxmemory, policy, true);
+            let store = memory::Store::new(m.maxmemory, policy);
             store.start_expiry();
             connector.health.connected();
             *connector

@@ -74,11 +74,15 @@ pub struct Entry {
     pub cost: usize,
 }
 
+/// The keyspace's hasher: foldhash, randomly seeded per map (SipHash showed at ~2% of a
+/// pipelined GET profile for no benefit here).
+pub type Hasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Default)]
 pub struct Db {
-    pub keys: IndexMap<Bytes, Entry>,
+    pub keys: IndexMap<Bytes, Entry, Hasher>,
     /// Keys with a TTL, for sampling by active expiry and volatile eviction.
-    pub volatile: IndexSet<Bytes>,
+    pub volatile: IndexSet<Bytes, Hasher>,
 }
 
 impl Db {
@@ -101,7 +105,10 @@ impl Db {
     }
 
     pub fn set_expire(&mut self, key: &Bytes, at: Option<u64>) {
-        if let Some(e) = self.keys.get_mut(key) {
+        if let Some(e) = self.keys.get_mut(&key[..]) {
+            if e.expire_at.is_none() && at.is_none() {
+                return;
+            }
             match (e.expire_at.is_some(), at.is_some()) {
                 (false, true) => {
                     self.volatile.insert(key.clone());

@@ -123,13 +123,12 @@ pub struct Store {
     pub stats: Stats,
     pub pubsub: pubsub::Registry,
     pub started: std::time::Instant,
-    pub allow_flush: bool,
     /// Bumped when a list or sorted set grows: blocked clients re-check their keys.
     pub wake: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
-    pub fn new(maxmemory: u64, policy: Policy, allow_flush: bool) -> Arc<Store> {
+    pub fn new(maxmemory: u64, policy: Policy) -> Arc<Store> {
         use rand::SeedableRng;
         Arc::new(Store {
             inner: Mutex::new(Inner {
@@ -145,7 +144,6 @@ impl Store {
             stats: Stats::default(),
             pubsub: pubsub::Registry::default(),
             started: std::time::Instant::now(),
-            allow_flush,
             wake: tokio::sync::watch::channel(0).0,
         })
     }
@@ -257,21 +255,22 @@ impl<'a> Ctx<'a> {
     }
 
     /// The live entry for `key` (expired ones are removed on the way), its LRU clock updated.
+    /// One hash lookup.
     pub fn get(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        let expired = self.inner.dbs[self.db]
-            .keys
-            .get(key)
-            .is_some_and(|e| e.expire_at.is_some_and(|t| t <= self.now));
+        let (db, now) = (self.db, self.now);
+        let idx = self.inner.dbs[db].keys.get_index_of(key)?;
+        let expired = self.inner.dbs[db].keys[idx]
+            .expire_at
+            .is_some_and(|t| t <= now);
         if expired {
-            self.inner.remove_key(self.db, key);
+            self.inner.remove_key(db, key);
             self.store
                 .stats
                 .expired_keys
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let now = self.now;
-        let e = self.inner.dbs[self.db].keys.get_mut(key)?;
+        let e = &mut self.inner.dbs[db].keys[idx];
         e.lru = now;
         Some(e)
     }
@@ -296,29 +295,53 @@ impl<'a> Ctx<'a> {
     }
 
     /// Stores `value` at `key`, replacing any value and TTL (`keep_ttl` keeps the TTL).
+    /// An existing entry is replaced in place: one hash lookup.
     pub fn set(&mut self, key: &Bytes, value: Value, expire_at: Option<u64>, keep_ttl: bool) {
-        let key = own(key);
-        let ttl = if keep_ttl {
-            self.get(&key).and_then(|e| e.expire_at)
+        let old_ttl = if keep_ttl {
+            self.get(key).and_then(|e| e.expire_at)
         } else {
-            expire_at
+            None
         };
-        if let Some(old) = self.inner.remove_key(self.db, &key) {
-            drop(old);
-        }
-        let cost = entry_cost(&key, &value);
+        let ttl = if keep_ttl { old_ttl } else { expire_at };
+        let (db, now) = (self.db, self.now);
         let version = self.inner.version();
-        let entry = Entry {
-            value,
-            expire_at: None,
-            lru: self.now,
-            version,
-            cost,
-        };
-        self.inner.used += cost;
-        self.inner.dbs[self.db].keys.insert(key.clone(), entry);
-        if ttl.is_some() {
-            self.inner.dbs[self.db].set_expire(&key, ttl);
+        let d = &mut self.inner.dbs[db];
+        match d.keys.get_index_of(&key[..]) {
+            Some(i) => {
+                let cost = entry_cost(key, &value);
+                let e = &mut d.keys[i];
+                let old_cost = std::mem::replace(&mut e.cost, cost);
+                e.value = value;
+                e.version = version;
+                e.lru = now;
+                let had_ttl = std::mem::replace(&mut e.expire_at, ttl).is_some();
+                match (had_ttl, ttl.is_some()) {
+                    (false, true) => {
+                        d.volatile.insert(own(key));
+                    }
+                    (true, false) => {
+                        d.volatile.swap_remove(&key[..]);
+                    }
+                    _ => {}
+                }
+                self.inner.used = (self.inner.used + cost).saturating_sub(old_cost);
+            }
+            None => {
+                let key = own(key);
+                let cost = entry_cost(&key, &value);
+                let entry = Entry {
+                    value,
+                    expire_at: ttl,
+                    lru: now,
+                    version,
+                    cost,
+                };
+                self.inner.used += cost;
+                if ttl.is_some() {
+                    d.volatile.insert(key.clone());
+                }
+                d.keys.insert(key, entry);
+            }
         }
     }
 
@@ -486,7 +509,7 @@ mod tests {
 
     #[test]
     fn lazy_expiry_with_a_paused_clock() {
-        let store = Store::new(0, Policy::NoEviction, true);
+        let store = Store::new(0, Policy::NoEviction);
         store.clock.set(1_000_000);
         let mut c = MemConn::new(store.clone());
         assert_eq!(run(&mut c, &["SET", "k", "v", "PX", "1500"]), "+OK\r\n");
@@ -507,7 +530,7 @@ mod tests {
 
     #[test]
     fn active_expiry_frees_keys_nobody_reads() {
-        let store = Store::new(0, Policy::NoEviction, true);
+        let store = Store::new(0, Policy::NoEviction);
         store.clock.set(5_000_000);
         let mut c = MemConn::new(store.clone());
         for i in 0..1000 {
@@ -531,7 +554,7 @@ mod tests {
     #[test]
     fn maxmemory_evicts_least_recently_used_or_refuses() {
         let value = "x".repeat(1000);
-        let store = Store::new(200_000, Policy::AllkeysLru, true);
+        let store = Store::new(200_000, Policy::AllkeysLru);
         let mut c = MemConn::new(store.clone());
         for i in 0..1000 {
             assert_eq!(run(&mut c, &["SET", &format!("k{i}"), &value]), "+OK\r\n");
@@ -542,7 +565,7 @@ mod tests {
         let kept = store.lock().dbs[0].len();
         assert!(kept > 100 && kept < 200, "{kept} keys kept");
 
-        let strict = Store::new(50_000, Policy::NoEviction, true);
+        let strict = Store::new(50_000, Policy::NoEviction);
         let mut c = MemConn::new(strict.clone());
         let mut refused = 0;
         for i in 0..100 {
@@ -558,7 +581,7 @@ mod tests {
     #[test]
     fn volatile_lru_only_evicts_keys_with_a_ttl() {
         let value = "x".repeat(1000);
-        let store = Store::new(100_000, Policy::VolatileLru, true);
+        let store = Store::new(100_000, Policy::VolatileLru);
         let mut c = MemConn::new(store.clone());
         for i in 0..50 {
             run(&mut c, &["SET", &format!("keep{i}"), &value]);
@@ -573,7 +596,7 @@ mod tests {
 
     #[test]
     fn memory_accounting_returns_to_zero() {
-        let store = Store::new(0, Policy::NoEviction, true);
+        let store = Store::new(0, Policy::NoEviction);
         let mut c = MemConn::new(store.clone());
         run(&mut c, &["RPUSH", "l", "a", "bb", "ccc"]);
         run(&mut c, &["HSET", "h", "f", "v", "g", "w"]);

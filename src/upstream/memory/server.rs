@@ -228,22 +228,9 @@ fn command_cmd(a: &[Bytes], out: &mut Out) {
                 }
             }
         }
-        Some("docs") => {
-            // Names with an empty doc map: redis-cli then falls back to its built-in hints.
-            let names: Vec<&str> = if a.len() > 2 {
-                a[2..]
-                    .iter()
-                    .filter_map(|n| command::lookup(n).map(|c| c.name))
-                    .collect()
-            } else {
-                table.iter().map(|c| c.name).collect()
-            };
-            out.map(names.len());
-            for n in names {
-                out.bulk(n.as_bytes());
-                out.map(0);
-            }
-        }
+        // No argument docs ship with the store. An error here is what makes redis-cli fall
+        // back to its own built-in help, which gives full hints; empty docs would give none.
+        Some("docs") => out.err("ERR COMMAND DOCS is not available from the embedded store"),
         Some(s) => out.err(&format!("ERR unknown subcommand '{s}'. Try COMMAND HELP.")),
     }
 }

@@ -122,20 +122,21 @@ fn set_keep_ttl(ctx: &mut Ctx, key: &Bytes, v: Vec<u8>) {
     ctx.set(key, Value::Str(Bytes::from(v)), None, true);
 }
 
-/// Replies with GET's answer; false (and an error reply) for the wrong type.
+/// Replies with GET's answer (written straight from the stored value); false (and an error
+/// reply) for the wrong type.
 fn get(ctx: &mut Ctx, key: &[u8], out: &mut Out) -> bool {
-    match string_of(ctx, key) {
-        Err(()) => {
-            out.err(WRONGTYPE);
-            false
-        }
-        Ok(Some(v)) => {
-            out.bulk(&v);
+    match ctx.read(key) {
+        Some(Value::Str(v)) => {
+            out.bulk(v);
             true
         }
-        Ok(None) => {
+        None => {
             out.nil();
             true
+        }
+        Some(_) => {
+            out.err(WRONGTYPE);
+            false
         }
     }
 }
@@ -181,12 +182,13 @@ fn set(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         }
         i += 1;
     }
-    let old = match string_of(ctx, &a[1]) {
-        Ok(v) => v,
-        Err(()) if get_old => return out.err(WRONGTYPE),
-        Err(()) => None,
+    // One lookup answers both "does it exist" and, for GET, "what was it".
+    let (exists, old) = match ctx.read(&a[1]) {
+        None => (false, None),
+        Some(Value::Str(v)) => (true, get_old.then(|| v.clone())),
+        Some(_) if get_old => return out.err(WRONGTYPE),
+        Some(_) => (true, None),
     };
-    let exists = ctx.exists(&a[1]);
     let write = !(nx && exists || xx && !exists);
     if write {
         ctx.set(&a[1], Value::Str(own(&a[2])), expire, keep);
