@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use indexmap::IndexSet;
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,6 +35,8 @@ pub struct MemConn {
     patterns: IndexSet<Bytes>,
     push_tx: mpsc::Sender<Bytes>,
     pub pushes: mpsc::Receiver<Bytes>,
+    /// Replies are written here and split off (see `execute`).
+    buf: BytesMut,
 }
 
 /// Commands a RESP2 client may send while subscribed.
@@ -65,6 +67,7 @@ impl MemConn {
             patterns: IndexSet::new(),
             push_tx,
             pushes,
+            buf: BytesMut::new(),
         }
     }
 
@@ -72,15 +75,34 @@ impl MemConn {
         !self.channels.is_empty() || !self.patterns.is_empty()
     }
 
-    /// Runs one command.
+    /// Runs one command. Replies are written into one reusable buffer and split off it, so
+    /// a pipelined burst allocates once per 16 KiB of replies rather than once per reply.
     pub fn execute(&mut self, cmd: &Command, proto: Proto) -> Exec {
-        let mut out = Out::new(proto);
+        if self.buf.capacity() - self.buf.len() < 2048 {
+            self.buf.reserve(16 * 1024);
+        }
+        let mut out = Out {
+            buf: std::mem::take(&mut self.buf),
+            proto,
+        };
+        let later = self.run(cmd, &mut out);
+        let reply = out.buf.split().freeze();
+        self.buf = out.buf;
+        match later {
+            Some(rx) => Exec::Later(rx),
+            None => Exec::Ready(reply),
+        }
+    }
+
+    /// Runs one command, writing its reply into `out`, or returns the reply to come.
+    fn run(&mut self, cmd: &Command, out: &mut Out) -> Option<oneshot::Receiver<Reply>> {
+        let proto = out.proto;
         self.store.stats.commands.fetch_add(1, Ordering::Relaxed);
         let a = &cmd.args[..];
         let Some(spec) = cmd.spec else {
-            unknown(a, None, &mut out);
+            unknown(a, None, out);
             self.multi_failed |= self.multi.is_some();
-            return Exec::Ready(out.buf.freeze());
+            return None;
         };
         let name = spec.name;
         if !spec.arity_ok(a.len()) {
@@ -88,11 +110,11 @@ impl MemConn {
                 "ERR wrong number of arguments for '{name}' command"
             ));
             self.multi_failed |= self.multi.is_some();
-            return Exec::Ready(out.buf.freeze());
+            return None;
         }
         if proto == Proto::Resp2 && self.subscribed() && !SUBSCRIBED_OK.contains(&name) {
             out.err(&format!("ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"));
-            return Exec::Ready(out.buf.freeze());
+            return None;
         }
         if let Some(q) = self.multi.as_mut() {
             if !matches!(
@@ -100,13 +122,13 @@ impl MemConn {
                 "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
             ) {
                 if !implemented(name) {
-                    unknown(a, Some(name), &mut out);
+                    unknown(a, Some(name), out);
                     self.multi_failed = true;
                 } else {
                     q.push(cmd.clone());
                     out.simple("QUEUED");
                 }
-                return Exec::Ready(out.buf.freeze());
+                return None;
             }
         }
         match name {
@@ -119,7 +141,7 @@ impl MemConn {
                     out.ok();
                 }
             }
-            "exec" => self.exec(proto, &mut out),
+            "exec" => self.exec(proto, out),
             "discard" => match self.multi.take() {
                 Some(_) => {
                     self.watched.clear();
@@ -155,9 +177,9 @@ impl MemConn {
                 Some(_) => out.err("ERR DB index is out of range"),
                 None => out.err(super::NOT_INT),
             },
-            "subscribe" | "psubscribe" | "ssubscribe" => self.subscribe(name, a, proto, &mut out),
+            "subscribe" | "psubscribe" | "ssubscribe" => self.subscribe(name, a, proto, out),
             "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
-                self.unsubscribe(name, a, proto, &mut out)
+                self.unsubscribe(name, a, proto, out)
             }
             "ping" if proto == Proto::Resp2 && self.subscribed() => {
                 out.array(2);
@@ -165,19 +187,19 @@ impl MemConn {
                 out.bulk(a.get(1).map_or(&b""[..], |b| &b[..]));
             }
             "blpop" | "brpop" | "blmove" | "brpoplpush" | "bzpopmin" | "bzpopmax" => {
-                return self.blocking(name, a, proto, out);
+                return self.blocking(name, a, out);
             }
             _ => {
                 let store = self.store.clone();
                 let mut inner = store.lock();
                 let mut ctx = Ctx::new(&store, &mut inner, self.db);
-                run_one(&mut ctx, spec.flags, name, a, &mut out);
+                run_one(&mut ctx, spec.flags, name, a, out);
                 let touched = std::mem::take(&mut ctx.touched_lists);
                 drop(inner);
                 self.store.notify(&touched);
             }
         }
-        Exec::Ready(out.buf.freeze())
+        None
     }
 
     fn exec(&mut self, proto: Proto, out: &mut Out) {
@@ -228,32 +250,31 @@ impl MemConn {
         self.store.notify(&touched);
     }
 
-    fn blocking(&mut self, name: &str, a: &[Bytes], proto: Proto, mut out: Out) -> Exec {
+    fn blocking(
+        &mut self,
+        name: &str,
+        a: &[Bytes],
+        out: &mut Out,
+    ) -> Option<oneshot::Receiver<Reply>> {
         let b = match blocking::parse(name, a) {
             Ok(b) => b,
             Err(e) => {
                 out.err(e);
-                return Exec::Ready(out.buf.freeze());
+                return None;
             }
         };
-        {
-            let store = self.store.clone();
-            let mut inner = store.lock();
-            let mut ctx = Ctx::new(&store, &mut inner, self.db);
-            if let Some(o) = blocking::try_serve(&mut ctx, &b, proto, None) {
-                let touched = std::mem::take(&mut ctx.touched_lists);
-                drop(inner);
-                self.store.notify(&touched);
-                return Exec::Ready(o.buf.freeze());
-            }
+        let store = self.store.clone();
+        let mut inner = store.lock();
+        let mut ctx = Ctx::new(&store, &mut inner, self.db);
+        if let Some(o) = blocking::try_serve(&mut ctx, &b, out.proto, None) {
+            let touched = std::mem::take(&mut ctx.touched_lists);
+            drop(inner);
+            store.notify(&touched);
+            out.raw(&o.buf);
+            return None;
         }
-        Exec::Later(blocking::wait(
-            self.store.clone(),
-            self.id,
-            self.db,
-            b,
-            proto,
-        ))
+        drop(inner);
+        Some(blocking::wait(store, self.id, self.db, b, out.proto))
     }
 
     fn subscribe(&mut self, name: &str, a: &[Bytes], proto: Proto, out: &mut Out) {

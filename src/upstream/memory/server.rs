@@ -107,7 +107,7 @@ fn info(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
     }
     if want("stats") {
         sections.push(format!(
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_dropped_messages:{}\r\n",
             st.connections.load(Ordering::Relaxed),
             st.commands.load(Ordering::Relaxed),
             st.expired_keys.load(Ordering::Relaxed),
@@ -116,6 +116,7 @@ fn info(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
             st.keyspace_misses.load(Ordering::Relaxed),
             ctx.store.pubsub.channels(None).len(),
             ctx.store.pubsub.numpat(),
+            ctx.store.pubsub.dropped.load(Ordering::Relaxed),
         ));
     }
     if want("keyspace") {
