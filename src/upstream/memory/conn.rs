@@ -178,9 +178,7 @@ impl MemConn {
                 None => out.err(super::NOT_INT),
             },
             "subscribe" | "psubscribe" | "ssubscribe" => self.subscribe(name, a, proto, out),
-            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
-                self.unsubscribe(name, a, proto, out)
-            }
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => self.unsubscribe(name, a, out),
             "ping" if proto == Proto::Resp2 && self.subscribed() => {
                 out.array(2);
                 out.bulk(b"pong");
@@ -297,7 +295,7 @@ impl MemConn {
         }
     }
 
-    fn unsubscribe(&mut self, name: &str, a: &[Bytes], _proto: Proto, out: &mut Out) {
+    fn unsubscribe(&mut self, name: &str, a: &[Bytes], out: &mut Out) {
         let pattern = name == "punsubscribe";
         let targets: Vec<Bytes> = if a.len() > 1 {
             a[1..].to_vec()

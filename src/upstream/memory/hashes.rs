@@ -51,18 +51,14 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
     match name {
         "hset" | "hmset" => {
             if !a.len().is_multiple_of(2) {
-                return {
-                    out.err(&format!(
-                        "ERR wrong number of arguments for '{name}' command"
-                    ));
-                    true
-                };
+                out.err(&format!(
+                    "ERR wrong number of arguments for '{name}' command"
+                ));
+                return true;
             }
             if wrong(ctx, &a[1]) {
-                return {
-                    out.err(WRONGTYPE);
-                    true
-                };
+                out.err(WRONGTYPE);
+                return true;
             }
             let added = ctx.modify(&a[1], Some(new_hash), |v| {
                 let h = hash_mut(v);
@@ -82,10 +78,8 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         }
         "hsetnx" => {
             if wrong(ctx, &a[1]) {
-                return {
-                    out.err(WRONGTYPE);
-                    true
-                };
+                out.err(WRONGTYPE);
+                return true;
             }
             let exists = matches!(read(ctx, &a[1]), Ok(Some(h)) if h.contains_key(&a[2]));
             if !exists {
@@ -146,10 +140,8 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         },
         "hdel" => {
             if wrong(ctx, &a[1]) {
-                return {
-                    out.err(WRONGTYPE);
-                    true
-                };
+                out.err(WRONGTYPE);
+                return true;
             }
             let n = ctx.modify(&a[1], None, |v| {
                 let h = hash_mut(v);
@@ -176,10 +168,8 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         "hscan" => {
             let h = match read(ctx, &a[1]) {
                 Err(()) => {
-                    return {
-                        out.err(WRONGTYPE);
-                        true
-                    }
+                    out.err(WRONGTYPE);
+                    return true;
                 }
                 Ok(h) => h.cloned().unwrap_or_default(),
             };

@@ -33,10 +33,8 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
                     break;
                 };
                 if ctx.exists(&k) {
-                    return {
-                        out.bulk(&k);
-                        true
-                    };
+                    out.bulk(&k);
+                    return true;
                 }
             }
             out.nil();

@@ -123,19 +123,12 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
             match read(ctx, &a[1]) {
                 Err(()) => out.err(WRONGTYPE),
                 Ok(l) => {
-                    let l = l.map(|l| l.len() as i64).unwrap_or(0);
-                    let idx = if i < 0 { i + l } else { i };
-                    let v = (0..l)
-                        .contains(&idx)
-                        .then(|| {
-                            read(ctx, &a[1])
-                                .ok()
-                                .flatten()
-                                .and_then(|x| x.get(idx as usize).cloned())
-                        })
-                        .flatten();
-                    match v {
-                        Some(v) => out.bulk(&v),
+                    let item = l.and_then(|l| {
+                        let idx = if i < 0 { i + l.len() as i64 } else { i };
+                        usize::try_from(idx).ok().and_then(|i| l.get(i))
+                    });
+                    match item {
+                        Some(v) => out.bulk(v),
                         None => out.nil(),
                     }
                 }

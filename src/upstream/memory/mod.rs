@@ -20,7 +20,6 @@ mod strings;
 mod zset;
 mod zsets;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -489,9 +488,6 @@ pub fn keyspace_info(inner: &Inner) -> Vec<String> {
         })
         .collect()
 }
-
-/// Per-connection counters shared with INFO (connected clients of the store).
-pub type Counters = HashMap<&'static str, u64>;
 
 #[cfg(test)]
 mod tests {

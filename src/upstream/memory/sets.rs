@@ -253,10 +253,7 @@ fn pop_or_sample(ctx: &mut Ctx, pop: bool, a: &[Bytes], out: &mut Out) {
             .choose_multiple(&mut rng, (n as usize).min(members.len()))
             .map(|m| (*m).clone())
             .collect(),
-        Some(n) if members.is_empty() => {
-            let _ = n;
-            Vec::new()
-        }
+        Some(_) if members.is_empty() => Vec::new(),
         Some(n) => (0..n.unsigned_abs())
             .map(|_| members[rng.random_range(0..members.len())].clone())
             .collect(),
