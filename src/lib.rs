@@ -6,8 +6,10 @@
 //!                  (command/), pipelined, replies written in request order
 //!   -> session     (session.rs): AUTH/HELLO/INFO/PROXY/CLIENT answered here, deny list and
 //!                  user rules, connection state decides the route
-//!   -> upstream    (upstream/): shared pipelined connections, or a dedicated one while the
-//!                  client holds state; pub/sub and MONITOR become a tunnel (tunnel.rs)
+//!   -> upstream    (upstream/): for redis://, shared pipelined connections, or a dedicated one
+//!                  while the client holds state; pub/sub and MONITOR become a tunnel
+//!                  (tunnel.rs). For memory:// (the default), the embedded store
+//!                  (upstream/memory/): each client's MemConn runs commands in-process.
 //!   <- replies travel back in order
 //! metrics.rs: one Metrics struct; admin/http.rs serves /metrics, /health, /ready.
 //! ```
