@@ -187,11 +187,7 @@ impl Session {
                 _ => Ok(()),
             };
         };
-        if let Some(what) = self
-            .sh
-            .deny
-            .check(spec.name, cmd.args.get(1).map(|b| &b[..]))
-        {
+        if let Some(what) = self.sh.deny.check(spec, cmd.args.get(1).map(|b| &b[..])) {
             return Err(Value::err(format!(
                 "ERR command '{what}' is disabled by the proxy (server.deny_commands)"
             )));
@@ -593,15 +589,7 @@ impl Session {
                 .resp
                 .store(proto.number() as u32, Ordering::Relaxed);
         }
-        let version = self
-            .sh
-            .upstream
-            .connector
-            .health
-            .version
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
+        let version = self.sh.upstream.connector.health.version();
         Value::Map(vec![
             (Value::text("server"), Value::text("redis")),
             (

@@ -87,7 +87,7 @@ async fn relay(
                     let name = cmd.known_name();
                     if let Some(what) = cmd
                         .spec
-                        .and_then(|s| c.sh.deny.check(s.name, cmd.args.get(1).map(|a| &a[..])))
+                        .and_then(|s| c.sh.deny.check(s, cmd.args.get(1).map(|a| &a[..])))
                     {
                         let e = Value::err(format!(
                             "ERR command '{what}' is disabled by the proxy (server.deny_commands)"

@@ -57,44 +57,42 @@ impl Rules {
     }
 }
 
-/// Commands refused to every client, as `name` or `name|subcommand`.
+/// Commands refused to every client, as `name` or `name|subcommand`, kept per table row so
+/// the check on every request is an index, not a scan of names.
 #[derive(Debug, Clone, Default)]
 pub struct Denylist {
-    whole: Vec<&'static str>,
-    sub: Vec<(&'static str, String)>,
+    /// Per command-table row: the whole command, or these subcommands (lower case).
+    rows: Vec<(bool, Vec<String>)>,
 }
 
 impl Denylist {
     pub fn new(entries: &[String]) -> Denylist {
-        let mut d = Denylist::default();
+        let mut rows = vec![(false, Vec::new()); command::all().len()];
         for e in entries {
             let mut parts = e.splitn(2, '|');
             let name = parts.next().unwrap_or("");
             let Some(spec) = command::lookup(name.as_bytes()) else {
                 continue; // validated at config load
             };
+            let row = &mut rows[command::index_of(spec)];
             match parts.next() {
-                Some(sub) => d.sub.push((spec.name, sub.to_ascii_lowercase())),
-                None => d.whole.push(spec.name),
+                Some(sub) => row.1.push(sub.to_ascii_lowercase()),
+                None => row.0 = true,
             }
         }
-        d
+        Denylist { rows }
     }
 
-    /// The denied entry a command (name from the table, subcommand as sent) matches.
-    pub fn check(&self, name: &str, sub: Option<&[u8]>) -> Option<String> {
-        if self.whole.contains(&name) {
-            return Some(name.to_string());
+    /// The denied entry a command (its subcommand as sent) matches.
+    pub fn check(&self, spec: &'static CommandSpec, sub: Option<&[u8]>) -> Option<String> {
+        let (whole, subs) = self.rows.get(command::index_of(spec))?;
+        if *whole {
+            return Some(spec.name.to_string());
         }
         let sub = sub?;
-        self.sub
-            .iter()
-            .find(|(n, s)| *n == name && sub.eq_ignore_ascii_case(s.as_bytes()))
-            .map(|(n, s)| format!("{n}|{s}"))
-    }
-
-    pub fn denies(&self, name: &str, sub: Option<&[u8]>) -> bool {
-        self.check(name, sub).is_some()
+        subs.iter()
+            .find(|s| sub.eq_ignore_ascii_case(s.as_bytes()))
+            .map(|s| format!("{}|{s}", spec.name))
     }
 }
 
@@ -124,9 +122,13 @@ mod tests {
     #[test]
     fn denylist_matches_commands_and_subcommands() {
         let d = Denylist::new(&["shutdown".into(), "config|set".into()]);
-        assert!(d.denies("shutdown", None));
-        assert!(d.denies("config", Some(b"SET")));
-        assert!(!d.denies("config", Some(b"get")));
-        assert!(!d.denies("get", None));
+        let spec = |n: &str| command::lookup(n.as_bytes()).unwrap();
+        assert_eq!(d.check(spec("shutdown"), None).as_deref(), Some("shutdown"));
+        assert_eq!(
+            d.check(spec("config"), Some(b"SET")).as_deref(),
+            Some("config|set")
+        );
+        assert_eq!(d.check(spec("config"), Some(b"get")), None);
+        assert_eq!(d.check(spec("get"), None), None);
     }
 }

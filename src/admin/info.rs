@@ -29,14 +29,7 @@ pub fn sections(cmd: &Command) -> (bool, bool) {
 /// The proxy's section, with the `# Proxy` header, CRLF line ends as in Redis's INFO.
 pub fn proxy_section(sh: &Shared) -> String {
     let up = sh.upstream.connector.health.is_up();
-    let version = sh
-        .upstream
-        .connector
-        .health
-        .version
-        .lock()
-        .map(|v| v.clone())
-        .unwrap_or_default();
+    let version = sh.upstream.connector.health.version();
     let mut s = String::from("# Proxy\r\n");
     let mut line = |k: &str, v: &dyn std::fmt::Display| {
         let _ = write!(s, "{k}:{v}\r\n");

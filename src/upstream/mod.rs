@@ -55,6 +55,11 @@ impl Health {
     pub fn is_up(&self) -> bool {
         self.connected.load(Ordering::Relaxed) > 0
     }
+
+    /// The upstream's version as it reports it ("" until learned).
+    pub fn version(&self) -> String {
+        self.version.lock().map(|v| v.clone()).unwrap_or_default()
+    }
 }
 
 /// Everything needed to open and authenticate an upstream connection.

@@ -184,9 +184,7 @@ impl MemConn {
                 out.bulk(b"pong");
                 out.bulk(a.get(1).map_or(&b""[..], |b| &b[..]));
             }
-            "blpop" | "brpop" | "blmove" | "brpoplpush" | "bzpopmin" | "bzpopmax" => {
-                return self.blocking(name, a, out);
-            }
+            _ if BLOCKING_POPS.contains(&name) => return self.blocking(name, a, out),
             _ => {
                 let store = self.store.clone();
                 let mut inner = store.lock();
@@ -230,7 +228,7 @@ impl MemConn {
                     }
                     _ => out.err("ERR DB index is out of range"),
                 },
-                "blpop" | "brpop" | "blmove" | "brpoplpush" | "bzpopmin" | "bzpopmax" => {
+                _ if BLOCKING_POPS.contains(&name) => {
                     match blocking::parse(name, &cmd.args) {
                         Err(e) => out.err(e),
                         // Inside a transaction a blocking command never blocks.
@@ -370,17 +368,21 @@ fn implemented(name: &str) -> bool {
         "unsubscribe",
         "punsubscribe",
         "sunsubscribe",
-        "blpop",
-        "brpop",
-        "blmove",
-        "brpoplpush",
-        "bzpopmin",
-        "bzpopmax",
     ];
-    LOCAL.contains(&name) || IMPLEMENTED.contains(&name)
+    LOCAL.contains(&name) || BLOCKING_POPS.contains(&name) || IMPLEMENTED.contains(&name)
 }
 
-/// Every command the families implement (kept beside them; a unit test checks it).
+/// The blocking pops, answered by blocking.rs.
+const BLOCKING_POPS: &[&str] = &[
+    "blpop",
+    "brpop",
+    "blmove",
+    "brpoplpush",
+    "bzpopmin",
+    "bzpopmax",
+];
+
+/// Every command the families implement (the test below checks each one is handled).
 pub const IMPLEMENTED: &[&str] = &[
     "get",
     "set",
@@ -527,4 +529,25 @@ fn unknown(a: &[Bytes], known: Option<&str>, out: &mut Out) {
         msg.push_str("(the embedded store does not implement it; a Redis upstream does)");
     }
     out.err(&msg.replace(['\r', '\n'], " "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_command_is_handled_by_a_family() {
+        let store = Store::new(0, super::super::Policy::NoEviction);
+        for name in IMPLEMENTED {
+            let args: Vec<Bytes> = std::iter::once(Bytes::from(*name))
+                .chain(["k", "0", "0", "0", "0"].map(|a: &'static str| Bytes::from(a)))
+                .collect();
+            let mut inner = store.lock();
+            let mut ctx = Ctx::new(&store, &mut inner, 0);
+            let mut out = Out::new(Proto::Resp2);
+            run_one(&mut ctx, 0, name, &args, &mut out);
+            let reply = String::from_utf8_lossy(&out.buf).into_owned();
+            assert!(!reply.contains("does not implement"), "{name}: {reply}");
+        }
+    }
 }

@@ -214,17 +214,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
             match select(ctx, &a[1], sel, false, None) {
                 Err(e) => out.err(e),
                 Ok(items) => {
-                    if !items.is_empty() {
-                        ctx.modify(&a[1], None, |v| {
-                            let z = z_mut(v);
-                            let d: isize = items
-                                .iter()
-                                .filter(|(m, _)| z.remove(m).is_some())
-                                .map(|(m, _)| cost(m))
-                                .sum();
-                            ((), -d)
-                        });
-                    }
+                    remove_members(ctx, &a[1], &items);
                     out.int(items.len() as i64);
                 }
             }
@@ -259,18 +249,24 @@ pub fn pop(ctx: &mut Ctx, key: &Bytes, min: bool, count: usize) -> Result<Vec<(B
             .map(|(m, s)| (m.clone(), s))
             .collect()
     };
-    if !items.is_empty() {
-        ctx.modify(key, None, |v| {
-            let z = z_mut(v);
-            let d: isize = items
-                .iter()
-                .filter(|(m, _)| z.remove(m).is_some())
-                .map(|(m, _)| cost(m))
-                .sum();
-            ((), -d)
-        });
-    }
+    remove_members(ctx, key, &items);
     Ok(items)
+}
+
+/// Removes the given members (an emptied set goes with them).
+fn remove_members(ctx: &mut Ctx, key: &Bytes, items: &[(Bytes, f64)]) {
+    if items.is_empty() {
+        return;
+    }
+    ctx.modify(key, None, |v| {
+        let z = z_mut(v);
+        let freed: isize = items
+            .iter()
+            .filter(|(m, _)| z.remove(m).is_some())
+            .map(|(m, _)| cost(m))
+            .sum();
+        ((), -freed)
+    });
 }
 
 fn zadd(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
