@@ -56,25 +56,66 @@ async fn eviction_keeps_memory_under_maxmemory() {
     assert_eq!(last.as_deref(), Some(&value[..]));
 }
 
+/// (blocking command, its name in CLIENT LIST, writes from another client, expected reply)
+type WakeCase = (
+    &'static [&'static str],
+    &'static str,
+    &'static [&'static [&'static str]],
+    &'static str,
+);
+
+/// Each blocking pop waits (seen dispatched in CLIENT LIST) and is then woken by a write from
+/// another client: pushes, sorted-set adds and a RENAME onto the waited key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blpop_is_woken_by_another_client() {
+async fn blocking_pops_are_woken_by_another_clients_write() {
+    let cases: &[WakeCase] = &[
+        (
+            &["BLPOP", "jobs", "5"],
+            "blpop",
+            &[&["RPUSH", "jobs", "job-1"]],
+            "*2\r\n$4\r\njobs\r\n$5\r\njob-1\r\n",
+        ),
+        (
+            &["BZPOPMIN", "zq", "5"],
+            "bzpopmin",
+            &[&["ZADD", "zq", "1", "m"]],
+            "*3\r\n$2\r\nzq\r\n$1\r\nm\r\n$1\r\n1\r\n",
+        ),
+        (
+            &["BZPOPMAX", "zi", "5"],
+            "bzpopmax",
+            &[&["ZINCRBY", "zi", "2", "n"]],
+            "*3\r\n$2\r\nzi\r\n$1\r\nn\r\n$1\r\n2\r\n",
+        ),
+        (
+            &["BLMOVE", "src", "dst", "LEFT", "RIGHT", "5"],
+            "blmove",
+            &[&["RPUSH", "tmp", "a"], &["RENAME", "tmp", "src"]],
+            "$1\r\na\r\n",
+        ),
+    ];
     let p = proxy("memory://").await;
-    let mut waiter = Raw::to(&p).await;
-    waiter.send(&[b"BLPOP", b"jobs", b"5"]).await;
-    let sh = p.shared.clone();
-    common::eventually(common::DEADLINE, "BLPOP dispatched", || {
-        let seen = sh.clients.lines().iter().any(|l| l.contains("cmd=blpop"));
-        async move { seen.then_some(()) }
-    })
-    .await;
-    let mut pusher = client(&p).await;
-    let _: () = pusher.rpush("jobs", "job-1").await.unwrap();
-    assert_eq!(
-        &waiter.read().await[..],
-        b"*2\r\n$4\r\njobs\r\n$5\r\njob-1\r\n"
-    );
-    let len: i64 = pusher.llen("jobs").await.unwrap();
-    assert_eq!(len, 0);
+    for (cmd, name, writes, want) in cases {
+        let mut waiter = Raw::to(&p).await;
+        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+        waiter.send(&args).await;
+        let sh = p.shared.clone();
+        let needle = format!("cmd={name}");
+        common::eventually(common::DEADLINE, "blocking pop dispatched", || {
+            let seen = sh.clients.lines().iter().any(|l| l.contains(&needle));
+            async move { seen.then_some(()) }
+        })
+        .await;
+        let mut writer = Raw::to(&p).await;
+        for w in writes.iter() {
+            writer.text(w).await;
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&waiter.read().await),
+            *want,
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

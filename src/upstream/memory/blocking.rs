@@ -40,6 +40,11 @@ impl Waiters {
         }
     }
 
+    /// Whether some client waits on `key` in `db`.
+    pub fn waits_on(&self, db: usize, key: &Bytes) -> bool {
+        !self.queues.is_empty() && self.queues.contains_key(&(db, key.clone()))
+    }
+
     fn first(&self, db: usize, key: &Bytes) -> Option<u64> {
         self.queues
             .get(&(db, key.clone()))
@@ -191,7 +196,7 @@ pub fn wait(
                 let mut inner = store.lock();
                 let mut ctx = Ctx::new(&store, &mut inner, db);
                 if let Some(out) = try_serve(&mut ctx, &b, proto, Some(id)) {
-                    let touched = std::mem::take(&mut ctx.touched_lists);
+                    let touched = std::mem::take(&mut ctx.touched);
                     inner.waiters.remove(id, db, &b.keys);
                     drop(inner);
                     store.notify(&touched);

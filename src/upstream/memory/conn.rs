@@ -190,7 +190,7 @@ impl MemConn {
                 let mut inner = store.lock();
                 let mut ctx = Ctx::new(&store, &mut inner, self.db);
                 run_one(&mut ctx, spec.flags, name, a, out);
-                let touched = std::mem::take(&mut ctx.touched_lists);
+                let touched = std::mem::take(&mut ctx.touched);
                 drop(inner);
                 self.store.notify(&touched);
             }
@@ -241,7 +241,7 @@ impl MemConn {
                 _ => run_one(&mut ctx, spec.flags, name, &cmd.args, out),
             }
         }
-        let touched = std::mem::take(&mut ctx.touched_lists);
+        let touched = std::mem::take(&mut ctx.touched);
         drop(inner);
         self.store.notify(&touched);
     }
@@ -263,7 +263,7 @@ impl MemConn {
         let mut inner = store.lock();
         let mut ctx = Ctx::new(&store, &mut inner, self.db);
         if let Some(o) = blocking::try_serve(&mut ctx, &b, out.proto, None) {
-            let touched = std::mem::take(&mut ctx.touched_lists);
+            let touched = std::mem::take(&mut ctx.touched);
             drop(inner);
             store.notify(&touched);
             out.raw(&o.buf);
@@ -350,6 +350,15 @@ fn run_one(ctx: &mut Ctx, flags: u32, name: &str, a: &[Bytes], out: &mut Out) {
         || server::run(ctx, name, a, out);
     if !done {
         unknown(a, Some(name), out);
+    }
+    // Any write may give a blocked client its data (ZADD, ZINCRBY, RENAME onto the key, ...):
+    // every argument naming a waited-on key wakes the waiters, which re-check for themselves.
+    if flags & flag::WRITE != 0 {
+        for k in &a[1..] {
+            if ctx.inner.waiters.waits_on(ctx.db, k) {
+                ctx.touched.push((ctx.db, k.clone()));
+            }
+        }
     }
 }
 

@@ -72,7 +72,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
                 (l.len(), d)
             });
             if n.is_some() {
-                ctx.touched_lists.push((ctx.db, a[1].clone()));
+                ctx.touched.push((ctx.db, a[1].clone()));
             }
             out.int(n.unwrap_or(0) as i64);
         }
@@ -223,7 +223,7 @@ pub fn lmove(
         }
         ((), cost(&e))
     });
-    ctx.touched_lists.push((ctx.db, dst.clone()));
+    ctx.touched.push((ctx.db, dst.clone()));
     Ok(Some(v))
 }
 

@@ -238,8 +238,8 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     pub db: usize,
     pub now: u64,
-    /// Keys whose lists or sorted sets grew (blocked clients may be served).
-    pub touched_lists: Vec<(usize, Bytes)>,
+    /// Keys written that a blocked client may be waiting on (its pop is retried).
+    pub touched: Vec<(usize, Bytes)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -249,7 +249,7 @@ impl<'a> Ctx<'a> {
             inner,
             store,
             db,
-            touched_lists: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
