@@ -33,7 +33,41 @@ pub struct Settings {
     pub upstream: Upstream,
     pub memory: Memory,
     pub auth: Auth,
+    pub compression: Compression,
 }
+
+/// Transparent value compression (`[compression]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compression {
+    pub enabled: bool,
+    pub codec: String,
+    pub level: i32,
+    pub threshold_bytes: u64,
+    pub min_saving_percent: u32,
+    pub max_decompressed_bytes: u64,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            enabled: true,
+            codec: "zlib".into(),
+            level: 1,
+            threshold_bytes: 1024,
+            min_saving_percent: 10,
+            max_decompressed_bytes: 64 * 1024 * 1024,
+            include: vec!["*".into()],
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// The smallest allowed `compression.threshold_bytes`: shorter values are never compressed, so
+/// integers (at most 20 bytes) always stay raw and INCR and friends run natively.
+pub const MIN_COMPRESSION_THRESHOLD: u64 = 32;
 
 /// The embedded store (`upstream.url = "memory://"`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -231,6 +265,38 @@ impl Settings {
     }
 
     /// Checks every value that has a valid range or form; the error names the key.
+    fn validate_compression(&self) -> Result<(), ConfigError> {
+        let c = &self.compression;
+        let levels = match c.codec.as_str() {
+            "zlib" => 0..=9,
+            "zstd" => 1..=22,
+            "lz4" => 0..=0,
+            _ => return Err(invalid("compression.codec", "expected zlib, zstd or lz4")),
+        };
+        if c.codec != "lz4" && !levels.contains(&c.level) {
+            return Err(invalid(
+                "compression.level",
+                format!("{} takes {} to {}", c.codec, levels.start(), levels.end()),
+            ));
+        }
+        if c.threshold_bytes < MIN_COMPRESSION_THRESHOLD {
+            return Err(invalid(
+                "compression.threshold_bytes",
+                format!("must be at least {MIN_COMPRESSION_THRESHOLD}"),
+            ));
+        }
+        if c.min_saving_percent > 99 {
+            return Err(invalid("compression.min_saving_percent", "must be 0 to 99"));
+        }
+        if c.max_decompressed_bytes == 0 || c.max_decompressed_bytes > u32::MAX as u64 {
+            return Err(invalid(
+                "compression.max_decompressed_bytes",
+                "must be between 1 and 4294967295",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if !self.server.admin_listen.is_empty() {
@@ -266,6 +332,7 @@ impl Settings {
                 "expected allkeys-lru, volatile-lru, allkeys-random or noeviction",
             ));
         }
+        self.validate_compression()?;
         if self.upstream.pool_size == 0 || self.upstream.pool_size > 64 {
             return Err(invalid("upstream.pool_size", "must be between 1 and 64"));
         }

@@ -15,6 +15,7 @@
 //! ```
 pub mod admin;
 pub mod command;
+pub mod compression;
 pub mod config;
 pub mod connection;
 pub mod metrics;

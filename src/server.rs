@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::acl::{Denylist, Rules};
 use crate::admin::clients::Registry;
+use crate::compression::Compressor;
 use crate::config::{Settings, Tunables};
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub tunables: Arc<Tunables>,
     pub metrics: Arc<Metrics>,
     pub upstream: Upstream,
+    /// The compression policy (envelopes are decoded even when compression is off).
+    pub compressor: Arc<Compressor>,
     pub clients: Registry,
     pub started: Instant,
     pub deny: Denylist,
@@ -46,6 +49,10 @@ impl Shared {
     pub fn new(settings: Settings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Shared {
         let tunables = Arc::new(Tunables::new(&settings));
         let upstream = Upstream::new(&settings, tunables.clone(), metrics.clone());
+        let compressor = Arc::new(Compressor::new(&settings.compression, &metrics.registry));
+        if let Some(store) = &upstream.memory {
+            let _ = store.compressor.set(compressor.clone());
+        }
         let users = settings
             .auth
             .users
@@ -65,6 +72,7 @@ impl Shared {
             tunables,
             metrics,
             upstream,
+            compressor,
             clients: Registry::default(),
             started: Instant::now(),
             users,

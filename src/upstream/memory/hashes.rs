@@ -127,16 +127,13 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
                 }
             }
         },
-        "hexists" | "hstrlen" => match read(ctx, &a[1]) {
+        "hexists" => match read(ctx, &a[1]) {
             Err(()) => out.err(WRONGTYPE),
-            Ok(h) => {
-                let v = h.and_then(|h| h.get(&a[2]));
-                if name == "hexists" {
-                    out.int(v.is_some() as i64)
-                } else {
-                    out.int(v.map_or(0, |v| v.len()) as i64)
-                }
-            }
+            Ok(h) => out.int(h.and_then(|h| h.get(&a[2])).is_some() as i64),
+        },
+        "hstrlen" => match field_number(ctx, a) {
+            Err(e) => out.err(&e),
+            Ok(v) => out.int(v.map_or(0, |v| v.len()) as i64),
         },
         "hdel" => {
             if wrong(ctx, &a[1]) {
@@ -186,10 +183,14 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
     true
 }
 
-fn field_number(ctx: &mut Ctx, a: &[Bytes]) -> Result<Option<Bytes>, ()> {
+/// The original bytes of field a[2] of hash a[1] (decoded when stored compressed).
+fn field_number(ctx: &mut Ctx, a: &[Bytes]) -> Result<Option<Bytes>, String> {
     match read(ctx, &a[1]) {
-        Err(()) => Err(()),
-        Ok(h) => Ok(h.and_then(|h| h.get(&a[2]).cloned())),
+        Err(()) => Err(WRONGTYPE.into()),
+        Ok(h) => match h.and_then(|h| h.get(&a[2]).cloned()) {
+            Some(v) => ctx.plain(&a[1], v).map(Some),
+            None => Ok(None),
+        },
     }
 }
 
@@ -198,7 +199,7 @@ fn hincrby(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         return out.err(NOT_INT);
     };
     let cur = match field_number(ctx, a) {
-        Err(()) => return out.err(WRONGTYPE),
+        Err(e) => return out.err(&e),
         Ok(None) => 0,
         Ok(Some(v)) => match parse_i64(&v) {
             Some(n) => n,
@@ -220,7 +221,7 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         return out.err(NOT_FLOAT);
     };
     let cur = match field_number(ctx, a) {
-        Err(()) => return out.err(WRONGTYPE),
+        Err(e) => return out.err(&e),
         Ok(None) => 0.0,
         Ok(Some(v)) => match parse_f64(&v) {
             Some(n) => n,

@@ -20,6 +20,8 @@ mod strings;
 mod zset;
 mod zsets;
 
+pub use keys::stringmatch;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -124,6 +126,9 @@ pub struct Store {
     pub started: std::time::Instant,
     /// Bumped when a list or sorted set grows: blocked clients re-check their keys.
     pub wake: tokio::sync::watch::Sender<u64>,
+    /// Set when compression is on: byte-level commands (APPEND, STRLEN, INCRBYFLOAT, ...)
+    /// decode enveloped values and re-encode what they write.
+    pub compressor: std::sync::OnceLock<Arc<crate::compression::Compressor>>,
 }
 
 impl Store {
@@ -144,6 +149,7 @@ impl Store {
             pubsub: pubsub::Registry::default(),
             started: std::time::Instant::now(),
             wake: tokio::sync::watch::channel(0).0,
+            compressor: std::sync::OnceLock::new(),
         })
     }
 
@@ -243,6 +249,30 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The original bytes of a stored value: decoded when it is an envelope and compression
+    /// is configured; the error reply (naming the key) when it cannot be decoded.
+    pub fn plain(&self, key: &[u8], v: Bytes) -> Result<Bytes, String> {
+        match self.store.compressor.get() {
+            Some(c) if crate::compression::envelope::is_enveloped(&v) => c
+                .decode(&v)
+                .map(|d| Bytes::from(d.into_owned()))
+                .map_err(|e| crate::compression::Compressor::error_text(key, &e)),
+            _ => Ok(v),
+        }
+    }
+
+    /// The bytes to store for a value a byte-level command computed (compressed when
+    /// compression is configured and pays).
+    pub fn stored(&self, key: &[u8], v: Vec<u8>) -> Bytes {
+        let v = Bytes::from(v);
+        match self.store.compressor.get() {
+            Some(c) if v.len() >= c.threshold || crate::compression::envelope::is_enveloped(&v) => {
+                c.encode(key, &v)
+            }
+            _ => v,
+        }
+    }
+
     pub fn new(store: &'a Store, inner: &'a mut Inner, db: usize) -> Ctx<'a> {
         Ctx {
             now: store.clock.now_ms(),

@@ -72,7 +72,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         }
         "getex" => getex(ctx, a, out),
         "append" => match string_of(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
+            Err(e) => out.err(&e),
             Ok(cur) => {
                 let mut v = cur.map(|b| b.to_vec()).unwrap_or_default();
                 v.extend_from_slice(&a[2]);
@@ -82,7 +82,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
             }
         },
         "strlen" => match string_of(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
+            Err(e) => out.err(&e),
             Ok(v) => out.int(v.map_or(0, |v| v.len()) as i64),
         },
         "getrange" | "substr" => getrange(ctx, a, out),
@@ -108,18 +108,23 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
     true
 }
 
-/// The string at `key`: Ok(None) when missing, Err when another type.
-fn string_of(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, ()> {
+/// The original bytes of the string at `key` (decoded when stored compressed): Ok(None) when
+/// missing, Err with the error reply for another type or an undecodable value.
+fn string_of(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, String> {
     match ctx.read(key) {
         None => Ok(None),
-        Some(Value::Str(v)) => Ok(Some(v.clone())),
-        Some(_) => Err(()),
+        Some(Value::Str(v)) => {
+            let v = v.clone();
+            ctx.plain(key, v).map(Some)
+        }
+        Some(_) => Err(WRONGTYPE.into()),
     }
 }
 
 /// Writes a new string value, keeping the key's TTL (APPEND, SETRANGE, INCR keep it).
 fn set_keep_ttl(ctx: &mut Ctx, key: &Bytes, v: Vec<u8>) {
-    ctx.set(key, Value::Str(Bytes::from(v)), None, true);
+    let v = ctx.stored(key, v);
+    ctx.set(key, Value::Str(v), None, true);
 }
 
 /// Replies with GET's answer (written straight from the stored value); false (and an error
@@ -222,7 +227,7 @@ fn getex(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         i += 1;
     }
     match string_of(ctx, &a[1]) {
-        Err(()) => out.err(WRONGTYPE),
+        Err(e) => out.err(&e),
         Ok(None) => out.nil(),
         Ok(Some(v)) => {
             out.bulk(&v);
@@ -241,7 +246,7 @@ fn getrange(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         return out.err(NOT_INT);
     };
     let v = match string_of(ctx, &a[1]) {
-        Err(()) => return out.err(WRONGTYPE),
+        Err(e) => return out.err(&e),
         Ok(v) => v.unwrap_or_default(),
     };
     let len = v.len() as i64;
@@ -273,7 +278,7 @@ fn setrange(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         return out.err("ERR offset is out of range");
     }
     let cur = match string_of(ctx, &a[1]) {
-        Err(()) => return out.err(WRONGTYPE),
+        Err(e) => return out.err(&e),
         Ok(v) => v,
     };
     let off = off as usize;
@@ -295,7 +300,7 @@ fn setrange(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
 
 fn incr(ctx: &mut Ctx, key: &Bytes, by: i64, out: &mut Out) {
     let cur = match string_of(ctx, key) {
-        Err(()) => return out.err(WRONGTYPE),
+        Err(e) => return out.err(&e),
         Ok(None) => 0,
         Ok(Some(v)) => match parse_i64(&v) {
             Some(n) => n,
@@ -316,7 +321,7 @@ fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         return out.err(NOT_FLOAT);
     };
     let cur = match string_of(ctx, &a[1]) {
-        Err(()) => return out.err(WRONGTYPE),
+        Err(e) => return out.err(&e),
         Ok(None) => 0.0,
         Ok(Some(v)) => match parse_f64(&v) {
             Some(n) => n,

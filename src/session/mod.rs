@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::admin::clients::ClientEntry;
 use crate::command::{Command, State};
+use crate::compression::reply::Shape;
 use crate::connection::{suppress_last, Client, Pending};
 use crate::metrics::Outcome;
 use crate::protocol::reply::{is_error, Proto, Value};
@@ -23,8 +24,10 @@ use crate::server::Shared;
 use crate::upstream::memory::{Exec, MemConn};
 use crate::upstream::{Dedicated, UpstreamError};
 
+mod compress;
+
 /// Work to do on a reply when it comes back, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     None,
     /// A SELECT: if it failed, the database is still `prev`.
@@ -34,6 +37,14 @@ pub enum Effect {
     },
     /// An INFO reply from the upstream: append the proxy's section.
     InfoAppend,
+    /// Stored values in the reply are decoded (compression).
+    Decode(Box<(Shape, Vec<Bytes>)>),
+    /// A command sent inside MULTI: if it was queued, EXEC's reply will hold its reply there.
+    Queued(Option<Box<(Shape, Vec<Bytes>)>>),
+    /// MULTI or DISCARD: no queued commands.
+    MultiReset,
+    /// EXEC: its array holds the queued commands' replies.
+    Exec,
 }
 
 /// Connection state that Redis keeps per connection.
@@ -74,6 +85,8 @@ pub struct Session {
     tunnel: Option<TunnelStart>,
     /// The client's connection to the embedded store, when the upstream is `memory://`.
     mem: Option<MemConn>,
+    /// Reply shapes of the commands queued in the open transaction, for EXEC's reply.
+    queued: Vec<Option<(Shape, Vec<Bytes>)>>,
 }
 
 impl Session {
@@ -95,6 +108,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             tunnel: None,
             mem: sh.upstream.memory.clone().map(MemConn::new),
+            queued: Vec::new(),
             sh,
             entry,
         }
@@ -333,6 +347,12 @@ impl Session {
         effect: Effect,
         pending: &mut VecDeque<Pending>,
     ) {
+        let (cmd, effect) = self.compress_layer(cmd, effect);
+        if self.mem.is_none() && !self.st.in_multi {
+            if let Some(t) = crate::compression::plan::byte_target(&cmd) {
+                return self.byte_level(cmd, t, start, pending).await;
+            }
+        }
         if self.mem.is_some() {
             return self.mem_send(cmd, start, effect, pending).await;
         }
@@ -463,6 +483,7 @@ impl Session {
             Effect::InfoAppend => {
                 crate::admin::info::append_proxy_section(&self.sh, raw, self.proto)
             }
+            other => self.apply_compression(other, raw),
         }
     }
 

@@ -1,0 +1,294 @@
+//! The envelope that marks a stored value as prescient's: pure functions, no I/O.
+//!
+//! ```text
+//! offset  size  field
+//!      0     3  magic: F5 50 5A ("\xF5PZ"; 0xF5 never occurs in UTF-8 text)
+//!      3     1  format version: 1
+//!      4     1  codec id: 0 stored (an escaped raw value), 1 zlib, 2 zstd, 3 lz4 (block)
+//!      5     4  original length, u32 little-endian
+//!      9     4  CRC-32 (IEEE) of the original bytes, u32 little-endian
+//!     13     -  payload: the original bytes, compressed by the codec (as is for codec 0)
+//! ```
+//!
+//! A value that does not begin with the magic is returned as it is. A raw value that happens to
+//! begin with the magic is written with codec 0, so it too reads back unchanged. The codec id
+//! travels with every value: changing the codec setting leaves old values readable.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+pub const MAGIC: &[u8; 3] = b"\xF5PZ";
+pub const VERSION: u8 = 1;
+pub const HEADER: usize = 13;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Stored = 0,
+    Zlib = 1,
+    Zstd = 2,
+    Lz4 = 3,
+}
+
+impl Codec {
+    pub fn from_id(id: u8) -> Option<Codec> {
+        Some(match id {
+            0 => Codec::Stored,
+            1 => Codec::Zlib,
+            2 => Codec::Zstd,
+            3 => Codec::Lz4,
+            _ => return None,
+        })
+    }
+
+    pub fn parse(name: &str) -> Option<Codec> {
+        Some(match name {
+            "zlib" => Codec::Zlib,
+            "zstd" => Codec::Zstd,
+            "lz4" => Codec::Lz4,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Stored => "stored",
+            Codec::Zlib => "zlib",
+            Codec::Zstd => "zstd",
+            Codec::Lz4 => "lz4",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated envelope")]
+    Truncated,
+    #[error("unknown envelope version {0}")]
+    Version(u8),
+    #[error("unknown codec id {0}")]
+    UnknownCodec(u8),
+    #[error("original length {len} is over compression.max_decompressed_bytes ({max})")]
+    TooLarge { len: usize, max: usize },
+    #[error("payload does not decompress ({0})")]
+    Payload(String),
+    #[error("decompressed length {got} differs from the recorded {want}")]
+    Length { got: usize, want: usize },
+    #[error("checksum mismatch")]
+    Checksum,
+}
+
+/// What the header of an enveloped value says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub codec: Codec,
+    pub original_len: usize,
+    pub crc: u32,
+}
+
+pub fn is_enveloped(v: &[u8]) -> bool {
+    v.starts_with(MAGIC)
+}
+
+fn header_bytes(codec: Codec, data: &[u8]) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..3].copy_from_slice(MAGIC);
+    h[3] = VERSION;
+    h[4] = codec as u8;
+    h[5..9].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    h[9..13].copy_from_slice(&crc32fast::hash(data).to_le_bytes());
+    h
+}
+
+/// Wraps `data` with codec 0 (no compression): how a raw value that begins with the magic is
+/// stored.
+pub fn escape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + data.len());
+    out.extend_from_slice(&header_bytes(Codec::Stored, data));
+    out.extend_from_slice(data);
+    out
+}
+
+/// Compresses `data` into an envelope. `level` is the codec's own scale (zlib 0-9, zstd
+/// 1-22; lz4 has none). Values over 4 GiB cannot be described by the header: `None`.
+pub fn compress(codec: Codec, level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    if data.len() > u32::MAX as usize {
+        return None;
+    }
+    let mut out = Vec::with_capacity(HEADER + data.len() / 2 + 64);
+    out.extend_from_slice(&header_bytes(codec, data));
+    match codec {
+        Codec::Stored => out.extend_from_slice(data),
+        Codec::Zlib => {
+            let level = flate2::Compression::new(level.clamp(0, 9) as u32);
+            let mut enc = flate2::write::ZlibEncoder::new(out, level);
+            std::io::Write::write_all(&mut enc, data).ok()?;
+            out = enc.finish().ok()?;
+        }
+        Codec::Zstd => {
+            let c = zstd::bulk::compress(data, level).ok()?;
+            out.extend_from_slice(&c);
+        }
+        Codec::Lz4 => out.extend_from_slice(&lz4_flex::block::compress(data)),
+    }
+    Some(out)
+}
+
+/// Reads the header of an enveloped value; `Ok(None)` for a raw value.
+pub fn header(v: &[u8]) -> Result<Option<Header>, DecodeError> {
+    if !is_enveloped(v) {
+        return Ok(None);
+    }
+    if v.len() < HEADER {
+        return Err(DecodeError::Truncated);
+    }
+    if v[3] != VERSION {
+        return Err(DecodeError::Version(v[3]));
+    }
+    let codec = Codec::from_id(v[4]).ok_or(DecodeError::UnknownCodec(v[4]))?;
+    let original_len = u32::from_le_bytes([v[5], v[6], v[7], v[8]]) as usize;
+    let crc = u32::from_le_bytes([v[9], v[10], v[11], v[12]]);
+    Ok(Some(Header {
+        codec,
+        original_len,
+        crc,
+    }))
+}
+
+/// The original bytes of a stored value: borrowed when it is raw, inflated when enveloped.
+/// Never allocates more than `max` bytes for the result (a stored bomb is an error).
+pub fn decode(v: &[u8], max: usize) -> Result<Cow<'_, [u8]>, DecodeError> {
+    let Some(h) = header(v)? else {
+        return Ok(Cow::Borrowed(v));
+    };
+    if h.original_len > max {
+        return Err(DecodeError::TooLarge {
+            len: h.original_len,
+            max,
+        });
+    }
+    let payload = &v[HEADER..];
+    let out: Vec<u8> = match h.codec {
+        Codec::Stored => payload.to_vec(),
+        Codec::Zlib => {
+            let mut out = Vec::with_capacity(h.original_len);
+            // One byte past the recorded length tells a lying header from an honest one.
+            flate2::read::ZlibDecoder::new(payload)
+                .take(h.original_len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| DecodeError::Payload(e.to_string()))?;
+            out
+        }
+        Codec::Zstd => zstd::bulk::decompress(payload, h.original_len)
+            .map_err(|e| DecodeError::Payload(e.to_string()))?,
+        Codec::Lz4 => lz4_flex::block::decompress(payload, h.original_len)
+            .map_err(|e| DecodeError::Payload(e.to_string()))?,
+    };
+    if out.len() != h.original_len {
+        return Err(DecodeError::Length {
+            got: out.len(),
+            want: h.original_len,
+        });
+    }
+    if crc32fast::hash(&out) != h.crc {
+        return Err(DecodeError::Checksum);
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CODECS: [Codec; 4] = [Codec::Stored, Codec::Zlib, Codec::Zstd, Codec::Lz4];
+
+    #[test]
+    fn raw_values_pass_through_borrowed() {
+        let v = b"plain value";
+        assert!(matches!(decode(v, 100), Ok(Cow::Borrowed(b)) if b == v));
+        assert_eq!(header(v), Ok(None));
+    }
+
+    #[test]
+    fn every_codec_round_trips_and_says_what_it_is() {
+        let data = "{\"user\":42,\"name\":\"ada\"}".repeat(100);
+        for c in CODECS {
+            let env = compress(c, 3, data.as_bytes()).unwrap();
+            let h = header(&env).unwrap().unwrap();
+            assert_eq!((h.codec, h.original_len), (c, data.len()));
+            assert_eq!(
+                &decode(&env, usize::MAX).unwrap()[..],
+                data.as_bytes(),
+                "{c:?}"
+            );
+            if c != Codec::Stored {
+                assert!(
+                    env.len() < data.len() / 4,
+                    "{c:?} compressed to {}",
+                    env.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn damage_is_named() {
+        let data = b"abcdefgh".repeat(64);
+        let env = compress(Codec::Zlib, 6, &data).unwrap();
+        assert_eq!(decode(&env[..8], 1 << 20), Err(DecodeError::Truncated));
+        let mut v = env.clone();
+        v[3] = 9;
+        assert_eq!(decode(&v, 1 << 20), Err(DecodeError::Version(9)));
+        let mut v = env.clone();
+        v[4] = 77;
+        assert_eq!(decode(&v, 1 << 20), Err(DecodeError::UnknownCodec(77)));
+        let mut v = env.clone();
+        v[9] ^= 1;
+        assert_eq!(decode(&v, 1 << 20), Err(DecodeError::Checksum));
+        assert!(matches!(
+            decode(&env[..env.len() - 3], 1 << 20),
+            Err(DecodeError::Payload(_) | DecodeError::Length { .. })
+        ));
+        assert_eq!(
+            decode(&env, 100),
+            Err(DecodeError::TooLarge {
+                len: data.len(),
+                max: 100
+            })
+        );
+    }
+
+    #[test]
+    fn a_header_that_understates_the_length_is_caught_without_inflating_everything() {
+        // A bomb: 64 MiB of zeros whose header claims 10 bytes.
+        let big = vec![0u8; 64 << 20];
+        let mut env = compress(Codec::Zlib, 1, &big).unwrap();
+        env[5..9].copy_from_slice(&10u32.to_le_bytes());
+        assert_eq!(
+            decode(&env, 1 << 20),
+            Err(DecodeError::Length { got: 11, want: 10 })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_any_bytes_any_codec(data in proptest::collection::vec(any::<u8>(), 0..4096),
+                                          c in 0usize..4, level in 1i32..9) {
+            let env = compress(CODECS[c], level, &data).unwrap();
+            prop_assert_eq!(&decode(&env, usize::MAX).unwrap()[..], &data[..]);
+            let esc = escape(&data);
+            prop_assert_eq!(&decode(&esc, usize::MAX).unwrap()[..], &data[..]);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..512),
+                                                 codec in 0u8..6) {
+            let mut v = MAGIC.to_vec();
+            v.push(VERSION);
+            v.push(codec);
+            v.extend_from_slice(&tail);
+            let _ = decode(&v, 1 << 16);
+            let _ = decode(&tail, 1 << 16);
+        }
+    }
+}

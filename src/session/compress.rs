@@ -1,0 +1,91 @@
+//! The compression layer of a session: values encoded on the way in, replies decoded on the
+//! way out, byte-level commands run on the original bytes.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{Effect, Session};
+use crate::command::Command;
+use crate::compression::plan::{self, Target};
+use crate::compression::{reply, rmw};
+use crate::connection::{Client, Pending};
+use crate::metrics::Outcome;
+use crate::protocol::Value;
+
+impl Session {
+    /// Encodes the command's stored values and chooses how its reply is decoded.
+    pub(super) fn compress_layer(&self, cmd: Command, effect: Effect) -> (Command, Effect) {
+        let c = &self.sh.compressor;
+        let cmd = match plan::encode_args(c, &cmd) {
+            Some(args) => Command::from_args(args),
+            None => cmd,
+        };
+        let effect = match (cmd.known_name(), effect) {
+            (Some("multi" | "discard"), Effect::None) => Effect::MultiReset,
+            (Some("exec"), Effect::None) => Effect::Exec,
+            (_, Effect::None) if self.st.in_multi => {
+                Effect::Queued(plan::decode_shape(&cmd).map(Box::new))
+            }
+            (_, Effect::None) => match plan::decode_shape(&cmd) {
+                Some(s) => Effect::Decode(Box::new(s)),
+                None => Effect::None,
+            },
+            (_, e) => e,
+        };
+        (cmd, effect)
+    }
+
+    /// Applies a compression effect to a reply.
+    pub(super) fn apply_compression(&mut self, effect: Effect, raw: Bytes) -> Bytes {
+        let c = &self.sh.compressor;
+        match effect {
+            Effect::Decode(s) => reply::decode(c, &raw, &s.0, &s.1),
+            Effect::Queued(s) => {
+                if &raw[..] == b"+QUEUED\r\n" {
+                    self.queued.push(s.map(|b| *b));
+                }
+                raw
+            }
+            Effect::MultiReset => {
+                self.queued.clear();
+                raw
+            }
+            Effect::Exec => {
+                let parts = std::mem::take(&mut self.queued);
+                if parts.iter().all(Option::is_none) {
+                    return raw;
+                }
+                reply::decode(c, &raw, &reply::Shape::Exec(parts), &[])
+            }
+            _ => raw,
+        }
+    }
+
+    /// A byte-level command on a Redis upstream: after the replies before it, as a
+    /// read-modify-write on its own connection (see `compression::rmw`).
+    pub(super) async fn byte_level(
+        &mut self,
+        cmd: Command,
+        target: Target,
+        start: Instant,
+        pending: &mut VecDeque<Pending>,
+    ) {
+        Client::drain(pending).await;
+        let r = rmw::run(
+            &self.sh.upstream,
+            &self.sh.compressor,
+            self.st.db,
+            self.proto,
+            &cmd,
+            &target,
+        )
+        .await;
+        let p = match r {
+            Ok(raw) => Pending::ready(cmd.spec, start, raw, Outcome::Ok),
+            Err(e) => self.ready(&cmd, start, Value::err(e), Outcome::UpstreamFailed),
+        };
+        pending.push_back(p);
+    }
+}
