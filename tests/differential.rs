@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use common::{proxy, Raw, Redis};
+use common::{proxy_with, Raw, Redis};
 use prescient::protocol::reply::Proto;
 use prescient::protocol::request::split_args;
 
@@ -64,9 +64,29 @@ fn parse_corpus(text: &str) -> Vec<Sequence> {
     seqs
 }
 
+/// `$(text*N)` (one argument) stands for `text` repeated N times.
+fn expand(arg: Bytes) -> Bytes {
+    let Some(inner) = arg.strip_prefix(b"$(").and_then(|r| r.strip_suffix(b")")) else {
+        return arg;
+    };
+    let Some(star) = inner.iter().rposition(|&b| b == b'*') else {
+        return arg;
+    };
+    let n: usize = std::str::from_utf8(&inner[star + 1..])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("$(text*N) needs a count");
+    Bytes::from(inner[..star].repeat(n))
+}
+
 fn parse_step(line: &str, n: usize) -> Step {
-    let args =
-        |s: &str| split_args(s.as_bytes()).unwrap_or_else(|| panic!("line {n}: bad quoting"));
+    let args = |s: &str| -> Vec<Bytes> {
+        split_args(s.as_bytes())
+            .unwrap_or_else(|| panic!("line {n}: bad quoting"))
+            .into_iter()
+            .map(expand)
+            .collect()
+    };
     if let Some(rest) = line.strip_prefix("@resp3") {
         let client = rest
             .trim()
@@ -173,8 +193,18 @@ fn show(b: &[u8]) -> String {
 async fn corpus_matches_redis_byte_for_byte() {
     let direct = Redis::start().await;
     let behind = Redis::start().await;
-    let p = proxy(&behind.url()).await;
-    let m = proxy("memory://").await;
+    let behind_z = Redis::start().await;
+    // Compression off, and on at a threshold low enough to compress most corpus values.
+    let with = |url: &str, on: bool| {
+        let mut s = common::settings(url);
+        s.compression.enabled = on;
+        s.compression.threshold_bytes = prescient::config::MIN_COMPRESSION_THRESHOLD;
+        s
+    };
+    let p = proxy_with(with(&behind.url(), false)).await;
+    let pz = proxy_with(with(&behind_z.url(), true)).await;
+    let m = proxy_with(with("memory://", false)).await;
+    let mz = proxy_with(with("memory://", true)).await;
     let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus"))
         .expect("corpus dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -182,7 +212,7 @@ async fn corpus_matches_redis_byte_for_byte() {
         .collect();
     files.sort();
     let mut failures = Vec::new();
-    let mut compared = [0usize; 2];
+    let mut compared = [0usize; 4];
     for f in files {
         let file = f
             .file_name()
@@ -191,7 +221,13 @@ async fn corpus_matches_redis_byte_for_byte() {
             .into_owned();
         let text = std::fs::read_to_string(&f).expect("corpus file");
         for seq in parse_corpus(&text) {
-            for port in [direct.port, behind.port, m.addr.port()] {
+            for port in [
+                direct.port,
+                behind.port,
+                behind_z.port,
+                m.addr.port(),
+                mz.addr.port(),
+            ] {
                 Raw::connect(port).await.cmd(&["FLUSHALL"]).await;
             }
             let want = run(&seq, direct.port, false).await;
@@ -210,6 +246,16 @@ async fn corpus_matches_redis_byte_for_byte() {
                 (
                     "prescient memory://",
                     run(&seq, m.addr.port(), true).await,
+                    &want_embedded,
+                ),
+                (
+                    "prescient->redis, compressing",
+                    run(&seq, pz.addr.port(), false).await,
+                    &want,
+                ),
+                (
+                    "prescient memory://, compressing",
+                    run(&seq, mz.addr.port(), true).await,
                     &want_embedded,
                 ),
             ];
@@ -235,11 +281,12 @@ async fn corpus_matches_redis_byte_for_byte() {
         }
     }
     println!(
-        "compared {} replies through the proxy to Redis, {} on the embedded store",
-        compared[0], compared[1]
+        "compared replies: {} through the proxy to Redis, {} on the embedded store, {} and {} \
+         with compression",
+        compared[0], compared[1], compared[2], compared[3]
     );
     assert!(
-        compared[0] > 3000 && compared[1] > 3000,
+        compared.iter().all(|&n| n > 3000),
         "the corpus ran ({compared:?} replies)"
     );
     assert!(

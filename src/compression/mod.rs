@@ -143,11 +143,16 @@ impl Compressor {
     /// The bytes to store for `value` written to `key`: an envelope when compression pays,
     /// an escaped envelope when a raw value begins with the magic, else the value itself.
     pub fn encode(&self, key: &[u8], value: &Bytes) -> Bytes {
+        self.encode_as(key, value, true)
+    }
+
+    /// `encode`, or with `compress` false only the escaping.
+    pub fn encode_as(&self, key: &[u8], value: &Bytes, compress: bool) -> Bytes {
         if envelope::is_enveloped(value) {
             self.stats.values[Outcome::Escaped as usize].inc();
             return Bytes::from(envelope::escape(value));
         }
-        let outcome = if !self.enabled || !self.covers(key) {
+        let outcome = if !self.enabled || !compress || !self.covers(key) {
             Outcome::Excluded
         } else if value.len() < self.threshold {
             Outcome::Small

@@ -34,8 +34,9 @@ pub const BYTE_LEVEL: &[&str] = &[
     "hincrbyfloat",
 ];
 
-/// The arguments with every stored value encoded, or `None` when none changed.
-pub fn encode_args(c: &Compressor, cmd: &Command) -> Option<Vec<Bytes>> {
+/// The arguments with every stored value encoded, or `None` when none changed. With
+/// `compress` false, values are only escaped.
+pub fn encode_args(c: &Compressor, cmd: &Command, compress: bool) -> Option<Vec<Bytes>> {
     let spec = cmd.spec?;
     if !ENCODED.contains(&spec.name) {
         return None;
@@ -49,7 +50,7 @@ pub fn encode_args(c: &Compressor, cmd: &Command) -> Option<Vec<Bytes>> {
             &cmd.args[1]
         };
         let v = &cmd.args[i];
-        let e = c.encode(key, v);
+        let e = c.encode_as(key, v, compress);
         if e.as_ptr() != v.as_ptr() || e.len() != v.len() {
             out.get_or_insert_with(|| cmd.args.clone())[i] = e;
         }
@@ -121,20 +122,20 @@ mod tests {
         let c = comp(32);
         let big = "x".repeat(100);
         let cmd = mk(&["MSET", "k1", &big, "k2", "small"]);
-        let args = encode_args(&c, &cmd).unwrap();
+        let args = encode_args(&c, &cmd, true).unwrap();
         assert!(super::super::envelope::is_enveloped(&args[2]));
         assert_eq!(&args[1][..], b"k1");
         assert_eq!(&args[4][..], b"small");
         // Keys and fields are never encoded; APPEND is byte-level.
         let cmd = mk(&["HSET", &big, &big, "v"]);
-        assert!(encode_args(&c, &cmd).is_none());
+        assert!(encode_args(&c, &cmd, true).is_none());
         let cmd = mk(&["APPEND", "k", &big]);
-        assert!(encode_args(&c, &cmd).is_none());
+        assert!(encode_args(&c, &cmd, true).is_none());
         // A small raw value that starts with the magic is escaped.
         let cmd = Command::from_args(
             [&b"SET"[..], &b"k"[..], &b"\xF5PZ!"[..]].map(Bytes::copy_from_slice),
         );
-        let args = encode_args(&c, &cmd).unwrap();
+        let args = encode_args(&c, &cmd, true).unwrap();
         assert_eq!(args[2].len(), 4 + super::super::envelope::HEADER);
     }
 

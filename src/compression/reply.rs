@@ -166,6 +166,18 @@ pub fn bulk_payload(raw: &[u8]) -> Option<Option<&[u8]>> {
     }
 }
 
+/// Byte range of element `i` of a top-level array reply.
+pub fn array_element(raw: &[u8], i: usize) -> Option<(usize, usize)> {
+    let (kind, n, mut p) = header(raw, 0)?;
+    if kind != b'*' || n < 0 || i >= n as usize {
+        return None;
+    }
+    for _ in 0..i {
+        p = skip(raw, p)?;
+    }
+    Some((p, skip(raw, p)?))
+}
+
 /// Type byte, length (or count; -1 for null) and the offset after the header line.
 fn header(buf: &[u8], pos: usize) -> Option<(u8, i64, usize)> {
     let kind = *buf.get(pos)?;

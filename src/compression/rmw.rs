@@ -1,32 +1,23 @@
 //! Byte-level commands (STRLEN, APPEND, SETRANGE, GETBIT, BITFIELD, LCS, INCRBYFLOAT, HSTRLEN,
 //! ...) on a Redis upstream, where a value may be stored compressed.
 //!
-//! On a connection of its own: WATCH the key, read the stored value, decode it, run the
-//! client's command on the original bytes in a scratch embedded store (the same code that
-//! serves `memory://`, checked against Redis by the differential corpus, so replies and error
-//! precedence are Redis's), and, when the value changed, write it back encoded inside
-//! MULTI/EXEC with KEEPTTL. An EXEC aborted by another client's write is retried. Writes
-//! among these commands are therefore atomic with respect to every other client.
+//! On a connection of its own (in the client's protocol and database): WATCH the key(s), read
+//! the stored value(s). When none is enveloped, Redis runs the command in MULTI/EXEC. When one
+//! is, one transaction puts the original bytes in place (SET ... KEEPTTL, or HSET for a
+//! field), runs the command, and for a read-only command puts the envelope back. Redis itself
+//! computes every reply and error, so they are its own byte for byte; the WATCH voids the
+//! transaction if another client wrote the key since the read, and it is retried. A value
+//! edited by a byte-level write stays uncompressed until it is next written whole (SET).
 
 use bytes::Bytes;
 
 use super::plan::Target;
-use super::reply::bulk_payload;
-use super::{envelope, Compressor};
+use super::{envelope, reply, Compressor};
 use crate::command::Command;
 use crate::protocol::Proto;
-use crate::upstream::memory::{Exec, MemConn, Policy, Store};
 use crate::upstream::{Dedicated, Upstream};
 
 const ATTEMPTS: usize = 32;
-
-/// What the upstream holds at a key (or field) before the command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Current {
-    Missing,
-    WrongType,
-    Value(Bytes),
-}
 
 /// Runs a byte-level command; returns the reply for the client, in `proto`.
 pub async fn run(
@@ -38,7 +29,7 @@ pub async fn run(
     target: &Target,
 ) -> Result<Bytes, String> {
     let d = up.dedicated(proto, db).await.map_err(|e| e.to_string())?;
-    let r = attempt_loop(up, c, &d, proto, cmd, target).await;
+    let r = attempt_loop(up, c, &d, cmd, target).await;
     // A clean connection goes back to the spare list; one left in a transaction or watch
     // (an error mid-way) is dropped, which makes Redis forget that state.
     if r.as_ref().is_ok_and(|(_, clean)| *clean) {
@@ -47,15 +38,20 @@ pub async fn run(
     r.map(|(reply, _)| reply)
 }
 
-async fn attempt_loop(
-    up: &Upstream,
-    c: &Compressor,
-    d: &Dedicated,
-    proto: Proto,
-    cmd: &Command,
-    target: &Target,
-) -> Result<(Bytes, bool), String> {
-    let (keys, read): (Vec<Bytes>, Vec<Vec<Bytes>>) = match target {
+fn put(target: &Target, key: &Bytes, value: Bytes) -> Vec<Bytes> {
+    match target {
+        Target::Strings(_) => vec![
+            Bytes::from_static(b"SET"),
+            key.clone(),
+            value,
+            Bytes::from_static(b"KEEPTTL"),
+        ],
+        Target::Field(_, f) => vec![Bytes::from_static(b"HSET"), key.clone(), f.clone(), value],
+    }
+}
+
+fn keys_and_reads(target: &Target) -> (Vec<Bytes>, Vec<Vec<Bytes>>) {
+    match target {
         Target::Strings(ks) => (
             ks.clone(),
             ks.iter()
@@ -66,80 +62,149 @@ async fn attempt_loop(
             vec![k.clone()],
             vec![vec![Bytes::from_static(b"HGET"), k.clone(), f.clone()]],
         ),
-    };
-    let mut watch = vec![Bytes::from_static(b"WATCH")];
-    watch.extend(keys.iter().cloned());
-    for _ in 0..ATTEMPTS {
-        let mut cmds = vec![watch.clone()];
-        cmds.extend(read.iter().cloned());
-        let replies = roundtrip(up, d, &cmds).await?;
-        let mut current = Vec::new();
-        for (i, r) in replies[1..].iter().enumerate() {
-            let key = &keys[i.min(keys.len() - 1)];
-            current.push(match parse_current(r) {
-                Some(Current::Value(v)) => match c.decode(&v) {
-                    Ok(d) => Current::Value(Bytes::from(d.into_owned())),
-                    Err(e) => {
-                        roundtrip(up, d, &[vec![Bytes::from_static(b"UNWATCH")]]).await?;
-                        return Err(Compressor::error_text(key, &e));
-                    }
-                },
-                Some(cur) => cur,
-                None => return Err(String::from_utf8_lossy(r).trim_end().to_string()),
-            });
-        }
-        if !current
-            .iter()
-            .any(|c| matches!(c, Current::Value(v) if envelope::is_enveloped(v)))
-        {
-            // Nothing stored compressed: Redis runs the command itself, in a transaction
-            // that the WATCH voids if a compressed value arrived since the read.
-            let tx = [
-                vec![Bytes::from_static(b"MULTI")],
-                cmd.args.clone(),
-                vec![Bytes::from_static(b"EXEC")],
-            ];
-            let replies = roundtrip(up, d, &tx).await?;
-            if let Some(reply) = only_element(&replies[2]) {
-                return Ok((reply, true));
-            }
+    }
+}
+
+/// WATCHes the target's keys and reads the stored values. For each enveloped one: the write
+/// that puts its original bytes in place and the write that restores the envelope.
+async fn watch_and_read(
+    up: &Upstream,
+    c: &Compressor,
+    d: &Dedicated,
+    target: &Target,
+) -> Result<(Vec<Vec<Bytes>>, Vec<Vec<Bytes>>), String> {
+    let (keys, read) = keys_and_reads(target);
+    let mut cmds = vec![std::iter::once(Bytes::from_static(b"WATCH"))
+        .chain(keys.iter().cloned())
+        .collect::<Vec<_>>()];
+    cmds.extend(read);
+    let replies = roundtrip(up, d, &cmds).await?;
+    let (mut demote, mut restore) = (Vec::new(), Vec::new());
+    for (key, r) in keys.iter().zip(&replies[1..]) {
+        let Some(v) = stored_value(r) else { continue };
+        if !envelope::is_enveloped(v) {
             continue;
         }
-        let (reply, before, after) = evaluate(cmd, proto, target, &current);
-        if before == after {
-            roundtrip(up, d, &[vec![Bytes::from_static(b"UNWATCH")]]).await?;
-            return Ok((reply, true));
+        match c.decode(v) {
+            Ok(p) => {
+                demote.push(put(target, key, Bytes::from(p.into_owned())));
+                restore.push(put(target, key, Bytes::copy_from_slice(v)));
+            }
+            Err(e) => {
+                roundtrip(up, d, &[vec![Bytes::from_static(b"UNWATCH")]]).await?;
+                return Err(Compressor::error_text(key, &e));
+            }
         }
-        let key = &keys[0];
-        let write: Vec<Bytes> = match (target, after) {
-            (Target::Strings(_), Some(v)) => vec![
-                Bytes::from_static(b"SET"),
-                key.clone(),
-                c.encode(key, &v),
-                Bytes::from_static(b"KEEPTTL"),
-            ],
-            (Target::Field(_, f), Some(v)) => vec![
-                Bytes::from_static(b"HSET"),
-                key.clone(),
-                f.clone(),
-                c.encode(key, &v),
-            ],
-            (_, None) => vec![Bytes::from_static(b"DEL"), key.clone()],
-        };
-        let tx = [
-            vec![Bytes::from_static(b"MULTI")],
-            write,
-            vec![Bytes::from_static(b"EXEC")],
-        ];
+    }
+    Ok((demote, restore))
+}
+
+async fn attempt_loop(
+    up: &Upstream,
+    c: &Compressor,
+    d: &Dedicated,
+    cmd: &Command,
+    target: &Target,
+) -> Result<(Bytes, bool), String> {
+    let read_only = !cmd.has(crate::command::flag::WRITE);
+    let (keys, reads) = keys_and_reads(target);
+    for _ in 0..ATTEMPTS {
+        let (demote, restore) = watch_and_read(up, c, d, target).await?;
+        let was_enveloped = !demote.is_empty();
+        // One transaction, voided by the WATCH if anything changed since the read: the
+        // original bytes go in place, Redis runs the command itself (so replies and errors are
+        // its own), and for a read the stored envelope is put back; after a write, the new
+        // value is read back to be stored encoded.
+        let mut tx = vec![vec![Bytes::from_static(b"MULTI")]];
+        let at = demote.len();
+        tx.extend(demote);
+        tx.push(cmd.args.clone());
+        if read_only {
+            tx.extend(restore);
+        } else {
+            tx.push(reads[0].clone());
+        }
+        tx.push(vec![Bytes::from_static(b"EXEC")]);
         let replies = roundtrip(up, d, &tx).await?;
-        if !is_null(&replies[2]) {
-            return Ok((reply, true));
+        let exec = &replies[replies.len() - 1];
+        if is_null(exec) {
+            continue;
         }
+        let reply = element(exec, at).unwrap_or_else(|| exec.clone());
+        if !read_only {
+            if let Some(new) = element(exec, at + 1)
+                .as_deref()
+                .and_then(stored_value)
+                .map(Bytes::copy_from_slice)
+            {
+                if envelope::is_enveloped(&new) || (was_enveloped && new.len() >= c.threshold) {
+                    reencode(up, c, d, target, &keys[0], new).await?;
+                }
+            }
+        }
+        return Ok((reply, true));
     }
     Err(format!(
         "ERR prescient: key '{}' kept changing during {ATTEMPTS} read-modify-write attempts",
         String::from_utf8_lossy(&keys[0])
     ))
+}
+
+/// Stores `raw` (the value a byte-level write left) encoded: escaped when it begins with the
+/// magic, compressed when that pays. Only if the key still holds exactly `raw`: a later write
+/// by someone else wins.
+async fn reencode(
+    up: &Upstream,
+    c: &Compressor,
+    d: &Dedicated,
+    target: &Target,
+    key: &Bytes,
+    raw: Bytes,
+) -> Result<(), String> {
+    let (_, read) = keys_and_reads(target);
+    let watch = vec![Bytes::from_static(b"WATCH"), key.clone()];
+    let replies = roundtrip(up, d, &[watch, read[0].clone()]).await?;
+    if stored_value(&replies[1]) != Some(&raw[..]) {
+        roundtrip(up, d, &[vec![Bytes::from_static(b"UNWATCH")]]).await?;
+        return Ok(());
+    }
+    let tx = [
+        vec![Bytes::from_static(b"MULTI")],
+        put(target, key, c.encode(key, &raw)),
+        vec![Bytes::from_static(b"EXEC")],
+    ];
+    roundtrip(up, d, &tx).await?;
+    Ok(())
+}
+
+/// Inside a client's MULTI (its connection is queueing): puts the original bytes of the
+/// target's enveloped values in place, on a connection of its own, so the queued command
+/// runs natively on them at EXEC.
+pub async fn demote(
+    up: &Upstream,
+    c: &Compressor,
+    db: u32,
+    proto: Proto,
+    target: &Target,
+) -> Result<(), String> {
+    let d = up.dedicated(proto, db).await.map_err(|e| e.to_string())?;
+    for _ in 0..ATTEMPTS {
+        let (demote, _) = watch_and_read(up, c, &d, target).await?;
+        if demote.is_empty() {
+            roundtrip(up, &d, &[vec![Bytes::from_static(b"UNWATCH")]]).await?;
+            up.release(d);
+            return Ok(());
+        }
+        let mut tx = vec![vec![Bytes::from_static(b"MULTI")]];
+        tx.extend(demote);
+        tx.push(vec![Bytes::from_static(b"EXEC")]);
+        let replies = roundtrip(up, &d, &tx).await?;
+        if !is_null(&replies[replies.len() - 1]) {
+            up.release(d);
+            return Ok(());
+        }
+    }
+    Err("ERR prescient: the key kept changing while it was being decompressed".into())
 }
 
 /// Sends `cmds` pipelined and waits for every reply.
@@ -169,117 +234,29 @@ fn is_null(r: &[u8]) -> bool {
     r == b"*-1\r\n" || r == b"_\r\n"
 }
 
-/// The one reply inside EXEC's `*1` array; `None` when the transaction was voided.
-fn only_element(exec: &Bytes) -> Option<Bytes> {
-    if is_null(exec) {
-        return None;
-    }
-    match exec.strip_prefix(b"*1\r\n") {
-        Some(rest) => Some(exec.slice(exec.len() - rest.len()..)),
-        // EXECABORT or another error: the client sees it as it is.
-        None => Some(exec.clone()),
-    }
+/// Element `i` of EXEC's array; `None` when the reply is not an array (EXECABORT).
+fn element(exec: &Bytes, i: usize) -> Option<Bytes> {
+    let (start, end) = reply::array_element(exec, i)?;
+    Some(exec.slice(start..end))
 }
 
-fn parse_current(r: &[u8]) -> Option<Current> {
-    if r.starts_with(b"-WRONGTYPE") {
-        return Some(Current::WrongType);
-    }
-    match bulk_payload(r)? {
-        None => Some(Current::Missing),
-        Some(v) => Some(Current::Value(Bytes::copy_from_slice(v))),
-    }
-}
-
-/// Runs `cmd` in a scratch store holding `current` (the decoded values): the reply, and the
-/// first target's value before and after (`None`: missing or another type).
-pub fn evaluate(
-    cmd: &Command,
-    proto: Proto,
-    target: &Target,
-    current: &[Current],
-) -> (Bytes, Option<Bytes>, Option<Bytes>) {
-    let store = Store::new(0, Policy::NoEviction);
-    let mut conn = MemConn::new(store);
-    let mut run = |args: Vec<Bytes>, proto: Proto| -> Bytes {
-        match conn.execute(&Command::from_args(args), proto) {
-            Exec::Ready(b) => b,
-            Exec::Later(_) => Bytes::new(),
-        }
-    };
-    let b = |s: &'static str| Bytes::from_static(s.as_bytes());
-    let (keys, field) = match target {
-        Target::Strings(ks) => (ks.clone(), None),
-        Target::Field(k, f) => (vec![k.clone()], Some(f.clone())),
-    };
-    for (k, cur) in keys.iter().zip(current) {
-        match (cur, &field) {
-            (Current::Missing, _) => {}
-            (Current::WrongType, _) => {
-                run(vec![b("RPUSH"), k.clone(), b("x")], Proto::Resp2);
-            }
-            (Current::Value(v), None) => {
-                run(vec![b("SET"), k.clone(), v.clone()], Proto::Resp2);
-            }
-            (Current::Value(v), Some(f)) => {
-                run(
-                    vec![b("HSET"), k.clone(), f.clone(), v.clone()],
-                    Proto::Resp2,
-                );
-            }
-        }
-    }
-    let before = match current.first() {
-        Some(Current::Value(v)) => Some(v.clone()),
-        _ => None,
-    };
-    let reply = run(cmd.args.clone(), proto);
-    let read_back = match &field {
-        None => vec![b("GET"), keys[0].clone()],
-        Some(f) => vec![b("HGET"), keys[0].clone(), f.clone()],
-    };
-    let after = if matches!(current.first(), Some(Current::WrongType)) {
-        None
-    } else {
-        bulk_payload(&run(read_back, Proto::Resp2))
-            .flatten()
-            .map(Bytes::copy_from_slice)
-    };
-    (reply, before, after)
+/// The stored bytes in a GET/HGET reply; `None` for a null or an error (WRONGTYPE).
+fn stored_value(r: &[u8]) -> Option<&[u8]> {
+    reply::bulk_payload(r).flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn eval(args: &[&str], cur: Current) -> (String, Option<Bytes>) {
-        let cmd = Command::from_args(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())));
-        let t = super::super::plan::byte_target(&cmd).unwrap();
-        let (r, _, after) = evaluate(&cmd, Proto::Resp2, &t, &[cur]);
-        (String::from_utf8_lossy(&r).into_owned(), after)
-    }
-
     #[test]
-    fn commands_run_on_the_original_bytes_with_redis_errors() {
-        let v = Current::Value(Bytes::from("hello"));
-        assert_eq!(eval(&["STRLEN", "k"], v.clone()).0, ":5\r\n");
-        let (r, after) = eval(&["APPEND", "k", " world"], v.clone());
-        assert_eq!(
-            (r.as_str(), after),
-            (":11\r\n", Some(Bytes::from("hello world")))
-        );
-        assert_eq!(
-            eval(&["GETRANGE", "k", "1", "-2"], v.clone()).0,
-            "$3\r\nell\r\n"
-        );
-        assert!(eval(&["APPEND", "k", "x"], Current::WrongType)
-            .0
-            .starts_with("-WRONGTYPE"));
-        assert_eq!(
-            eval(&["GETRANGE", "k", "a", "1"], Current::WrongType).0,
-            "-ERR value is not an integer or out of range\r\n"
-        );
-        let (r, after) = eval(&["SETRANGE", "k", "0", ""], Current::Missing);
-        assert_eq!((r.as_str(), after), (":0\r\n", None));
+    fn exec_elements() {
+        let exec = Bytes::from_static(b"*3\r\n+OK\r\n$5\r\nhello\r\n:1\r\n");
+        assert_eq!(element(&exec, 1).as_deref(), Some(&b"$5\r\nhello\r\n"[..]));
+        assert_eq!(element(&exec, 2).as_deref(), Some(&b":1\r\n"[..]));
+        assert_eq!(element(&exec, 3), None);
+        let abort = Bytes::from_static(b"-EXECABORT Transaction discarded\r\n");
+        assert_eq!(element(&abort, 0), None);
+        assert!(is_null(b"*-1\r\n") && is_null(b"_\r\n"));
     }
 }

@@ -18,7 +18,10 @@ impl Session {
     /// Encodes the command's stored values and chooses how its reply is decoded.
     pub(super) fn compress_layer(&self, cmd: Command, effect: Effect) -> (Command, Effect) {
         let c = &self.sh.compressor;
-        let cmd = match plan::encode_args(c, &cmd) {
+        // Inside MULTI on a Redis upstream a later byte-level command in the same
+        // transaction runs natively on what was queued before it: store those values raw.
+        let compress = self.mem.is_some() || !self.st.in_multi;
+        let cmd = match plan::encode_args(c, &cmd, compress) {
             Some(args) => Command::from_args(args),
             None => cmd,
         };
@@ -61,6 +64,21 @@ impl Session {
             }
             _ => raw,
         }
+    }
+
+    /// A byte-level command inside MULTI on a Redis upstream: its keys' values are put back
+    /// uncompressed first (on another connection), then it is queued like any other.
+    /// Returns the error that replaces it when that fails.
+    pub(super) async fn demote_for_multi(&mut self, target: &Target) -> Option<String> {
+        rmw::demote(
+            &self.sh.upstream,
+            &self.sh.compressor,
+            self.st.db,
+            self.proto,
+            target,
+        )
+        .await
+        .err()
     }
 
     /// A byte-level command on a Redis upstream: after the replies before it, as a

@@ -348,9 +348,15 @@ impl Session {
         pending: &mut VecDeque<Pending>,
     ) {
         let (cmd, effect) = self.compress_layer(cmd, effect);
-        if self.mem.is_none() && !self.st.in_multi {
+        if self.mem.is_none() {
             if let Some(t) = crate::compression::plan::byte_target(&cmd) {
-                return self.byte_level(cmd, t, start, pending).await;
+                if !self.st.in_multi {
+                    return self.byte_level(cmd, t, start, pending).await;
+                }
+                if let Some(e) = self.demote_for_multi(&t).await {
+                    let outcome = Outcome::UpstreamFailed;
+                    return pending.push_back(self.ready(&cmd, start, Value::err(e), outcome));
+                }
             }
         }
         if self.mem.is_some() {

@@ -264,8 +264,11 @@ fn hrandfield(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
             None => out.nil(),
         };
     };
-    let picked: Vec<(&Bytes, &Bytes)> = if n >= 0 {
-        let n = (n as usize).min(items.len());
+    let picked: Vec<(&Bytes, &Bytes)> = if n >= 0 && n as usize >= items.len() {
+        // The whole hash, in its own order (as Redis does).
+        items
+    } else if n >= 0 {
+        let n = n as usize;
         items.choose_multiple(&mut rng, n).copied().collect()
     } else if items.is_empty() {
         Vec::new()
