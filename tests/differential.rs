@@ -289,6 +289,21 @@ async fn corpus_matches_redis_byte_for_byte() {
         compared.iter().all(|&n| n > 3000),
         "the corpus ran ({compared:?} replies)"
     );
+    // The compressing targets did compress (and decode) values.
+    for server in [&pz, &mz] {
+        let stats = Raw::to(server).await.text(&["PROXY", "STATS"]).await;
+        let count = |k: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        assert!(
+            count("compression_values_compressed:") > 100 && count("compression_decoded:") > 100,
+            "{stats}"
+        );
+    }
     assert!(
         failures.is_empty(),
         "{} replies differ:\n{}",

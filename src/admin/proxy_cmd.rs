@@ -1,6 +1,7 @@
 //! `PROXY <subcommand>`: the operator's view of the proxy from redis-cli.
 
 use crate::command::Command;
+use crate::compression::Compressor;
 use crate::config::TUNABLE_KEYS;
 use crate::protocol::Value;
 use crate::server::Shared;
@@ -12,14 +13,65 @@ const HELP: &[&str] = &[
     "INFO",
     "    The proxy's INFO section (also part of INFO).",
     "STATS",
-    "    Counters: commands, clients, bytes, upstream state and errors.",
+    "    Counters: commands, clients, bytes, upstream state and errors, compression.",
     "CONFIG GET <pattern>",
     "    Effective settings whose key (section.key) matches the glob pattern.",
     "CONFIG SET <key> <value>",
     "    Change a tunable while running.",
     "CLIENTS",
     "    Connected clients, one per line, as CLIENT LIST prints them.",
+    "KEYINFO <key>",
+    "    How a string value is stored: enveloped or raw, codec, original and stored size.",
 ];
+
+/// PROXY KEYINFO's answer, from the reply to a GET of the stored bytes.
+pub fn keyinfo(c: &Compressor, key: &[u8], stored: &[u8]) -> Value {
+    use crate::compression::envelope;
+    let v = match crate::compression::reply::bulk_payload(stored) {
+        Some(Some(v)) => v,
+        Some(None) => return Value::err("ERR no such key"),
+        None if stored.starts_with(b"-WRONGTYPE") => {
+            return Value::err(
+                "ERR PROXY KEYINFO describes string values; this key holds another type",
+            )
+        }
+        None => {
+            return Value::err(
+                String::from_utf8_lossy(stored)
+                    .trim_start_matches('-')
+                    .trim_end()
+                    .to_string(),
+            )
+        }
+    };
+    let mut lines = vec![format!("key:{}", String::from_utf8_lossy(key))];
+    match envelope::header(v) {
+        Ok(None) => {
+            lines.push("enveloped:no".into());
+            lines.push(format!("original_bytes:{}", v.len()));
+            lines.push(format!("stored_bytes:{}", v.len()));
+        }
+        Ok(Some(h)) => {
+            lines.push("enveloped:yes".into());
+            lines.push(format!("codec:{}", h.codec.name()));
+            lines.push(format!("original_bytes:{}", h.original_len));
+            lines.push(format!("stored_bytes:{}", v.len()));
+            let ratio = v.len() as f64 / h.original_len.max(1) as f64;
+            lines.push(format!("ratio:{ratio:.4}"));
+            let check = match c.decode(v) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            };
+            lines.push(format!("integrity:{check}"));
+        }
+        Err(e) => {
+            lines.push("enveloped:yes".into());
+            lines.push(format!("stored_bytes:{}", v.len()));
+            lines.push(format!("integrity:{e}"));
+        }
+    }
+    Value::Verbatim(lines.iter().map(|l| format!("{l}\n")).collect())
+}
 
 pub fn handle(sh: &Shared, cmd: &Command) -> Value {
     let sub = cmd.subcommand().unwrap_or_default();
@@ -103,6 +155,9 @@ fn stats(sh: &Shared) -> String {
     }
     for r in CLOSE_REASONS {
         lines.push(format!("clients_closed_{r}:{}", m.clients_closed(r)));
+    }
+    for (k, v) in sh.compressor.report() {
+        lines.push(format!("{k}:{v}"));
     }
     lines.iter().map(|l| format!("{l}\r\n")).collect()
 }

@@ -6,8 +6,9 @@
 //! is, one transaction puts the original bytes in place (SET ... KEEPTTL, or HSET for a
 //! field), runs the command, and for a read-only command puts the envelope back. Redis itself
 //! computes every reply and error, so they are its own byte for byte; the WATCH voids the
-//! transaction if another client wrote the key since the read, and it is retried. A value
-//! edited by a byte-level write stays uncompressed until it is next written whole (SET).
+//! transaction if another client wrote the key since the read, and it is retried. After a
+//! byte-level write the new value is read back in the same transaction and, when it is large
+//! enough (or begins with the magic), stored encoded by a second WATCHed transaction.
 
 use bytes::Bytes;
 
@@ -110,7 +111,6 @@ async fn attempt_loop(
     let (keys, reads) = keys_and_reads(target);
     for _ in 0..ATTEMPTS {
         let (demote, restore) = watch_and_read(up, c, d, target).await?;
-        let was_enveloped = !demote.is_empty();
         // One transaction, voided by the WATCH if anything changed since the read: the
         // original bytes go in place, Redis runs the command itself (so replies and errors are
         // its own), and for a read the stored envelope is put back; after a write, the new
@@ -137,7 +137,7 @@ async fn attempt_loop(
                 .and_then(stored_value)
                 .map(Bytes::copy_from_slice)
             {
-                if envelope::is_enveloped(&new) || (was_enveloped && new.len() >= c.threshold) {
+                if envelope::is_enveloped(&new) || (c.enabled && new.len() >= c.threshold) {
                     reencode(up, c, d, target, &keys[0], new).await?;
                 }
             }

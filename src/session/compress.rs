@@ -62,6 +62,10 @@ impl Session {
                 }
                 reply::decode(c, &raw, &reply::Shape::Exec(parts), &[])
             }
+            Effect::KeyInfo(key) => {
+                let v = crate::admin::proxy_cmd::keyinfo(c, &key, &raw);
+                v.encode(self.proto)
+            }
             _ => raw,
         }
     }

@@ -45,6 +45,8 @@ pub enum Effect {
     MultiReset,
     /// EXEC: its array holds the queued commands' replies.
     Exec,
+    /// PROXY KEYINFO: the reply is the stored value of this key, to be described.
+    KeyInfo(Bytes),
 }
 
 /// Connection state that Redis keeps per connection.
@@ -513,6 +515,14 @@ impl Session {
                     return self.send(cmd, start, d, true, effect, pending).await;
                 }
                 crate::admin::info::proxy_only(&self.sh)
+            }
+            "proxy" if cmd.arg_is(1, "keyinfo") && cmd.args.len() == 3 => {
+                // The stored bytes, read past the compression layer.
+                let key = cmd.args[2].clone();
+                let get = Command::from_args([Bytes::from_static(b"GET"), key.clone()]);
+                let d = self.needs_dedicated();
+                let effect = Effect::KeyInfo(key);
+                return self.send(get, start, d, true, effect, pending).await;
             }
             "proxy" => crate::admin::proxy_cmd::handle(&self.sh, &cmd),
             _ => Value::err("ERR unknown command"),

@@ -1,0 +1,217 @@
+//! Transparent compression against a real Redis: what Redis holds, corrupt and bomb values
+//! planted behind the proxy's back, concurrent APPENDs, WATCH, PROXY KEYINFO and STATS.
+
+mod common;
+
+use bytes::Bytes;
+use common::{proxy_with, settings, Raw, Redis};
+use prescient::compression::envelope::{self, Codec};
+use prescient::server::Server;
+
+async fn compressing(url: &str) -> Server {
+    let mut s = settings(url);
+    s.compression.threshold_bytes = 64;
+    proxy_with(s).await
+}
+
+fn json(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"id\":{i},\"name\":\"user {i}\",\"tags\":[\"a\",\"b\"]}},"))
+        .collect()
+}
+
+/// Sends a command with binary arguments and returns the reply's bytes.
+async fn bin(c: &mut Raw, args: &[&[u8]]) -> Bytes {
+    c.send(args).await;
+    c.read().await
+}
+
+fn bulk(v: &[u8]) -> Vec<u8> {
+    let mut o = format!("${}\r\n", v.len()).into_bytes();
+    o.extend_from_slice(v);
+    o.extend_from_slice(b"\r\n");
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_envelopes_and_clients_read_their_bytes() {
+    let redis = Redis::start().await;
+    let p = compressing(&redis.url()).await;
+    let mut c = Raw::to(&p).await;
+    let mut direct = redis.client().await;
+    let doc = json(40);
+    assert_eq!(c.text(&["SET", "doc", &doc]).await, "+OK\r\n");
+    let stored = direct.cmd(&["GET", "doc"]).await;
+    let stored = &stored[stored.iter().position(|&b| b == b'\n').unwrap() + 1..stored.len() - 2];
+    let h = envelope::header(stored)
+        .unwrap()
+        .expect("Redis holds an envelope");
+    assert_eq!((h.codec, h.original_len), (Codec::Zlib, doc.len()));
+    assert!(
+        stored.len() * 4 < doc.len(),
+        "stored {} bytes",
+        stored.len()
+    );
+    assert_eq!(&c.cmd(&["GET", "doc"]).await[..], &bulk(doc.as_bytes())[..]);
+
+    // Values written straight to Redis (no envelope) come back as they are.
+    direct.cmd(&["SET", "plain", &doc]).await;
+    assert_eq!(
+        &c.cmd(&["GET", "plain"]).await[..],
+        &bulk(doc.as_bytes())[..]
+    );
+    assert_eq!(
+        c.text(&["STRLEN", "plain"]).await,
+        format!(":{}\r\n", doc.len())
+    );
+
+    // PROXY KEYINFO and PROXY STATS say what happened.
+    let info = c.text(&["PROXY", "KEYINFO", "doc"]).await;
+    for want in [
+        "enveloped:yes",
+        "codec:zlib",
+        &format!("original_bytes:{}", doc.len()),
+        &format!("stored_bytes:{}", stored.len()),
+        "integrity:ok",
+    ] {
+        assert!(info.contains(want), "{want} in {info}");
+    }
+    assert!(c
+        .text(&["PROXY", "KEYINFO", "plain"])
+        .await
+        .contains("enveloped:no"));
+    assert!(c
+        .text(&["PROXY", "KEYINFO", "nosuch"])
+        .await
+        .starts_with("-ERR no such key"));
+    let stats = c.text(&["PROXY", "STATS"]).await;
+    assert!(
+        stats.contains("compression_values_compressed:1\r\n"),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_values_planted_in_redis_get_an_error_naming_the_key() {
+    let redis = Redis::start().await;
+    let p = compressing(&redis.url()).await;
+    let mut c = Raw::to(&p).await;
+    let mut direct = redis.client().await;
+    let doc = json(20);
+    let good = envelope::compress(Codec::Zlib, 1, doc.as_bytes()).unwrap();
+    let mut bad_crc = good.clone();
+    bad_crc[9] ^= 0x55;
+    let truncated = good[..good.len() / 2].to_vec();
+    let mut unknown_codec = good.clone();
+    unknown_codec[4] = 9;
+    // A bomb: 256 MiB of zeros, a few hundred KB stored, over the 64 MiB inflate limit.
+    let bomb = envelope::compress(Codec::Zlib, 9, &vec![0u8; 256 << 20]).unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("crc", &bad_crc, "checksum mismatch"),
+        ("cut", &truncated, "does not decompress"),
+        ("codec", &unknown_codec, "unknown codec id 9"),
+        ("bomb", &bomb, "over compression.max_decompressed_bytes"),
+    ];
+    for (key, value, why) in cases {
+        bin(&mut direct, &[b"SET", key.as_bytes(), value]).await;
+        bin(&mut direct, &[b"HSET", b"h", key.as_bytes(), value]).await;
+        bin(&mut direct, &[b"RPUSH", b"l", value]).await;
+        let want = format!("-ERR prescient cannot decode the stored value of key '{key}'");
+        for cmd in [&["GET", key][..], &["STRLEN", key], &["APPEND", key, "x"]] {
+            let got = c.text(cmd).await;
+            assert!(
+                got.starts_with(&want) && got.contains(why),
+                "{cmd:?}: {got}"
+            );
+        }
+        let got = c.text(&["MGET", "nosuch", key]).await;
+        assert!(got.starts_with(&want), "MGET: {got}");
+        let got = c.text(&["HGET", "h", key]).await;
+        assert!(
+            got.starts_with("-ERR prescient") && got.contains(why),
+            "{got}"
+        );
+        let got = c.text(&["LRANGE", "l", "0", "-1"]).await;
+        assert!(got.starts_with("-ERR prescient cannot decode the stored value of key 'l'"));
+        bin(&mut direct, &[b"DEL", b"l"]).await;
+    }
+    // The bad values are still there, unchanged: nothing was written over them.
+    assert_eq!(
+        &direct.cmd(&["STRLEN", "crc"]).await[..],
+        format!(":{}\r\n", bad_crc.len()).as_bytes()
+    );
+    let stats = c.text(&["PROXY", "STATS"]).await;
+    assert!(!stats.contains("compression_corrupt:0\r\n"), "{stats}");
+}
+
+/// Several clients APPEND to one compressed key at once: every append lands exactly once.
+async fn concurrent_appends(p: &Server) {
+    let mut c = Raw::to(p).await;
+    let base = json(20);
+    c.text(&["SET", "log", &base]).await;
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let mut c = Raw::to(p).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let r = c.text(&["APPEND", "log", &format!("<{w}:{i}>")]).await;
+                assert!(r.starts_with(':'), "{r}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = c.cmd(&["GET", "log"]).await;
+    let text = String::from_utf8_lossy(&got);
+    for w in 0..6 {
+        for i in 0..25 {
+            assert_eq!(text.matches(&format!("<{w}:{i}>")).count(), 1, "<{w}:{i}>");
+        }
+    }
+    assert!(text.contains(&base));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_to_a_compressed_key_lose_nothing_on_redis() {
+    let redis = Redis::start().await;
+    let p = compressing(&redis.url()).await;
+    concurrent_appends(&p).await;
+    // Re-encoded after the appends: stored compressed again.
+    let mut c = Raw::to(&p).await;
+    assert!(c
+        .text(&["PROXY", "KEYINFO", "log"])
+        .await
+        .contains("enveloped:yes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_to_a_compressed_key_lose_nothing_on_memory() {
+    let p = compressing("memory://").await;
+    concurrent_appends(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_level_command_in_multi_voids_a_watch_once_and_the_retry_succeeds() {
+    let redis = Redis::start().await;
+    let p = compressing(&redis.url()).await;
+    let mut c = Raw::to(&p).await;
+    let doc = json(10);
+    c.text(&["SET", "w", &doc]).await;
+    let mut commits = 0;
+    for _attempt in 0..2 {
+        c.text(&["WATCH", "w"]).await;
+        c.text(&["GET", "w"]).await;
+        c.text(&["MULTI"]).await;
+        assert_eq!(c.text(&["APPEND", "w", "!"]).await, "+QUEUED\r\n");
+        if c.text(&["EXEC"]).await != "*-1\r\n" {
+            commits += 1;
+            break;
+        }
+    }
+    assert_eq!(commits, 1);
+    assert_eq!(
+        &c.cmd(&["GET", "w"]).await[..],
+        &bulk(format!("{doc}!").as_bytes())[..]
+    );
+}
