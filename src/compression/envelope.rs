@@ -15,7 +15,71 @@
 //! travels with every value: changing the codec setting leaves old values readable.
 
 use std::borrow::Cow;
-use std::io::Read;
+use std::cell::RefCell;
+
+use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
+
+// Codec contexts are reused per thread: a fresh deflate state is hundreds of KB to allocate
+// and zero, which would cost more than compressing a 1 KB value.
+thread_local! {
+    static DEFLATE: RefCell<Option<(i32, Compress)>> = const { RefCell::new(None) };
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+    static ZSTD_C: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static ZSTD_D: RefCell<zstd::bulk::Decompressor<'static>> =
+        RefCell::new(zstd::bulk::Decompressor::new().expect("zstd context"));
+}
+
+fn deflate(level: i32, data: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    DEFLATE.with(|c| {
+        let mut c = c.borrow_mut();
+        let level = level.clamp(0, 9);
+        match c.as_mut() {
+            Some((l, z)) if *l == level => z.reset(),
+            _ => {
+                *c = Some((
+                    level,
+                    Compress::new(flate2::Compression::new(level as u32), true),
+                ))
+            }
+        }
+        let (_, z) = c.as_mut()?;
+        loop {
+            out.reserve(data.len() / 2 + 64);
+            let consumed = z.total_in() as usize;
+            match z.compress_vec(&data[consumed..], out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return Some(()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+/// Inflates at most `len + 1` bytes: the output buffer is the bound, so a payload that
+/// expands past its recorded length stops there.
+fn inflate(payload: &[u8], len: usize) -> Result<Vec<u8>, DecodeError> {
+    INFLATE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(true);
+        let mut out = Vec::with_capacity(len + 1);
+        loop {
+            let (in_before, out_before) = (d.total_in(), out.len());
+            let consumed = in_before as usize;
+            let status = d
+                .decompress_vec(&payload[consumed..], &mut out, FlushDecompress::Finish)
+                .map_err(|e| DecodeError::Payload(e.to_string()))?;
+            match status {
+                Status::StreamEnd => return Ok(out),
+                _ if out.len() == out.capacity() => return Ok(out),
+                _ if d.total_in() == in_before && out.len() == out_before => {
+                    return Err(DecodeError::Payload("truncated stream".into()))
+                }
+                _ => continue,
+            }
+        }
+    })
+}
 
 pub const MAGIC: &[u8; 3] = b"\xF5PZ";
 pub const VERSION: u8 = 1;
@@ -118,16 +182,16 @@ pub fn compress(codec: Codec, level: i32, data: &[u8]) -> Option<Vec<u8>> {
     out.extend_from_slice(&header_bytes(codec, data));
     match codec {
         Codec::Stored => out.extend_from_slice(data),
-        Codec::Zlib => {
-            let level = flate2::Compression::new(level.clamp(0, 9) as u32);
-            let mut enc = flate2::write::ZlibEncoder::new(out, level);
-            std::io::Write::write_all(&mut enc, data).ok()?;
-            out = enc.finish().ok()?;
-        }
-        Codec::Zstd => {
-            let c = zstd::bulk::compress(data, level).ok()?;
-            out.extend_from_slice(&c);
-        }
+        Codec::Zlib => deflate(level, data, &mut out)?,
+        Codec::Zstd => ZSTD_C.with(|z| -> Option<()> {
+            let mut z = z.borrow_mut();
+            if z.as_ref().is_none_or(|(l, _)| *l != level) {
+                *z = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            let (_, c) = z.as_mut()?;
+            out.extend_from_slice(&c.compress(data).ok()?);
+            Some(())
+        })?,
         Codec::Lz4 => out.extend_from_slice(&lz4_flex::block::compress(data)),
     }
     Some(out)
@@ -169,16 +233,9 @@ pub fn decode(v: &[u8], max: usize) -> Result<Cow<'_, [u8]>, DecodeError> {
     let payload = &v[HEADER..];
     let out: Vec<u8> = match h.codec {
         Codec::Stored => payload.to_vec(),
-        Codec::Zlib => {
-            let mut out = Vec::with_capacity(h.original_len);
-            // One byte past the recorded length tells a lying header from an honest one.
-            flate2::read::ZlibDecoder::new(payload)
-                .take(h.original_len as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| DecodeError::Payload(e.to_string()))?;
-            out
-        }
-        Codec::Zstd => zstd::bulk::decompress(payload, h.original_len)
+        Codec::Zlib => inflate(payload, h.original_len)?,
+        Codec::Zstd => ZSTD_D
+            .with(|d| d.borrow_mut().decompress(payload, h.original_len))
             .map_err(|e| DecodeError::Payload(e.to_string()))?,
         Codec::Lz4 => lz4_flex::block::decompress(payload, h.original_len)
             .map_err(|e| DecodeError::Payload(e.to_string()))?,
