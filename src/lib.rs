@@ -4,8 +4,10 @@
 //! client socket
 //!   -> connection  (connection.rs): requests parsed once (protocol/request.rs) into a Command
 //!                  (command/), pipelined, replies written in request order
-//!   -> session     (session.rs): AUTH/HELLO/INFO/PROXY/CLIENT answered here, deny list and
+//!   -> session     (session/): AUTH/HELLO/INFO/PROXY/CLIENT answered here, deny list and
 //!                  user rules, connection state decides the route
+//!   -> compression (compression/, session/compress.rs): values encoded into envelopes on
+//!                  writes, replies decoded by shape, byte-level commands on original bytes
 //!   -> upstream    (upstream/): for redis://, shared pipelined connections, or a dedicated one
 //!                  while the client holds state; pub/sub and MONITOR become a tunnel
 //!                  (tunnel.rs). For memory:// (the default), the embedded store
