@@ -215,3 +215,23 @@ async fn a_byte_level_command_in_multi_voids_a_watch_once_and_the_retry_succeeds
         &bulk(format!("{doc}!").as_bytes())[..]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_level_command_on_another_database_leaves_no_connection_on_it() {
+    let redis = Redis::start().await;
+    let p = compressing(&redis.url()).await;
+    let mut a = Raw::to(&p).await;
+    let doc = json(10);
+    a.text(&["SELECT", "3"]).await;
+    a.text(&["SET", "big", &doc]).await;
+    assert_eq!(
+        a.text(&["STRLEN", "big"]).await,
+        format!(":{}\r\n", doc.len())
+    );
+    // The next transaction (on a spare dedicated connection) must run in database 0.
+    let mut b = Raw::to(&p).await;
+    b.text(&["MULTI"]).await;
+    b.text(&["SET", "k", "v"]).await;
+    b.text(&["EXEC"]).await;
+    assert_eq!(b.text(&["GET", "k"]).await, "$1\r\nv\r\n");
+}

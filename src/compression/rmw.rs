@@ -31,12 +31,17 @@ pub async fn run(
 ) -> Result<Bytes, String> {
     let d = up.dedicated(proto, db).await.map_err(|e| e.to_string())?;
     let r = attempt_loop(up, c, &d, cmd, target).await;
-    // A clean connection goes back to the spare list; one left in a transaction or watch
-    // (an error mid-way) is dropped, which makes Redis forget that state.
-    if r.as_ref().is_ok_and(|(_, clean)| *clean) {
+    release_if_clean(up, d, db, r.is_ok());
+    r
+}
+
+/// A connection that ended cleanly on the default database goes back to the spare list; one
+/// on another database, or left in a transaction or watch by an error, is dropped (closing
+/// it makes Redis forget that state).
+fn release_if_clean(up: &Upstream, d: Dedicated, db: u32, clean: bool) {
+    if clean && db == up.connector.db {
         up.release(d);
     }
-    r.map(|(reply, _)| reply)
 }
 
 fn put(target: &Target, key: &Bytes, value: Bytes) -> Vec<Bytes> {
@@ -106,7 +111,7 @@ async fn attempt_loop(
     d: &Dedicated,
     cmd: &Command,
     target: &Target,
-) -> Result<(Bytes, bool), String> {
+) -> Result<Bytes, String> {
     let read_only = !cmd.has(crate::command::flag::WRITE);
     let (keys, reads) = keys_and_reads(target);
     for _ in 0..ATTEMPTS {
@@ -142,7 +147,7 @@ async fn attempt_loop(
                 }
             }
         }
-        return Ok((reply, true));
+        return Ok(reply);
     }
     Err(format!(
         "ERR prescient: key '{}' kept changing during {ATTEMPTS} read-modify-write attempts",
@@ -192,7 +197,7 @@ pub async fn demote(
         let (demote, _) = watch_and_read(up, c, &d, target).await?;
         if demote.is_empty() {
             roundtrip(up, &d, &[vec![Bytes::from_static(b"UNWATCH")]]).await?;
-            up.release(d);
+            release_if_clean(up, d, db, true);
             return Ok(());
         }
         let mut tx = vec![vec![Bytes::from_static(b"MULTI")]];
@@ -200,7 +205,7 @@ pub async fn demote(
         tx.push(vec![Bytes::from_static(b"EXEC")]);
         let replies = roundtrip(up, &d, &tx).await?;
         if !is_null(&replies[replies.len() - 1]) {
-            up.release(d);
+            release_if_clean(up, d, db, true);
             return Ok(());
         }
     }
