@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import ROOT, free_port, need, wait_port  # noqa: E402
+from core import ROOT, free_port, need, stop, wait_port  # noqa: E402
 from memory import info_used, resp  # noqa: E402
 
 FIRST = ["ada", "grace", "alan", "edsger", "barbara", "ken", "dennis", "margaret", "linus", "guido"]
@@ -212,14 +211,7 @@ def main():
                   f"{m['lz4']:,.0f} | {m['zlib'] / m['off']:.2f}x | {m['lz4'] / m['off']:.2f}x | "
                   f"{m['off'] / m['direct']:.2f}x |")
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
 
 
 if __name__ == "__main__":

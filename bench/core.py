@@ -58,6 +58,18 @@ def wait_port(port, proc, what, timeout=15.0):
     sys.exit(f"{what} did not answer PING on port {port}")
 
 
+def stop(procs, tmp):
+    """Stops the started processes (newest first) and removes the scratch directory."""
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench(port, test, pipeline, requests, clients=50, size=1024):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-n", str(requests),
            "-c", str(clients), "-d", str(size), "-P", str(pipeline), "-r", "100000", "--csv", "-q"]
@@ -160,14 +172,7 @@ def main():
                 line += f" {cells['memory']['rps'] / d:.2f}x |"
             print(line)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::reply::Shape;
 use super::Compressor;
-use crate::command::Command;
+use crate::command::{Command, Values};
 
 /// Commands whose stored values are encoded on the way in. APPEND and SETRANGE are not:
 /// they edit a value's bytes and are byte-level commands.
@@ -38,7 +38,8 @@ pub const BYTE_LEVEL: &[&str] = &[
 /// `compress` false, values are only escaped.
 pub fn encode_args(c: &Compressor, cmd: &Command, compress: bool) -> Option<Vec<Bytes>> {
     let spec = cmd.spec?;
-    if !ENCODED.contains(&spec.name) {
+    // Most commands store no value: one field compare before any name lookup.
+    if spec.values == Values::None || !ENCODED.contains(&spec.name) {
         return None;
     }
     let multi_key = matches!(spec.name, "mset" | "msetnx");
@@ -89,8 +90,9 @@ pub enum Target {
 /// The value a byte-level command works on; `None` for other commands (or too few
 /// arguments, which the upstream rejects with its own arity error).
 pub fn byte_target(cmd: &Command) -> Option<Target> {
-    let name = cmd.spec?.name;
-    if !BYTE_LEVEL.contains(&name) || !cmd.spec?.arity_ok(cmd.args.len()) {
+    let spec = cmd.spec?;
+    let name = spec.name;
+    if !BYTE_LEVEL.contains(&name) || !spec.arity_ok(cmd.args.len()) {
         return None;
     }
     let a = &cmd.args;
