@@ -1,0 +1,210 @@
+//! Per-context access histories, and the model's score against what each context reads next.
+//!
+//! A context is whatever groups one client's reads (a connection, a client name, a user id
+//! captured from the key; a host in a trace). Each keeps its last two keys and the
+//! predictions made after them. A context idle for longer than the stale gap starts afresh,
+//! and the table holds at most `max_contexts` (least recently active dropped), so neither a
+//! client that never returns nor a flood of contexts grows memory.
+//!
+//! A read of the key just read (HGET then HMGET on one hash) is not a transition: it is
+//! neither learned nor scored.
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use lru::LruCache;
+
+use super::model::{Model, Prediction};
+use super::template::ParsedKey;
+
+/// How well the model predicted each context's next read.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Score {
+    /// Transitions seen (reads of a key other than the context's previous one).
+    pub transitions: u64,
+    /// Transitions that had a prediction before them.
+    pub predicted: u64,
+    /// ... whose first prediction was the key read.
+    pub top1: u64,
+    /// ... where any prediction was the key read.
+    pub topk: u64,
+}
+
+impl Score {
+    /// Top-1 accuracy over the transitions that had a prediction.
+    pub fn top1_ratio(&self) -> f64 {
+        ratio(self.top1, self.predicted)
+    }
+
+    pub fn topk_ratio(&self) -> f64 {
+        ratio(self.topk, self.predicted)
+    }
+}
+
+pub fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+struct Context {
+    history: Vec<Arc<ParsedKey>>,
+    last_seen: f64,
+    predicted: Vec<Prediction>,
+}
+
+pub struct Contexts<C: Hash + Eq> {
+    table: LruCache<C, Context>,
+    max_contexts: usize,
+    stale_gap_secs: f64,
+    pub score: Score,
+}
+
+/// What one access did.
+pub enum Step<'a> {
+    /// The key repeats the context's previous read.
+    Repeat,
+    /// A transition; the predictions made after it.
+    Moved(&'a [Prediction]),
+}
+
+impl<C: Hash + Eq> Contexts<C> {
+    pub fn new(max_contexts: usize, stale_gap_secs: f64) -> Self {
+        Contexts {
+            table: LruCache::unbounded(),
+            max_contexts: max_contexts.max(1),
+            stale_gap_secs,
+            score: Score::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Records that `ctx` read `key` at `now`: scores the predictions made after its
+    /// previous read, teaches the model, and (when `predict`) predicts what follows.
+    pub fn access(
+        &mut self,
+        model: &mut Model,
+        ctx: C,
+        key: Arc<ParsedKey>,
+        now: f64,
+        predict: bool,
+    ) -> Step<'_> {
+        if !self.table.contains(&ctx) && self.table.len() >= self.max_contexts {
+            self.table.pop_lru();
+        }
+        let c = self.table.get_or_insert_mut(ctx, || Context {
+            history: Vec::with_capacity(2),
+            last_seen: now,
+            predicted: Vec::new(),
+        });
+        if now - c.last_seen > self.stale_gap_secs {
+            c.history.clear();
+            c.predicted.clear();
+        }
+        c.last_seen = now;
+        if c.history.last().is_some_and(|k| k.key == key.key) {
+            return Step::Repeat;
+        }
+        if !c.history.is_empty() {
+            self.score.transitions += 1;
+        }
+        // Scored on what would be fetched; touch-only predictions are not claims.
+        let mut fetched = c.predicted.iter().filter(|p| p.fetch).peekable();
+        if let Some(first) = fetched.peek() {
+            self.score.predicted += 1;
+            if first.key == key.key {
+                self.score.top1 += 1;
+            }
+            if fetched.any(|p| p.key == key.key) {
+                self.score.topk += 1;
+            }
+        }
+        model.observe(&c.history, &key, now);
+        if c.history.len() >= model.history_len() {
+            c.history.remove(0);
+        }
+        c.history.push(key);
+        c.predicted = if predict {
+            model.predict(&c.history, now)
+        } else {
+            Vec::new()
+        };
+        Step::Moved(&c.predicted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracking::model::ModelConfig;
+    use bytes::Bytes;
+    use crate::tracking::template::Templater;
+
+    fn key(k: &str) -> Arc<ParsedKey> {
+        Arc::new(Templater::default().parse(Bytes::copy_from_slice(k.as_bytes())))
+    }
+
+    fn model() -> Model {
+        Model::new(ModelConfig {
+            order: 1,
+            templates: false,
+            min_support: 1.0,
+            half_life_secs: 0.0,
+            ..ModelConfig::default()
+        })
+    }
+
+    #[test]
+    fn contexts_are_learned_apart_and_scored() {
+        let mut m = model();
+        let mut cx = Contexts::new(10, 60.0);
+        // Two clients interleave a->b; per context the model sees a->b, never a->a or b->a.
+        for _ in 0..3 {
+            for client in [1, 2] {
+                cx.access(&mut m, client, key("a"), 0.0, true);
+            }
+            for client in [1, 2] {
+                cx.access(&mut m, client, key("b"), 0.0, true);
+            }
+        }
+        let p = m.predict(&[key("a")], 0.0);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "b");
+        assert!((p[0].probability - 1.0).abs() < 1e-9);
+        // After the first round each a->b was predicted.
+        assert_eq!(cx.score.transitions, 10);
+        assert!(cx.score.top1 >= 4, "{:?}", cx.score);
+    }
+
+    #[test]
+    fn repeats_are_not_transitions_and_stale_contexts_restart() {
+        let mut m = model();
+        let mut cx = Contexts::new(10, 60.0);
+        cx.access(&mut m, 1, key("a"), 0.0, true);
+        assert!(matches!(cx.access(&mut m, 1, key("a"), 1.0, true), Step::Repeat));
+        cx.access(&mut m, 1, key("b"), 2.0, true);
+        // After an idle gap, b is not learned as following a.
+        cx.access(&mut m, 1, key("c"), 1000.0, true);
+        assert!(m.predict(&[key("b")], 1000.0).is_empty());
+        assert_eq!(m.predict(&[key("a")], 1000.0)[0].key, "b");
+    }
+
+    #[test]
+    fn the_context_table_is_bounded() {
+        let mut m = model();
+        let mut cx = Contexts::new(5, 60.0);
+        for client in 0..100 {
+            cx.access(&mut m, client, key("a"), 0.0, true);
+        }
+        assert_eq!(cx.len(), 5);
+    }
+}

@@ -1,0 +1,530 @@
+//! The Markov model over key accesses: which key follows which.
+//!
+//! Three tables of states, each an LRU bounded by `max_states` (the least recently updated
+//! state is dropped):
+//! - order 2 (optional): the last two keys -> next key;
+//! - order 1: the last key -> next key;
+//! - template: the last key's template -> [`Transition`] (next template and how to fill it),
+//!   which predicts keys never seen before (`user:77:orders` after `user:77:profile`).
+//!
+//! Prediction is PPM style: the highest order whose state has at least `min_support`
+//! observations speaks first; lower levels add candidates only while fewer than
+//! `max_predictions` have been found. Counts age with a half-life, applied lazily when a
+//! state is touched, so changed traffic is learned. Each state keeps at most `2 * top_k`
+//! successors; a new successor replaces the weakest one.
+//!
+//! Pure and synchronous: the caller supplies the clock (seconds, any epoch), so the replay
+//! simulator runs on trace time and the proxy on wall time.
+
+use std::mem::size_of;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::template::{ParsedKey, Transition};
+
+type Hasher = foldhash::fast::FixedState;
+/// States are found by the 64-bit hash of their context (template.rs: `hash_bytes`).
+type Table<S> = LruCache<u64, Counts<S>, Hasher>;
+
+/// A key-level successor, compared by its hash.
+#[derive(Clone)]
+struct Succ {
+    hash: u64,
+    key: Bytes,
+}
+
+impl PartialEq for Succ {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+    }
+}
+
+impl Succ {
+    fn of(k: &ParsedKey) -> Succ {
+        Succ {
+            hash: k.hash,
+            key: k.key.clone(),
+        }
+    }
+}
+
+/// The order-2 context of `prev` then `last`.
+fn pair(prev: &ParsedKey, last: &ParsedKey) -> u64 {
+    prev.hash.rotate_left(23) ^ last.hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// 1, or 2 for an order-2 context that falls back to order 1.
+    pub order: u8,
+    /// Learn and predict at template level too.
+    pub templates: bool,
+    /// Aged observations a state needs before it is trusted.
+    pub min_support: f64,
+    /// Seconds after which a count weighs half; 0 disables aging.
+    pub half_life_secs: f64,
+    /// Successors kept per state for prediction (twice as many are tracked).
+    pub top_k: usize,
+    /// States per table.
+    pub max_states: usize,
+    /// Predictions below this probability are not made.
+    pub min_probability: f64,
+    /// Predictions to fetch per access at most.
+    pub max_predictions: usize,
+    /// Predictions at or above this probability (and below `min_probability`, or beyond
+    /// `max_predictions`) are offered for touching only: kept warm if already cached, never
+    /// fetched, so they cost no origin load. Above `min_probability` it has no effect.
+    pub touch_probability: f64,
+    /// A key read within this many reads after another counts as its successor (1: only
+    /// the next read, a plain Markov chain). Pages load their parts in any order; a window
+    /// learns "the page is followed by these" rather than one arbitrary order.
+    pub lookahead: usize,
+}
+
+impl ModelConfig {
+    /// The lowest probability a prediction is made at.
+    fn floor(&self) -> f64 {
+        self.min_probability.min(self.touch_probability)
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            order: 2,
+            templates: true,
+            min_support: 2.0,
+            half_life_secs: 3600.0,
+            top_k: 4,
+            max_states: 100_000,
+            min_probability: 0.25,
+            max_predictions: 2,
+            touch_probability: 0.1,
+            lookahead: 1,
+        }
+    }
+}
+
+/// Which table a prediction came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Level {
+    Order2,
+    Key,
+    Template,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Order2 => "order2",
+            Level::Key => "key",
+            Level::Template => "template",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub key: Bytes,
+    pub probability: f64,
+    pub level: Level,
+    /// Worth fetching (at or above `min_probability`, within `max_predictions`); otherwise
+    /// only worth keeping warm if cached.
+    pub fetch: bool,
+}
+
+/// One state's successor counts.
+struct Counts<S> {
+    /// Observations ever made in this state (not aged): the support that earns trust.
+    seen: u32,
+    /// Aged observations: the denominator of probabilities.
+    total: f32,
+    stamp: f64,
+    succ: Vec<(S, f32)>,
+}
+
+impl<S: PartialEq> Counts<S> {
+    fn new(now: f64) -> Self {
+        Counts {
+            seen: 0,
+            total: 0.0,
+            stamp: now,
+            succ: Vec::new(),
+        }
+    }
+
+    fn decay(&self, now: f64, half_life: f64) -> f32 {
+        if half_life > 0.0 && now > self.stamp {
+            0.5f64.powf((now - self.stamp) / half_life) as f32
+        } else {
+            1.0
+        }
+    }
+
+    /// One more occurrence of the state, followed by `s`.
+    fn add(&mut self, s: S, now: f64, cfg: &ModelConfig) {
+        self.age(now, cfg);
+        self.total += 1.0;
+        self.seen = self.seen.saturating_add(1);
+        self.follow(s, cfg);
+    }
+
+    /// `s` followed an occurrence already counted (within the lookahead window).
+    fn add_later(&mut self, s: S, now: f64, cfg: &ModelConfig) {
+        self.age(now, cfg);
+        self.follow(s, cfg);
+    }
+
+    fn age(&mut self, now: f64, cfg: &ModelConfig) {
+        let f = self.decay(now, cfg.half_life_secs);
+        if f < 1.0 {
+            self.total *= f;
+            self.succ.iter_mut().for_each(|e| e.1 *= f);
+        }
+        self.stamp = self.stamp.max(now);
+    }
+
+    fn follow(&mut self, s: S, cfg: &ModelConfig) {
+        if let Some(e) = self.succ.iter_mut().find(|e| e.0 == s) {
+            e.1 += 1.0;
+        } else if self.succ.len() < 2 * cfg.top_k {
+            self.succ.push((s, 1.0));
+        } else if let Some(weakest) = self
+            .succ
+            .iter_mut()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .filter(|e| e.1 <= 1.0)
+        {
+            *weakest = (s, 1.0);
+        }
+    }
+
+    /// The top-k successors with their probabilities, strongest first, if the state has
+    /// the support to be trusted.
+    fn ranked(&self, now: f64, cfg: &ModelConfig) -> Option<Vec<(&S, f64)>> {
+        let f = self.decay(now, cfg.half_life_secs);
+        let total = f64::from(self.total * f);
+        if f64::from(self.seen) < cfg.min_support || total <= 0.0 {
+            return None;
+        }
+        let mut v: Vec<(&S, f64)> = self
+            .succ
+            .iter()
+            .map(|(s, c)| (s, (f64::from(c * f) / total).min(1.0)))
+            .filter(|(_, p)| *p >= cfg.floor())
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.truncate(cfg.top_k);
+        Some(v)
+    }
+}
+
+/// Sizes of the model, for metrics and `PROXY TRACKING STATS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ModelSize {
+    pub order2_states: usize,
+    pub key_states: usize,
+    pub template_states: usize,
+    /// Estimated heap bytes held by all states.
+    pub bytes: usize,
+}
+
+impl ModelSize {
+    pub fn states(&self) -> usize {
+        self.order2_states + self.key_states + self.template_states
+    }
+}
+
+pub struct Model {
+    cfg: ModelConfig,
+    order2: Table<Succ>,
+    key: Table<Succ>,
+    template: Table<Transition>,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig) -> Model {
+        Model {
+            order2: LruCache::unbounded_with_hasher(Hasher::default()),
+            key: LruCache::unbounded_with_hasher(Hasher::default()),
+            template: LruCache::unbounded_with_hasher(Hasher::default()),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// How many of a context's last reads `observe` and `predict` use.
+    pub fn history_len(&self) -> usize {
+        self.cfg.lookahead.max(usize::from(self.cfg.order)).max(1)
+    }
+
+    /// Records that `next` was read after `history` (oldest first; the last element is the
+    /// key read just before).
+    pub fn observe(&mut self, history: &[Arc<ParsedKey>], next: &ParsedKey, now: f64) {
+        let Some(last) = history.last() else { return };
+        let cfg = &self.cfg;
+        if cfg.order >= 2 && history.len() >= 2 {
+            let ctx = pair(&history[history.len() - 2], last);
+            touch(&mut self.order2, ctx, now, cfg).add(Succ::of(next), now, cfg);
+        }
+        touch(&mut self.key, last.hash, now, cfg).add(Succ::of(next), now, cfg);
+        // Earlier reads within the window: `next` followed them too, unless it was already
+        // read in between (counted once per occurrence, so probabilities stay <= 1).
+        let n = history.len();
+        for j in 2..=cfg.lookahead.min(n) {
+            let earlier = &history[n - j];
+            if earlier.key == next.key || history[n - j + 1..].iter().any(|h| h.key == next.key) {
+                continue;
+            }
+            if let Some(c) = self.key.get_mut(&earlier.hash) {
+                c.add_later(Succ::of(next), now, cfg);
+            }
+        }
+        if cfg.templates {
+            let t = Transition::between(last, next);
+            touch(&mut self.template, last.template.hash, now, cfg).add(t, now, cfg);
+        }
+    }
+
+    /// Keys likely to be read after `history`, by level (order 2, key, template), each
+    /// level's most likely first; at most `max_predictions` marked to fetch.
+    pub fn predict(&self, history: &[Arc<ParsedKey>], now: f64) -> Vec<Prediction> {
+        let mut out: Vec<Prediction> = Vec::new();
+        let Some(last) = history.last() else {
+            return out;
+        };
+        let cfg = &self.cfg;
+        let most = cfg.max_predictions + cfg.top_k;
+        let mut fetches = 0;
+        let mut add = |key: Bytes, probability: f64, level: Level| {
+            if out.len() < most && key != last.key && !out.iter().any(|p| p.key == key) {
+                let fetch = probability >= cfg.min_probability && fetches < cfg.max_predictions;
+                fetches += usize::from(fetch);
+                out.push(Prediction {
+                    key,
+                    probability,
+                    level,
+                    fetch,
+                });
+            }
+        };
+        if cfg.order >= 2 && history.len() >= 2 {
+            let ctx = pair(&history[history.len() - 2], last);
+            if let Some(r) = self.order2.peek(&ctx).and_then(|c| c.ranked(now, cfg)) {
+                r.into_iter()
+                    .for_each(|(s, p)| add(s.key.clone(), p, Level::Order2));
+            }
+        }
+        if let Some(r) = self.key.peek(&last.hash).and_then(|c| c.ranked(now, cfg)) {
+            r.into_iter()
+                .for_each(|(s, p)| add(s.key.clone(), p, Level::Key));
+        }
+        if cfg.templates {
+            if let Some(r) = self
+                .template
+                .peek(&last.template.hash)
+                .and_then(|c| c.ranked(now, cfg))
+            {
+                for (t, p) in r {
+                    if let Some(k) = t.apply(last) {
+                        add(k, p, Level::Template);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn size(&self) -> ModelSize {
+        // Per state: the LRU's node (key, two links) and table slot, and the Counts header.
+        let entry = size_of::<u64>() + 3 * size_of::<usize>() + size_of::<Counts<Succ>>();
+        let succ = |c: &Counts<Succ>| {
+            c.succ.capacity() * size_of::<(Succ, f32)>()
+                + c.succ.iter().map(|(s, _)| s.key.len()).sum::<usize>()
+        };
+        let mut bytes = 0;
+        for (_, c) in self.order2.iter().chain(self.key.iter()) {
+            bytes += entry + succ(c);
+        }
+        for (_, c) in self.template.iter() {
+            bytes += entry + c.succ.capacity() * size_of::<(Transition, f32)>();
+            bytes += c
+                .succ
+                .iter()
+                .map(|(t, _)| t.heap_bytes() + t.template.heap_bytes())
+                .sum::<usize>();
+        }
+        ModelSize {
+            order2_states: self.order2.len(),
+            key_states: self.key.len(),
+            template_states: self.template.len(),
+            bytes,
+        }
+    }
+}
+
+/// The state for `ctx`, created if missing; the least recently used state is dropped when
+/// the table is full.
+fn touch<'a, S: PartialEq>(
+    table: &'a mut Table<S>,
+    ctx: u64,
+    now: f64,
+    cfg: &ModelConfig,
+) -> &'a mut Counts<S> {
+    if !table.contains(&ctx) && table.len() >= cfg.max_states.max(1) {
+        table.pop_lru();
+    }
+    table.get_or_insert_mut(ctx, || Counts::new(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracking::template::Templater;
+
+    fn key(k: &str) -> Arc<ParsedKey> {
+        Arc::new(Templater::default().parse(Bytes::copy_from_slice(k.as_bytes())))
+    }
+
+    fn cfg() -> ModelConfig {
+        ModelConfig {
+            order: 1,
+            templates: false,
+            min_support: 2.0,
+            half_life_secs: 0.0,
+            top_k: 4,
+            max_states: 1000,
+            min_probability: 0.2,
+            max_predictions: 3,
+            touch_probability: 1.0,
+            lookahead: 1,
+        }
+    }
+
+    /// Feeds `seq` as one context's consecutive reads at time `now`.
+    fn feed(m: &mut Model, seq: &[&str], now: f64) {
+        let keys: Vec<_> = seq.iter().map(|k| key(k)).collect();
+        for i in 1..keys.len() {
+            let from = i.saturating_sub(2);
+            m.observe(&keys[from..i], &keys[i], now);
+        }
+    }
+
+    fn predicted(m: &Model, history: &[&str], now: f64) -> Vec<(String, Level)> {
+        let h: Vec<_> = history.iter().map(|k| key(k)).collect();
+        m.predict(&h, now)
+            .into_iter()
+            .map(|p| (String::from_utf8(p.key.to_vec()).unwrap(), p.level))
+            .collect()
+    }
+
+    #[test]
+    fn order1_learns_the_frequent_successor_and_needs_support() {
+        let mut m = Model::new(cfg());
+        feed(&mut m, &["a", "b"], 0.0);
+        assert!(predicted(&m, &["a"], 0.0).is_empty(), "one observation is too few");
+        feed(&mut m, &["a", "b", "x", "a", "c", "y", "a", "b"], 0.0);
+        let p = m.predict(&[key("a")], 0.0);
+        assert_eq!(p[0].key, "b");
+        assert!((p[0].probability - 0.75).abs() < 1e-6);
+        assert_eq!(p[1].key, "c");
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn order2_context_decides_and_falls_back_to_order1() {
+        let mut m = Model::new(ModelConfig { order: 2, ..cfg() });
+        // After x,a comes b; after y,a comes c.
+        for _ in 0..3 {
+            feed(&mut m, &["x", "a", "b"], 0.0);
+            feed(&mut m, &["y", "a", "c"], 0.0);
+        }
+        assert_eq!(predicted(&m, &["x", "a"], 0.0)[0], ("b".into(), Level::Order2));
+        assert_eq!(predicted(&m, &["y", "a"], 0.0)[0], ("c".into(), Level::Order2));
+        // An unseen order-2 context falls back to order 1, which has both.
+        let p = predicted(&m, &["z", "a"], 0.0);
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|(_, l)| *l == Level::Key));
+    }
+
+    #[test]
+    fn template_level_predicts_unseen_keys() {
+        let mut m = Model::new(ModelConfig {
+            templates: true,
+            ..cfg()
+        });
+        for id in [1, 2, 3] {
+            feed(&mut m, &[&format!("user:{id}:profile"), &format!("user:{id}:orders")], 0.0);
+            feed(&mut m, &[&format!("feed:page:{id}"), &format!("feed:page:{}", id + 1)], 0.0);
+        }
+        assert_eq!(
+            predicted(&m, &["user:77:profile"], 0.0),
+            vec![("user:77:orders".into(), Level::Template)]
+        );
+        assert_eq!(
+            predicted(&m, &["feed:page:41"], 0.0),
+            vec![("feed:page:42".into(), Level::Template)]
+        );
+    }
+
+    #[test]
+    fn aging_lets_new_traffic_win() {
+        let mut m = Model::new(ModelConfig {
+            half_life_secs: 10.0,
+            max_predictions: 1,
+            ..cfg()
+        });
+        for _ in 0..20 {
+            feed(&mut m, &["a", "old"], 0.0);
+        }
+        for _ in 0..5 {
+            feed(&mut m, &["a", "new"], 100.0);
+        }
+        assert_eq!(predicted(&m, &["a"], 100.0)[0].0, "new");
+        // Without aging the old successor still dominates.
+        let mut m = Model::new(ModelConfig {
+            max_predictions: 1,
+            ..cfg()
+        });
+        for _ in 0..20 {
+            feed(&mut m, &["a", "old"], 0.0);
+        }
+        for _ in 0..5 {
+            feed(&mut m, &["a", "new"], 100.0);
+        }
+        assert_eq!(predicted(&m, &["a"], 100.0)[0].0, "old");
+        // Aging changes probabilities, not trust: support counts every observation.
+        let mut m = Model::new(ModelConfig {
+            half_life_secs: 10.0,
+            ..cfg()
+        });
+        feed(&mut m, &["a", "b", "a", "b"], 0.0);
+        assert_eq!(predicted(&m, &["a"], 1000.0)[0].0, "b");
+    }
+
+    #[test]
+    fn states_and_successors_are_bounded() {
+        let mut m = Model::new(ModelConfig {
+            max_states: 10,
+            top_k: 2,
+            ..cfg()
+        });
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let seq: Vec<&str> = keys.iter().map(String::as_str).collect();
+        feed(&mut m, &seq, 0.0);
+        for i in 0..100 {
+            feed(&mut m, &["hub", &format!("s{i}")], 0.0);
+        }
+        let size = m.size();
+        assert_eq!(size.key_states, 10);
+        assert!(m.key.iter().all(|(_, c)| c.succ.len() <= 4));
+        assert!(size.bytes > 0 && size.bytes < 10 * 1024, "{size:?}");
+        // The most recently updated states survive.
+        assert!(m.key.contains(&key("hub").hash));
+    }
+}

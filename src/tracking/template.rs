@@ -1,0 +1,331 @@
+//! Key templates: `user:42:profile` and `user:77:profile` share `user:{}:profile`.
+//!
+//! A key is split on `:` and `/`; a segment that is a decimal number, a UUID, a long hex
+//! string or matches one of the configured patterns becomes a placeholder. A transition from
+//! one key to the next is learned at template level as a [`Transition`]: the next key's
+//! template plus, for each of its placeholders, how its value follows from the current key
+//! (the same value as one of its placeholders, a numeric offset of one, or a literal). Applied
+//! to a key the model has never seen, a transition names the key that should follow it.
+//!
+//! Pure code: no I/O, no clock.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use regex::bytes::Regex;
+
+/// Largest numeric offset learned as an offset; a larger jump is learned as a literal value
+/// (page n -> n+1 is an offset; id 17 -> id 90210 is not a pattern).
+pub const MAX_OFFSET: i64 = 4096;
+
+/// The model identifies keys, templates and transitions by a 64-bit hash computed once
+/// (so state lookups neither rehash nor compare bytes). Two different keys sharing a hash
+/// would share a state: at 64 bits and 10^5 states, about one chance in 10^9, and the cost
+/// is a wasted prefetch.
+pub fn hash_bytes(b: &[u8]) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x7072_6573).hash_one(b)
+}
+
+/// A key's shape: its text with `{}` at each placeholder, and where the placeholders are.
+/// Two templates are equal when both are; a key that literally contains `{}` stays distinct.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Template {
+    text: Bytes,
+    holes: Box<[u32]>,
+    /// Of text and holes.
+    pub hash: u64,
+}
+
+impl Template {
+    pub fn text(&self) -> &Bytes {
+        &self.text
+    }
+
+    pub fn holes(&self) -> usize {
+        self.holes.len()
+    }
+
+    /// Bytes this template holds (for the model's memory estimate).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len() + self.holes.len() * 4
+    }
+
+    /// The key this template names with `values` in its placeholders.
+    fn fill(&self, values: &[Bytes]) -> Bytes {
+        let extra: usize = values.iter().map(Bytes::len).sum();
+        let mut out = BytesMut::with_capacity(self.text.len() + extra);
+        let mut at = 0;
+        for (&hole, value) in self.holes.iter().zip(values) {
+            out.extend_from_slice(&self.text[at..hole as usize]);
+            out.extend_from_slice(value);
+            at = hole as usize + 2;
+        }
+        out.extend_from_slice(&self.text[at..]);
+        out.freeze()
+    }
+}
+
+/// A key, its template and its placeholder values, parsed once.
+#[derive(Debug)]
+pub struct ParsedKey {
+    pub key: Bytes,
+    /// [`hash_bytes`] of the key.
+    pub hash: u64,
+    pub template: Arc<Template>,
+    pub values: Box<[Bytes]>,
+}
+
+/// How one placeholder of the next key follows from the current key.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Fill {
+    /// The value of the current key's placeholder `n`.
+    Same(u8),
+    /// The current key's numeric placeholder `n` plus an offset.
+    Offset(u8, i64),
+    /// A fixed value.
+    Literal(Bytes),
+}
+
+/// A template-level successor: the next key's template and how to fill it.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub template: Arc<Template>,
+    pub fills: Box<[Fill]>,
+    /// Of the template and fills; equality is by this hash (see [`hash_bytes`]).
+    pub hash: u64,
+}
+
+impl PartialEq for Transition {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+    }
+}
+
+impl Transition {
+    /// Learns how `next` follows from `current`.
+    pub fn between(current: &ParsedKey, next: &ParsedKey) -> Transition {
+        let fills: Box<[Fill]> = next
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| fill_for(i, value, &current.values))
+            .collect();
+        let mut h = foldhash::fast::FixedState::with_seed(next.template.hash).build_hasher();
+        fills.hash(&mut h);
+        Transition {
+            template: next.template.clone(),
+            hash: h.finish(),
+            fills,
+        }
+    }
+
+    /// The key this transition names after `current`, or None when it does not apply (the
+    /// current key lacks a placeholder the transition refers to, or an offset leaves the
+    /// numbers).
+    pub fn apply(&self, current: &ParsedKey) -> Option<Bytes> {
+        let mut values = Vec::with_capacity(self.fills.len());
+        for fill in self.fills.iter() {
+            values.push(match fill {
+                Fill::Same(n) => current.values.get(*n as usize)?.clone(),
+                Fill::Offset(n, delta) => {
+                    let base = number(current.values.get(*n as usize)?)?;
+                    let v = base.checked_add(*delta).filter(|v| *v >= 0)?;
+                    Bytes::from(v.to_string())
+                }
+                Fill::Literal(v) => v.clone(),
+            });
+        }
+        Some(self.template.fill(&values))
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.fills.len() * std::mem::size_of::<Fill>()
+            + self
+                .fills
+                .iter()
+                .map(|f| match f {
+                    Fill::Literal(v) => v.len(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+    }
+}
+
+/// Prefers the placeholder at the same position, then any equal value, then a numeric offset
+/// from the same position, then from any numeric placeholder.
+fn fill_for(i: usize, value: &Bytes, current: &[Bytes]) -> Fill {
+    if current.get(i) == Some(value) {
+        return Fill::Same(i as u8);
+    }
+    if let Some(j) = current.iter().position(|c| c == value) {
+        return Fill::Same(j as u8);
+    }
+    if let Some(v) = number(value) {
+        let order = std::iter::once(i).chain((0..current.len()).filter(|&j| j != i));
+        for j in order {
+            if let Some(base) = current.get(j).and_then(|c| number(c)) {
+                let delta = v - base;
+                if delta.abs() <= MAX_OFFSET {
+                    return Fill::Offset(j as u8, delta);
+                }
+            }
+        }
+    }
+    Fill::Literal(value.clone())
+}
+
+/// A decimal number without sign or leading zero (so that it prints back identically).
+fn number(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 18 || (s.len() > 1 && s[0] == b'0') {
+        return None;
+    }
+    if !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Splits keys into templates. Holds the configured extra patterns.
+#[derive(Clone, Default)]
+pub struct Templater {
+    patterns: Vec<Regex>,
+}
+
+impl Templater {
+    /// `patterns` are regular expressions a whole segment must match to become a
+    /// placeholder, in addition to numbers, UUIDs and long hex strings.
+    pub fn new(patterns: &[String]) -> Result<Templater, String> {
+        let patterns = patterns
+            .iter()
+            .map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| format!("{p}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Templater { patterns })
+    }
+
+    pub fn parse(&self, key: Bytes) -> ParsedKey {
+        let mut text = BytesMut::with_capacity(key.len());
+        let mut holes = Vec::new();
+        let mut values = Vec::new();
+        let mut start = 0;
+        for end in memchr::memchr2_iter(b':', b'/', &key).chain(std::iter::once(key.len())) {
+            let seg = &key[start..end];
+            if self.is_placeholder(seg) {
+                holes.push(text.len() as u32);
+                text.extend_from_slice(b"{}");
+                values.push(key.slice(start..end));
+            } else {
+                text.extend_from_slice(seg);
+            }
+            if end < key.len() {
+                text.extend_from_slice(&key[end..end + 1]);
+            }
+            start = end + 1;
+        }
+        let text = text.freeze();
+        let mut h = foldhash::fast::FixedState::with_seed(0x7465_6d70).build_hasher();
+        text.hash(&mut h);
+        holes.hash(&mut h);
+        ParsedKey {
+            template: Arc::new(Template {
+                text,
+                holes: holes.into(),
+                hash: h.finish(),
+            }),
+            values: values.into(),
+            hash: hash_bytes(&key),
+            key,
+        }
+    }
+
+    fn is_placeholder(&self, seg: &[u8]) -> bool {
+        !seg.is_empty()
+            && (seg.iter().all(u8::is_ascii_digit)
+                || is_uuid(seg)
+                || is_long_hex(seg)
+                || self.patterns.iter().any(|p| p.is_match(seg)))
+    }
+}
+
+fn is_uuid(s: &[u8]) -> bool {
+    s.len() == 36
+        && s.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// 16 or more hex digits: ids and hashes. Shorter all-hex words (`cafe`, `added`) stay
+/// literal.
+fn is_long_hex(s: &[u8]) -> bool {
+    s.len() >= 16 && s.iter().all(u8::is_ascii_hexdigit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(k: &str) -> ParsedKey {
+        Templater::default().parse(Bytes::copy_from_slice(k.as_bytes()))
+    }
+
+    #[test]
+    fn numeric_uuid_and_hex_segments_become_placeholders() {
+        let p = parse("user:42:profile");
+        assert_eq!(&p.template.text()[..], b"user:{}:profile");
+        assert_eq!(&p.values[..], &[Bytes::from_static(b"42")]);
+        let p = parse("/s/123e4567-e89b-12d3-a456-426614174000/a0b1c2d3e4f5a6b7/x");
+        assert_eq!(&p.template.text()[..], b"/s/{}/{}/x");
+        assert_eq!(p.values.len(), 2);
+        let p = parse("plain/key:name");
+        assert_eq!(&p.template.text()[..], b"plain/key:name");
+        assert!(p.values.is_empty());
+        assert_eq!(parse("user:42:profile").template, parse("user:7:profile").template);
+    }
+
+    #[test]
+    fn configured_patterns_make_placeholders() {
+        let t = Templater::new(&["sts-[0-9]+".to_string()]).unwrap();
+        let p = t.parse(Bytes::from_static(b"/missions/sts-70/index.html"));
+        assert_eq!(&p.template.text()[..], b"/missions/{}/index.html");
+        assert!(Templater::new(&["(".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_literal_brace_pair_is_not_a_placeholder() {
+        assert_ne!(parse("a:{}:b").template, parse("a:1:b").template);
+    }
+
+    #[test]
+    fn same_id_transitions_apply_to_unseen_ids() {
+        let t = Transition::between(&parse("user:42:profile"), &parse("user:42:orders"));
+        assert_eq!(t.fills[..], [Fill::Same(0)]);
+        assert_eq!(t.apply(&parse("user:77:profile")).unwrap(), "user:77:orders");
+    }
+
+    #[test]
+    fn offsets_follow_pages() {
+        let t = Transition::between(&parse("feed:page:3"), &parse("feed:page:4"));
+        assert_eq!(t.fills[..], [Fill::Offset(0, 1)]);
+        assert_eq!(t.apply(&parse("feed:page:9")).unwrap(), "feed:page:10");
+        // Leading zeros are not numbers that print back the same: a literal.
+        let t = Transition::between(&parse("f:1"), &parse("f:007"));
+        assert_eq!(t.fills[..], [Fill::Literal(Bytes::from_static(b"007"))]);
+        // An offset below zero does not apply.
+        let t = Transition::between(&parse("f:5"), &parse("f:1"));
+        assert_eq!(t.apply(&parse("f:2")), None);
+    }
+
+    #[test]
+    fn values_move_between_positions_and_far_jumps_are_literals() {
+        let t = Transition::between(&parse("a:1:b:2"), &parse("c:2"));
+        assert_eq!(t.fills[..], [Fill::Same(1)]);
+        assert_eq!(t.apply(&parse("a:5:b:6")).unwrap(), "c:6");
+        let t = Transition::between(&parse("a:1"), &parse("b:900000"));
+        assert_eq!(t.fills[..], [Fill::Literal(Bytes::from_static(b"900000"))]);
+        // A transition naming a placeholder the current key lacks does not apply.
+        assert_eq!(t.apply(&parse("a:1")).unwrap(), "b:900000");
+        let t = Transition::between(&parse("a:1:2"), &parse("b:2"));
+        assert_eq!(t.apply(&parse("a:1")), None);
+    }
+}
