@@ -34,6 +34,7 @@ pub struct Settings {
     pub memory: Memory,
     pub auth: Auth,
     pub compression: Compression,
+    pub tracking: crate::tracking::settings::Tracking,
 }
 
 /// Transparent value compression (`[compression]`).
@@ -299,6 +300,9 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.tracking
+            .validate()
+            .map_err(|(k, why)| invalid(k, why))?;
         if !self.server.admin_listen.is_empty() {
             self.server
                 .admin_listen

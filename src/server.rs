@@ -20,6 +20,7 @@ use crate::compression::Compressor;
 use crate::config::{Settings, Tunables};
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
+use crate::tracking::tracker::Tracker;
 use crate::upstream::Upstream;
 
 /// A named user allowed to authenticate to the proxy.
@@ -37,6 +38,8 @@ pub struct Shared {
     pub upstream: Upstream,
     /// The compression policy (envelopes are decoded even when compression is off).
     pub compressor: Arc<Compressor>,
+    /// Learns from every key read (tracking/).
+    pub tracker: Tracker,
     pub clients: Registry,
     pub started: Instant,
     pub deny: Denylist,
@@ -46,7 +49,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: Settings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Shared {
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Shared> {
         let tunables = Arc::new(Tunables::new(&settings));
         let upstream = Upstream::new(&settings, tunables.clone(), metrics.clone());
         let compressor = Arc::new(Compressor::new(&settings.compression, &metrics.registry));
@@ -63,7 +70,9 @@ impl Shared {
                 rules: Rules::parse(&u.commands).unwrap_or_default(),
             })
             .collect();
-        Shared {
+        let tracker = Tracker::start(&settings.tracking, &metrics.registry)?;
+        Ok(Shared {
+            tracker,
             deny: Denylist::new(&settings.server.deny_commands),
             limits: Limits {
                 max_bulk_len: settings.limits.max_bulk_len as usize,
@@ -78,7 +87,7 @@ impl Shared {
             users,
             settings,
             shutdown,
-        }
+        })
     }
 }
 
@@ -103,7 +112,7 @@ impl Server {
             Some(TcpListener::bind(&settings.server.admin_listen).await?)
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-        let shared = Arc::new(Shared::new(settings, metrics, shutdown.clone()));
+        let shared = Arc::new(Shared::new(settings, metrics, shutdown.clone())?);
         let tracker = TaskTracker::new();
         if let Some(l) = admin {
             tokio::spawn(crate::admin::http::serve(l, shared.clone()));

@@ -22,6 +22,12 @@ const HELP: &[&str] = &[
     "    Connected clients, one per line, as CLIENT LIST prints them.",
     "KEYINFO <key>",
     "    How a string value is stored: enveloped or raw, codec, original and stored size.",
+    "PREDICT <key> [<count>]",
+    "    What the model expects to be read after <key>: key, probability, level, fetch|touch.",
+    "TRACKING STATS",
+    "    The tracker: reads, drops, contexts, prediction accuracy, model size.",
+    "HOTKEYS [<count>]",
+    "    The keys read most in the hot-key window, with estimated reads.",
 ];
 
 /// PROXY KEYINFO's answer, from the reply to a GET of the stored bytes.
@@ -87,6 +93,27 @@ pub fn handle(sh: &Shared, cmd: &Command) -> Value {
                 .map(|l| format!("{l}\n"))
                 .collect(),
         ),
+        ("predict", 3 | 4) => match count_arg(cmd, 3, 10) {
+            Ok(k) => predict(sh, &cmd.args[2], k),
+            Err(e) => e,
+        },
+        ("tracking", 3) if cmd.arg_is(2, "stats") => Value::Verbatim(
+            sh.tracker
+                .stats()
+                .iter()
+                .map(|(k, v)| format!("tracking_{k}:{v}\r\n"))
+                .collect(),
+        ),
+        ("hotkeys", 2 | 3) => match count_arg(cmd, 2, 10) {
+            Ok(n) => Value::Array(
+                sh.tracker
+                    .hotkeys(n)
+                    .into_iter()
+                    .map(|(k, reads)| Value::Array(vec![Value::Bulk(k), Value::Int(reads as i64)]))
+                    .collect(),
+            ),
+            Err(e) => e,
+        },
         ("config", 4) if cmd.arg_is(2, "get") => {
             config_get(sh, &String::from_utf8_lossy(&cmd.args[3]))
         }
@@ -106,6 +133,38 @@ pub fn handle(sh: &Shared, cmd: &Command) -> Value {
             sub.to_uppercase()
         )),
     }
+}
+
+/// The optional count at `at`: a positive integer, `default` when absent.
+fn count_arg(cmd: &Command, at: usize, default: usize) -> Result<usize, Value> {
+    match cmd.args.get(at) {
+        None => Ok(default),
+        Some(a) => std::str::from_utf8(a)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| Value::err("ERR count must be an integer between 1 and 10000")),
+    }
+}
+
+fn predict(sh: &Shared, key: &bytes::Bytes, k: usize) -> Value {
+    if !sh.tracker.enabled() {
+        return Value::err("ERR tracking is disabled (tracking.enabled)");
+    }
+    Value::Array(
+        sh.tracker
+            .predict(key, k)
+            .into_iter()
+            .map(|p| {
+                Value::Array(vec![
+                    Value::Bulk(p.key),
+                    Value::text(format!("{:.4}", p.probability)),
+                    Value::text(p.level.name()),
+                    Value::text(if p.fetch { "fetch" } else { "touch" }),
+                ])
+            })
+            .collect(),
+    )
 }
 
 fn config_get(sh: &Shared, pattern: &str) -> Value {
@@ -158,6 +217,9 @@ fn stats(sh: &Shared) -> String {
     }
     for (k, v) in sh.compressor.report() {
         lines.push(format!("{k}:{v}"));
+    }
+    for (k, v) in sh.tracker.stats() {
+        lines.push(format!("tracking_{k}:{v}"));
     }
     lines.iter().map(|l| format!("{l}\r\n")).collect()
 }

@@ -37,7 +37,11 @@ impl FromStr for Format {
             "monitor" => Format::Monitor,
             "csv" => Format::Csv,
             "accesslog" => Format::AccessLog,
-            _ => return Err(format!("unknown trace format '{s}' (nasa|oracle|monitor|csv|accesslog)")),
+            _ => {
+                return Err(format!(
+                    "unknown trace format '{s}' (nasa|oracle|monitor|csv|accesslog)"
+                ))
+            }
         })
     }
 }
@@ -140,7 +144,12 @@ fn nasa(b: &mut Builder, line: &str) -> bool {
         return false;
     }
     let size = f[6].parse().unwrap_or(0);
-    b.push(time, f[0].as_bytes(), Bytes::copy_from_slice(f[4].as_bytes()), size);
+    b.push(
+        time,
+        f[0].as_bytes(),
+        Bytes::copy_from_slice(f[4].as_bytes()),
+        size,
+    );
     true
 }
 
@@ -159,7 +168,12 @@ fn csv(b: &mut Builder, line: &str) -> bool {
         },
         None => 1,
     };
-    b.push(time, f[1].as_bytes(), Bytes::copy_from_slice(f[2].as_bytes()), size);
+    b.push(
+        time,
+        f[1].as_bytes(),
+        Bytes::copy_from_slice(f[2].as_bytes()),
+        size,
+    );
     true
 }
 
@@ -290,7 +304,11 @@ mod tests {
 
     #[test]
     fn csv_with_and_without_header_and_sizes() {
-        let t = read(b"time,client,key,size\n1,c1,k1,10\n2,c2,k2,20\nbad\n", Format::Csv).unwrap();
+        let t = read(
+            b"time,client,key,size\n1,c1,k1,10\n2,c2,k2,20\nbad\n",
+            Format::Csv,
+        )
+        .unwrap();
         assert_eq!(keys(&t), vec![(0, &b"k1"[..]), (1, b"k2")]);
         assert_eq!(t.accesses[1].size, 20);
         assert_eq!(t.skipped, 1);
@@ -300,7 +318,8 @@ mod tests {
 
     #[test]
     fn access_logs_read_back() {
-        let log = accesslog::line(10.0, b"7", "GET", b"k:1") + &accesslog::line(11.0, b"8", "HGET", b"k 2");
+        let log = accesslog::line(10.0, b"7", "GET", b"k:1")
+            + &accesslog::line(11.0, b"8", "HGET", b"k 2");
         let t = read(log.as_bytes(), Format::AccessLog).unwrap();
         assert_eq!(keys(&t), vec![(0, &b"k:1"[..]), (1, b"k 2")]);
     }

@@ -89,6 +89,8 @@ pub struct Session {
     mem: Option<MemConn>,
     /// Reply shapes of the commands queued in the open transaction, for EXEC's reply.
     queued: Vec<Option<(Shape, Vec<Bytes>)>>,
+    /// CLIENT SETNAME's name, when the tracker groups reads by it.
+    track_name: Option<Bytes>,
 }
 
 impl Session {
@@ -111,6 +113,7 @@ impl Session {
             tunnel: None,
             mem: sh.upstream.memory.clone().map(MemConn::new),
             queued: Vec::new(),
+            track_name: None,
             sh,
             entry,
         }
@@ -178,6 +181,9 @@ impl Session {
         if let Err(v) = self.check_access(&cmd) {
             pending.push_back(self.ready(&cmd, start, v, Outcome::Refused));
         } else {
+            self.sh
+                .tracker
+                .record(self.entry.id, self.track_name.as_ref(), &cmd);
             self.route(cmd, start, pending).await;
         }
         if suppress && pending.len() > before {
@@ -461,6 +467,7 @@ impl Session {
         self.authed = self.sh.settings.auth.password.is_empty();
         self.user = None;
         self.entry.set_name("");
+        self.track_name = None;
         self.entry.db.store(self.default_db, Ordering::Relaxed);
         self.entry.resp.store(2, Ordering::Relaxed);
     }
@@ -645,13 +652,16 @@ impl Session {
         ])
     }
 
-    fn set_name(&self, name: &[u8]) -> Result<(), Value> {
+    fn set_name(&mut self, name: &[u8]) -> Result<(), Value> {
         if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
             return Err(Value::err(
                 "ERR Client names cannot contain spaces, newlines or special characters.",
             ));
         }
         self.entry.set_name(&String::from_utf8_lossy(name));
+        if self.sh.tracker.wants_name() {
+            self.track_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+        }
         Ok(())
     }
 

@@ -146,8 +146,8 @@ impl<C: Hash + Eq> Contexts<C> {
 mod tests {
     use super::*;
     use crate::tracking::model::ModelConfig;
-    use bytes::Bytes;
     use crate::tracking::template::Templater;
+    use bytes::Bytes;
 
     fn key(k: &str) -> Arc<ParsedKey> {
         Arc::new(Templater::default().parse(Bytes::copy_from_slice(k.as_bytes())))
@@ -190,7 +190,10 @@ mod tests {
         let mut m = model();
         let mut cx = Contexts::new(10, 60.0);
         cx.access(&mut m, 1, key("a"), 0.0, true);
-        assert!(matches!(cx.access(&mut m, 1, key("a"), 1.0, true), Step::Repeat));
+        assert!(matches!(
+            cx.access(&mut m, 1, key("a"), 1.0, true),
+            Step::Repeat
+        ));
         cx.access(&mut m, 1, key("b"), 2.0, true);
         // After an idle gap, b is not learned as following a.
         cx.access(&mut m, 1, key("c"), 1000.0, true);

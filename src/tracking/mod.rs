@@ -8,8 +8,9 @@ pub mod accesslog;
 pub mod context;
 pub mod hotkeys;
 pub mod model;
+pub mod settings;
 pub mod template;
-// pub mod tracker;
+pub mod tracker;
 
 use crate::command::{flag, CommandSpec};
 

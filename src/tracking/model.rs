@@ -427,7 +427,10 @@ mod tests {
     fn order1_learns_the_frequent_successor_and_needs_support() {
         let mut m = Model::new(cfg());
         feed(&mut m, &["a", "b"], 0.0);
-        assert!(predicted(&m, &["a"], 0.0).is_empty(), "one observation is too few");
+        assert!(
+            predicted(&m, &["a"], 0.0).is_empty(),
+            "one observation is too few"
+        );
         feed(&mut m, &["a", "b", "x", "a", "c", "y", "a", "b"], 0.0);
         let p = m.predict(&[key("a")], 0.0);
         assert_eq!(p[0].key, "b");
@@ -444,8 +447,14 @@ mod tests {
             feed(&mut m, &["x", "a", "b"], 0.0);
             feed(&mut m, &["y", "a", "c"], 0.0);
         }
-        assert_eq!(predicted(&m, &["x", "a"], 0.0)[0], ("b".into(), Level::Order2));
-        assert_eq!(predicted(&m, &["y", "a"], 0.0)[0], ("c".into(), Level::Order2));
+        assert_eq!(
+            predicted(&m, &["x", "a"], 0.0)[0],
+            ("b".into(), Level::Order2)
+        );
+        assert_eq!(
+            predicted(&m, &["y", "a"], 0.0)[0],
+            ("c".into(), Level::Order2)
+        );
         // An unseen order-2 context falls back to order 1, which has both.
         let p = predicted(&m, &["z", "a"], 0.0);
         assert_eq!(p.len(), 2);
@@ -459,8 +468,16 @@ mod tests {
             ..cfg()
         });
         for id in [1, 2, 3] {
-            feed(&mut m, &[&format!("user:{id}:profile"), &format!("user:{id}:orders")], 0.0);
-            feed(&mut m, &[&format!("feed:page:{id}"), &format!("feed:page:{}", id + 1)], 0.0);
+            feed(
+                &mut m,
+                &[&format!("user:{id}:profile"), &format!("user:{id}:orders")],
+                0.0,
+            );
+            feed(
+                &mut m,
+                &[&format!("feed:page:{id}"), &format!("feed:page:{}", id + 1)],
+                0.0,
+            );
         }
         assert_eq!(
             predicted(&m, &["user:77:profile"], 0.0),

@@ -280,7 +280,10 @@ mod tests {
         let p = parse("plain/key:name");
         assert_eq!(&p.template.text()[..], b"plain/key:name");
         assert!(p.values.is_empty());
-        assert_eq!(parse("user:42:profile").template, parse("user:7:profile").template);
+        assert_eq!(
+            parse("user:42:profile").template,
+            parse("user:7:profile").template
+        );
     }
 
     #[test]
@@ -300,7 +303,10 @@ mod tests {
     fn same_id_transitions_apply_to_unseen_ids() {
         let t = Transition::between(&parse("user:42:profile"), &parse("user:42:orders"));
         assert_eq!(t.fills[..], [Fill::Same(0)]);
-        assert_eq!(t.apply(&parse("user:77:profile")).unwrap(), "user:77:orders");
+        assert_eq!(
+            t.apply(&parse("user:77:profile")).unwrap(),
+            "user:77:orders"
+        );
     }
 
     #[test]

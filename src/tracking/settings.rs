@@ -1,0 +1,136 @@
+//! `[tracking]`: what the live tracker learns from and how (documented one key at a time in
+//! conf/prescient.toml). Kept beside the tracker rather than in config.rs, which only
+//! includes it, so the model's knobs live with the model.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::ModelConfig;
+use super::template::Templater;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tracking {
+    pub enabled: bool,
+    /// connection | client_name | key_segment
+    pub context: String,
+    /// For `key_segment`: a regex whose first capture group names the context.
+    pub context_pattern: String,
+    pub stale_after_secs: u64,
+    pub max_contexts: usize,
+    pub channel_capacity: usize,
+    pub order: u8,
+    pub lookahead: usize,
+    pub templates: bool,
+    pub template_patterns: Vec<String>,
+    pub min_support: f64,
+    pub half_life_secs: f64,
+    pub top_k: usize,
+    pub max_states: usize,
+    pub min_probability: f64,
+    pub touch_probability: f64,
+    pub max_predictions: usize,
+    pub hotkeys_capacity: usize,
+    pub hotkeys_window_secs: u64,
+    pub access_log: String,
+    pub access_log_sample: f64,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking {
+            enabled: true,
+            context: "connection".into(),
+            context_pattern: String::new(),
+            stale_after_secs: 1800,
+            max_contexts: 100_000,
+            channel_capacity: 65_536,
+            order: 2,
+            lookahead: 2,
+            templates: true,
+            template_patterns: Vec::new(),
+            min_support: 2.0,
+            half_life_secs: 3600.0,
+            top_k: 4,
+            max_states: 100_000,
+            min_probability: 0.35,
+            touch_probability: 0.05,
+            max_predictions: 2,
+            hotkeys_capacity: 256,
+            hotkeys_window_secs: 60,
+            access_log: String::new(),
+            access_log_sample: 1.0,
+        }
+    }
+}
+
+impl Tracking {
+    pub fn model(&self) -> ModelConfig {
+        ModelConfig {
+            order: self.order,
+            templates: self.templates,
+            min_support: self.min_support,
+            half_life_secs: self.half_life_secs,
+            top_k: self.top_k,
+            max_states: self.max_states,
+            min_probability: self.min_probability,
+            touch_probability: self.touch_probability,
+            max_predictions: self.max_predictions,
+            lookahead: self.lookahead,
+        }
+    }
+
+    /// The first invalid key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let bad = |k: &'static str, why: &str| Err((k, why.to_string()));
+        match self.context.as_str() {
+            "connection" | "client_name" => {}
+            "key_segment" => {
+                let re = regex::bytes::Regex::new(&self.context_pattern)
+                    .map_err(|e| ("tracking.context_pattern", e.to_string()))?;
+                if re.captures_len() < 2 {
+                    return bad("tracking.context_pattern", "needs a capture group");
+                }
+            }
+            _ => {
+                return bad(
+                    "tracking.context",
+                    "expected connection, client_name or key_segment",
+                )
+            }
+        }
+        if !(1..=2).contains(&self.order) {
+            return bad("tracking.order", "must be 1 or 2");
+        }
+        if !(1..=16).contains(&self.lookahead) {
+            return bad("tracking.lookahead", "must be 1 to 16");
+        }
+        Templater::new(&self.template_patterns).map_err(|e| ("tracking.template_patterns", e))?;
+        for (k, v) in [
+            ("tracking.min_probability", self.min_probability),
+            ("tracking.touch_probability", self.touch_probability),
+            ("tracking.access_log_sample", self.access_log_sample),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(k, "must be between 0 and 1");
+            }
+        }
+        if !(self.half_life_secs >= 0.0) || !(self.min_support >= 0.0) {
+            return bad(
+                "tracking.half_life_secs",
+                "half_life_secs and min_support must be >= 0",
+            );
+        }
+        for (k, v) in [
+            ("tracking.max_contexts", self.max_contexts),
+            ("tracking.channel_capacity", self.channel_capacity),
+            ("tracking.top_k", self.top_k),
+            ("tracking.max_states", self.max_states),
+            ("tracking.hotkeys_capacity", self.hotkeys_capacity),
+        ] {
+            if v == 0 {
+                return bad(k, "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
