@@ -382,3 +382,34 @@ fn drain(rx: Receiver<Read>, learner: &Mutex<Learner>, stats: &Stats) {
     let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
     l.publish(stats);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_channel_drops_and_counts_instead_of_waiting() {
+        let cfg = Tracking {
+            channel_capacity: 4,
+            ..Tracking::default()
+        };
+        let t = Tracker::start(&cfg, &Registry::new()).unwrap();
+        // Hold the learner, as a long PROXY command would: the thread stalls after at most
+        // one batch, and the channel fills.
+        let held = t.lock();
+        for i in 0..100 {
+            let get = [Bytes::from_static(b"GET"), Bytes::from(format!("k{i}"))];
+            t.record(1, None, &Command::from_args(get));
+        }
+        // Writes are not tracked.
+        t.record(
+            1,
+            None,
+            &Command::from_args([&b"SET"[..], &b"k"[..], &b"v"[..]].map(Bytes::from_static)),
+        );
+        drop(held);
+        let (reads, dropped) = (t.stats.reads.get(), t.stats.dropped.get());
+        assert_eq!(reads + dropped, 100);
+        assert!(reads <= 5 && dropped >= 95, "{reads} {dropped}");
+    }
+}
