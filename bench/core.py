@@ -7,6 +7,8 @@ run. Prints throughput, p50/p99 and the ratios.
 Runs are interleaved (direct, prescient, twemproxy, direct, ...) and each cell is the median of
 --rounds runs, because this machine is shared and noisy: read the ratios, not the absolutes.
 
+A second prescient with tracking off measures what access tracking costs (tracked/untracked).
+
 Usage: python3 bench/core.py [--requests N] [--rounds R] [--prescient PATH] [--extra-config K=V]
 Needs redis-server, redis-benchmark (redis-tools) and nutcracker; installs them with apt-get
 when missing and run as root.
@@ -90,6 +92,8 @@ def main():
                     help="PRESCIENT__SECTION__KEY=value environment for the proxy")
     ap.add_argument("--no-twemproxy", action="store_true")
     ap.add_argument("--no-embedded", action="store_true", help="skip prescient on memory://")
+    ap.add_argument("--no-untracked", action="store_true",
+                    help="skip the second prescient with tracking off (the tracking cost row)")
     args = ap.parse_args()
     need("redis-server", "redis-server")
     need("redis-benchmark", "redis-tools")
@@ -117,6 +121,16 @@ def main():
         procs.append(proxy)
         wait_port(pport, proxy, "prescient")
         targets = [("direct", rport), ("prescient", pport)]
+        if not args.no_untracked:
+            uport = free_port()
+            untracked = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{uport}",
+                                          "--admin-listen", "", "--upstream", f"redis://127.0.0.1:{rport}"],
+                                         env={**env, "PRESCIENT__TRACKING__ENABLED": "false"},
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=open(os.path.join(tmp, "prescient-untracked.log"), "w"))
+            procs.append(untracked)
+            wait_port(uport, untracked, "prescient (tracking off)")
+            targets.append(("untracked", uport))
         if not args.no_embedded:
             mport = free_port()
             mem = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{mport}", "--admin-listen", "",
@@ -151,10 +165,13 @@ def main():
                for k, v in results.items()}
         names = [n for n, _ in targets]
         print(f"\nredis-benchmark, 50 clients, 1 KB values, median of {args.rounds} interleaved rounds")
-        print("(prescient = prescient in front of the same redis-server; memory = prescient on memory://)")
+        print("(prescient = prescient in front of the same redis-server; untracked = the same with"
+              " tracking.enabled = false; memory = prescient on memory://)")
         head = "| test | " + " | ".join(f"{n} rps (p50/p99 ms)" for n in names) + " | prescient/direct |"
         if "twemproxy" in names:
             head += " prescient/twemproxy | twemproxy/direct |"
+        if "untracked" in names:
+            head += " tracked/untracked |"
         if "memory" in names:
             head += " memory/direct |"
         print(head)
@@ -168,6 +185,8 @@ def main():
             if "twemproxy" in names:
                 t = cells["twemproxy"]["rps"]
                 line += f" {p / t:.2f}x | {t / d:.2f}x |"
+            if "untracked" in names:
+                line += f" {p / cells['untracked']['rps']:.2f}x |"
             if "memory" in names:
                 line += f" {cells['memory']['rps'] / d:.2f}x |"
             print(line)

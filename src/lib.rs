@@ -13,6 +13,9 @@
 //!                  (tunnel.rs). For memory:// (the default), the embedded store
 //!                  (upstream/memory/): each client's MemConn runs commands in-process.
 //!   <- replies travel back in order
+//! tracking/: the session hands every key read to the tracker (try_send on a bounded channel);
+//!                  a learner thread keeps contexts, the Markov model, hot keys, the access log.
+//! replay/: `prescient replay`, the what-if simulator on the same model.
 //! metrics.rs: one Metrics struct; admin/http.rs serves /metrics, /health, /ready.
 //! ```
 pub mod admin;

@@ -92,7 +92,7 @@ impl Builder {
 pub fn read(data: &[u8], format: Format) -> Result<Trace, String> {
     let mut b = Builder::default();
     if format == Format::Oracle {
-        if data.len() % 24 != 0 {
+        if !data.len().is_multiple_of(24) {
             return Err(format!(
                 "oracleGeneral trace length {} is not a multiple of 24 bytes",
                 data.len()

@@ -114,7 +114,8 @@ impl Tracking {
                 return bad(k, "must be between 0 and 1");
             }
         }
-        if !(self.half_life_secs >= 0.0) || !(self.min_support >= 0.0) {
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !non_negative(self.half_life_secs) || !non_negative(self.min_support) {
             return bad(
                 "tracking.half_life_secs",
                 "half_life_secs and min_support must be >= 0",

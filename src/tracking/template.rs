@@ -111,11 +111,10 @@ impl Transition {
             .enumerate()
             .map(|(i, value)| fill_for(i, value, &current.values))
             .collect();
-        let mut h = foldhash::fast::FixedState::with_seed(next.template.hash).build_hasher();
-        fills.hash(&mut h);
+        let hash = foldhash::fast::FixedState::with_seed(next.template.hash).hash_one(&fills);
         Transition {
             template: next.template.clone(),
-            hash: h.finish(),
+            hash,
             fills,
         }
     }

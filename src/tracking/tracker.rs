@@ -3,13 +3,13 @@
 //! The request path calls [`Tracker::record`], which `try_send`s one message per key into a
 //! bounded channel (`tracking.channel_capacity`); when the channel is full the read is
 //! dropped and counted, so the request path never waits. One thread (`prescient-tracker`)
-//! drains the channel in batches and, under a mutex that only `PROXY` commands also take,
+//! polls the channel and drains it in batches and, under a mutex that only `PROXY` commands also take,
 //! updates the contexts, the model, the hot-key sketch, the self-score and the access log.
 //! The thread ends when the last sender is dropped.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -357,26 +357,38 @@ impl Tracker {
     }
 }
 
+/// How long the tracker thread sleeps when the channel is empty. It polls rather than
+/// blocks: a sender wakes a blocked receiver with a syscall, and that would put a syscall on
+/// the request path for every read (measured: GET throughput -20% on 2 cores). Polling every
+/// few milliseconds keeps senders to a few atomic operations; the channel absorbs the gap.
+const POLL: Duration = Duration::from_millis(5);
+
 /// The tracker thread: learns in batches, publishes metrics about once a second.
 fn drain(rx: Receiver<Read>, learner: &Mutex<Learner>, stats: &Stats) {
     let mut published = Instant::now();
     loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+        let first = match rx.try_recv() {
             Ok(r) => Some(r),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => break,
         };
+        let idle = first.is_none();
         let now = unix_now();
-        let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = first {
-            l.learn(r, now);
-            for r in rx.try_iter().take(1024) {
+        {
+            let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = first {
                 l.learn(r, now);
+                for r in rx.try_iter().take(4096) {
+                    l.learn(r, now);
+                }
+            }
+            if published.elapsed() >= Duration::from_secs(1) {
+                l.publish(stats);
+                published = Instant::now();
             }
         }
-        if published.elapsed() >= Duration::from_secs(1) {
-            l.publish(stats);
-            published = Instant::now();
+        if idle {
+            std::thread::sleep(POLL);
         }
     }
     let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
