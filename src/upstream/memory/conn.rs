@@ -39,18 +39,20 @@ pub struct MemConn {
     buf: BytesMut,
 }
 
-/// Commands a RESP2 client may send while subscribed.
-const SUBSCRIBED_OK: &[&str] = &[
+/// The (un)subscribe family, answered by the connection itself.
+const SUBSCRIBE_FAMILY: &[&str] = &[
     "subscribe",
     "psubscribe",
     "ssubscribe",
     "unsubscribe",
     "punsubscribe",
     "sunsubscribe",
-    "ping",
-    "quit",
-    "reset",
 ];
+
+/// Whether a RESP2 client may send `name` while subscribed.
+fn allowed_while_subscribed(name: &str) -> bool {
+    SUBSCRIBE_FAMILY.contains(&name) || matches!(name, "ping" | "quit" | "reset")
+}
 
 impl MemConn {
     pub fn new(store: Arc<Store>) -> MemConn {
@@ -112,7 +114,7 @@ impl MemConn {
             self.multi_failed |= self.multi.is_some();
             return None;
         }
-        if proto == Proto::Resp2 && self.subscribed() && !SUBSCRIBED_OK.contains(&name) {
+        if proto == Proto::Resp2 && self.subscribed() && !allowed_while_subscribed(name) {
             out.err(&format!("ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"));
             return None;
         }
@@ -364,21 +366,11 @@ fn run_one(ctx: &mut Ctx, flags: u32, name: &str, a: &[Bytes], out: &mut Out) {
 
 /// Whether the embedded store implements `name` (the rest get an error saying so).
 fn implemented(name: &str) -> bool {
-    const LOCAL: &[&str] = &[
-        "multi",
-        "exec",
-        "discard",
-        "watch",
-        "unwatch",
-        "select",
-        "subscribe",
-        "psubscribe",
-        "ssubscribe",
-        "unsubscribe",
-        "punsubscribe",
-        "sunsubscribe",
-    ];
-    LOCAL.contains(&name) || BLOCKING_POPS.contains(&name) || IMPLEMENTED.contains(&name)
+    const LOCAL: &[&str] = &["multi", "exec", "discard", "watch", "unwatch", "select"];
+    LOCAL.contains(&name)
+        || SUBSCRIBE_FAMILY.contains(&name)
+        || BLOCKING_POPS.contains(&name)
+        || IMPLEMENTED.contains(&name)
 }
 
 /// The blocking pops, answered by blocking.rs.
