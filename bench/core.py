@@ -72,6 +72,18 @@ def stop(procs, tmp):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def start_prescient(binary, upstream, env, tmp, name, procs):
+    """Starts prescient on a free port in front of `upstream`; returns the port."""
+    port = free_port()
+    p = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--admin-listen", "",
+                          "--upstream", upstream],
+                         env=env, stdout=subprocess.DEVNULL,
+                         stderr=open(os.path.join(tmp, f"{name}.log"), "w"))
+    procs.append(p)
+    wait_port(port, p, name)
+    return port
+
+
 def bench(port, test, pipeline, requests, clients=50, size=1024):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-n", str(requests),
            "-c", str(clients), "-d", str(size), "-P", str(pipeline), "-r", "100000", "--csv", "-q"]
@@ -105,7 +117,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="prescient-bench-")
     procs = []
     try:
-        rport, pport, tport = free_port(), free_port(), free_port()
+        rport, tport = free_port(), free_port()
         redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -115,30 +127,16 @@ def main():
         for kv in args.extra_config:
             k, v = kv.split("=", 1)
             env[k] = v
-        proxy = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{pport}",
-                                  "--admin-listen", "", "--upstream", f"redis://127.0.0.1:{rport}"],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "prescient.log"), "w"))
-        procs.append(proxy)
-        wait_port(pport, proxy, "prescient")
+        upstream = f"redis://127.0.0.1:{rport}"
+        pport = start_prescient(args.prescient, upstream, env, tmp, "prescient", procs)
         targets = [("direct", rport), ("prescient", pport)]
         if not args.no_untracked:
-            uport = free_port()
-            untracked = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{uport}",
-                                          "--admin-listen", "", "--upstream", f"redis://127.0.0.1:{rport}"],
-                                         env={**env, "PRESCIENT__TRACKING__ENABLED": "false"},
-                                         stdout=subprocess.DEVNULL,
-                                         stderr=open(os.path.join(tmp, "prescient-untracked.log"), "w"))
-            procs.append(untracked)
-            wait_port(uport, untracked, "prescient (tracking off)")
+            uport = start_prescient(args.prescient, upstream,
+                                    {**env, "PRESCIENT__TRACKING__ENABLED": "false"}, tmp,
+                                    "prescient-untracked", procs)
             targets.append(("untracked", uport))
         if not args.no_embedded:
-            mport = free_port()
-            mem = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{mport}", "--admin-listen", "",
-                                    "--upstream", "memory://"],
-                                   env=env, stdout=subprocess.DEVNULL,
-                                   stderr=open(os.path.join(tmp, "prescient-memory.log"), "w"))
-            procs.append(mem)
-            wait_port(mport, mem, "prescient memory://")
+            mport = start_prescient(args.prescient, "memory://", env, tmp, "prescient-memory", procs)
             targets.append(("memory", mport))
         if not args.no_twemproxy:
             conf = os.path.join(tmp, "nutcracker.yml")

@@ -174,21 +174,26 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
         base.hits,
         base.misses
     );
-    let mut json = format!(
-        "{{\"accesses\":{},\"distinct_keys\":{},\"hit_ratio_no_prefetch\":{:.6},\"misses_no_prefetch\":{}",
-        base.accesses,
-        distinct,
-        base.hit_ratio(),
-        base.misses
-    );
+    let mut json = serde_json::json!({
+        "accesses": base.accesses,
+        "distinct_keys": distinct,
+        "hit_ratio_no_prefetch": base.hit_ratio(),
+        "misses_no_prefetch": base.misses,
+        "hit_ratio": base.hit_ratio(),
+        "precision": 0.0,
+        "coverage": 0.0,
+        "load_factor": 1.0,
+    });
     if opts.prefetch {
         let m = &opts.model;
         let _ = writeln!(
             w,
-            "model     order {}, templates {}, threshold {}, max predictions {}, min support {}, half-life {} s, top-k {}, context {}",
+            "model     order {}, lookahead {}, templates {}, threshold {}, touch threshold {}, max predictions {}, min support {}, half-life {} s, top-k {}, context {}",
             m.order,
+            m.lookahead,
             if m.templates { "on" } else { "off" },
             m.min_probability,
+            m.touch_probability,
             m.max_predictions,
             m.min_support,
             m.half_life_secs,
@@ -233,18 +238,21 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
             "speed       {:.0} reads/s with prefetch",
             r.accesses as f64 / secs.max(1e-9)
         );
-        let _ = write!(
-            json,
-            ",\"hit_ratio\":{:.6},\"precision\":{:.6},\"coverage\":{:.6},\"load_factor\":{:.6},\"prefetches\":{},\"top1_accuracy\":{:.6},\"topk_accuracy\":{:.6},\"model_states\":{},\"model_bytes\":{}",
-            f.hit_ratio, f.precision, f.coverage, f.load, r.prefetches,
-            r.score.top1_ratio(), r.score.topk_ratio(), r.model.states(), r.model.bytes
-        );
-    } else {
-        let _ = write!(
-            json,
-            ",\"hit_ratio\":{:.6},\"precision\":0,\"coverage\":0,\"load_factor\":1",
-            base.hit_ratio()
-        );
+        let fields = serde_json::json!({
+            "hit_ratio": f.hit_ratio,
+            "precision": f.precision,
+            "coverage": f.coverage,
+            "load_factor": f.load,
+            "prefetches": r.prefetches,
+            "touches": r.promotions,
+            "top1_accuracy": r.score.top1_ratio(),
+            "topk_accuracy": r.score.topk_ratio(),
+            "model_states": r.model.states(),
+            "model_bytes": r.model.bytes,
+        });
+        if let (Some(j), Some(f)) = (json.as_object_mut(), fields.as_object()) {
+            j.extend(f.clone());
+        }
     }
     if let Some(thresholds) = a.sweep.as_ref().filter(|_| opts.prefetch) {
         let _ = writeln!(w, "\nthreshold  hit ratio  precision  coverage  load");
@@ -258,14 +266,16 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
                 "{t:>9}  {:>9.4}  {:>9.4}  {:>8.4}  {:.3}x",
                 f.hit_ratio, f.precision, f.coverage, f.load
             );
-            rows.push(format!(
-                "{{\"threshold\":{t},\"hit_ratio\":{:.6},\"precision\":{:.6},\"coverage\":{:.6},\"load_factor\":{:.6}}}",
-                f.hit_ratio, f.precision, f.coverage, f.load
-            ));
+            rows.push(serde_json::json!({
+                "threshold": t,
+                "hit_ratio": f.hit_ratio,
+                "precision": f.precision,
+                "coverage": f.coverage,
+                "load_factor": f.load,
+            }));
         }
-        let _ = write!(json, ",\"sweep\":[{}]", rows.join(","));
+        json["sweep"] = serde_json::Value::Array(rows);
     }
-    json.push('}');
     if a.json {
         let _ = writeln!(w, "{json}");
     }

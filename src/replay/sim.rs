@@ -141,7 +141,6 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     let mut model = Model::new(opts.model.clone());
     let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
     let mut r = SimResult::default();
-    let mut wanted: Vec<(u32, u64, bool)> = Vec::new();
     for a in trace {
         r.accesses += 1;
         let id = keys.intern(&a.key, &opts.templater);
@@ -171,23 +170,19 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
         }
         let ctx = if opts.per_client { a.client } else { 0 };
         let parsed = keys.parsed[id as usize].clone();
-        let Step::Moved(predictions) = contexts.access(&mut model, ctx, parsed, a.time, true)
-        else {
+        let Step::Moved(predictions) = contexts.access(&mut model, ctx, parsed, a.time) else {
             continue;
         };
-        wanted.clear();
         for p in predictions {
             let pid = keys.intern(&p.key, &opts.templater);
-            let size = match keys.sizes[pid as usize] {
-                0 => a.size,
-                s => s,
-            };
-            wanted.push((pid, size, p.fetch));
-        }
-        for &(pid, size, fetch) in &wanted {
             if cache.lru.promote(&pid) {
                 r.promotions += 1;
-            } else if fetch {
+            } else if p.fetch {
+                // A key never read has no known size: assume the current read's.
+                let size = match keys.sizes[pid as usize] {
+                    0 => a.size,
+                    s => s,
+                };
                 r.prefetches += 1;
                 cache.insert(pid, size, true);
             }

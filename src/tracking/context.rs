@@ -1,8 +1,8 @@
 //! Per-context access histories, and the model's score against what each context reads next.
 //!
 //! A context is whatever groups one client's reads (a connection, a client name, a user id
-//! captured from the key; a host in a trace). Each keeps its last two keys and the
-//! predictions made after them. A context idle for longer than the stale gap starts afresh,
+//! captured from the key; a host in a trace). Each keeps its last few keys (as many as the
+//! model uses: its order or lookahead) and the predictions made after them. A context idle for longer than the stale gap starts afresh,
 //! and the table holds at most `max_contexts` (least recently active dropped), so neither a
 //! client that never returns nor a flood of contexts grows memory.
 //!
@@ -89,15 +89,8 @@ impl<C: Hash + Eq> Contexts<C> {
     }
 
     /// Records that `ctx` read `key` at `now`: scores the predictions made after its
-    /// previous read, teaches the model, and (when `predict`) predicts what follows.
-    pub fn access(
-        &mut self,
-        model: &mut Model,
-        ctx: C,
-        key: Arc<ParsedKey>,
-        now: f64,
-        predict: bool,
-    ) -> Step<'_> {
+    /// previous read, teaches the model, and predicts what follows.
+    pub fn access(&mut self, model: &mut Model, ctx: C, key: Arc<ParsedKey>, now: f64) -> Step<'_> {
         if !self.table.contains(&ctx) && self.table.len() >= self.max_contexts {
             self.table.pop_lru();
         }
@@ -133,11 +126,7 @@ impl<C: Hash + Eq> Contexts<C> {
             c.history.remove(0);
         }
         c.history.push(key);
-        c.predicted = if predict {
-            model.predict(&c.history, now)
-        } else {
-            Vec::new()
-        };
+        c.predicted = model.predict(&c.history, now);
         Step::Moved(&c.predicted)
     }
 }
@@ -170,10 +159,10 @@ mod tests {
         // Two clients interleave a->b; per context the model sees a->b, never a->a or b->a.
         for _ in 0..3 {
             for client in [1, 2] {
-                cx.access(&mut m, client, key("a"), 0.0, true);
+                cx.access(&mut m, client, key("a"), 0.0);
             }
             for client in [1, 2] {
-                cx.access(&mut m, client, key("b"), 0.0, true);
+                cx.access(&mut m, client, key("b"), 0.0);
             }
         }
         let p = m.predict(&[key("a")], 0.0);
@@ -189,14 +178,11 @@ mod tests {
     fn repeats_are_not_transitions_and_stale_contexts_restart() {
         let mut m = model();
         let mut cx = Contexts::new(10, 60.0);
-        cx.access(&mut m, 1, key("a"), 0.0, true);
-        assert!(matches!(
-            cx.access(&mut m, 1, key("a"), 1.0, true),
-            Step::Repeat
-        ));
-        cx.access(&mut m, 1, key("b"), 2.0, true);
+        cx.access(&mut m, 1, key("a"), 0.0);
+        assert!(matches!(cx.access(&mut m, 1, key("a"), 1.0), Step::Repeat));
+        cx.access(&mut m, 1, key("b"), 2.0);
         // After an idle gap, b is not learned as following a.
-        cx.access(&mut m, 1, key("c"), 1000.0, true);
+        cx.access(&mut m, 1, key("c"), 1000.0);
         assert!(m.predict(&[key("b")], 1000.0).is_empty());
         assert_eq!(m.predict(&[key("a")], 1000.0)[0].key, "b");
     }
@@ -206,7 +192,7 @@ mod tests {
         let mut m = model();
         let mut cx = Contexts::new(5, 60.0);
         for client in 0..100 {
-            cx.access(&mut m, client, key("a"), 0.0, true);
+            cx.access(&mut m, client, key("a"), 0.0);
         }
         assert_eq!(cx.len(), 5);
     }

@@ -14,6 +14,12 @@ use bytes::Bytes;
 const ROWS: usize = 4;
 const WIDTH: usize = 4096;
 
+/// The sketch cell of `hash` in `row` (double hashing over the two halves of the hash).
+fn slot(row: usize, hash: u64) -> usize {
+    let (h1, h2) = (hash as u32 as usize, (hash >> 32) as usize | 1);
+    row * WIDTH + h1.wrapping_add(row.wrapping_mul(h2)) % WIDTH
+}
+
 struct Half {
     sketch: Vec<u32>,
     candidates: HashMap<Bytes, u32>,
@@ -31,10 +37,9 @@ impl Half {
     }
 
     fn add(&mut self, key: &Bytes, hash: u64, capacity: usize) {
-        let (h1, h2) = (hash as u32 as usize, (hash >> 32) as usize | 1);
         let mut est = u32::MAX;
         for row in 0..ROWS {
-            let i = row * WIDTH + (h1.wrapping_add(row.wrapping_mul(h2)) % WIDTH);
+            let i = slot(row, hash);
             self.sketch[i] = self.sketch[i].saturating_add(1);
             est = est.min(self.sketch[i]);
         }
@@ -57,9 +62,8 @@ impl Half {
     }
 
     fn estimate(&self, hash: u64) -> u32 {
-        let (h1, h2) = (hash as u32 as usize, (hash >> 32) as usize | 1);
         (0..ROWS)
-            .map(|row| self.sketch[row * WIDTH + (h1.wrapping_add(row.wrapping_mul(h2)) % WIDTH)])
+            .map(|row| self.sketch[slot(row, hash)])
             .min()
             .unwrap_or(0)
     }

@@ -8,8 +8,8 @@
 //!   which predicts keys never seen before (`user:77:orders` after `user:77:profile`).
 //!
 //! Prediction is PPM style: the highest order whose state has at least `min_support`
-//! observations speaks first; lower levels add candidates only while fewer than
-//! `max_predictions` have been found. Counts age with a half-life, applied lazily when a
+//! observations speaks first; lower levels add candidates after it. With `lookahead` > 1 a
+//! key read a few reads later also counts as a successor of the order-1 state. Counts age with a half-life, applied lazily when a
 //! state is touched, so changed traffic is learned. Each state keeps at most `2 * top_k`
 //! successors; a new successor replaces the weakest one.
 //!
@@ -489,32 +489,27 @@ mod tests {
         );
     }
 
+    /// After 20 reads of a->old at t=0 and 5 of a->new at t=100, what follows a at t=100.
+    fn after_old_then_new(half_life_secs: f64) -> String {
+        let mut m = Model::new(ModelConfig {
+            half_life_secs,
+            max_predictions: 1,
+            ..cfg()
+        });
+        for _ in 0..20 {
+            feed(&mut m, &["a", "old"], 0.0);
+        }
+        for _ in 0..5 {
+            feed(&mut m, &["a", "new"], 100.0);
+        }
+        predicted(&m, &["a"], 100.0).remove(0).0
+    }
+
     #[test]
     fn aging_lets_new_traffic_win() {
-        let mut m = Model::new(ModelConfig {
-            half_life_secs: 10.0,
-            max_predictions: 1,
-            ..cfg()
-        });
-        for _ in 0..20 {
-            feed(&mut m, &["a", "old"], 0.0);
-        }
-        for _ in 0..5 {
-            feed(&mut m, &["a", "new"], 100.0);
-        }
-        assert_eq!(predicted(&m, &["a"], 100.0)[0].0, "new");
+        assert_eq!(after_old_then_new(10.0), "new");
         // Without aging the old successor still dominates.
-        let mut m = Model::new(ModelConfig {
-            max_predictions: 1,
-            ..cfg()
-        });
-        for _ in 0..20 {
-            feed(&mut m, &["a", "old"], 0.0);
-        }
-        for _ in 0..5 {
-            feed(&mut m, &["a", "new"], 100.0);
-        }
-        assert_eq!(predicted(&m, &["a"], 100.0)[0].0, "old");
+        assert_eq!(after_old_then_new(0.0), "old");
         // Aging changes probabilities, not trust: support counts every observation.
         let mut m = Model::new(ModelConfig {
             half_life_secs: 10.0,
