@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-// The model and the request path allocate many small buffers; mimalloc is measurably faster
-// than the system allocator at that (replay: see README).
+// The tracking model allocates many small buffers; with mimalloc, `prescient replay` on the
+// cloudPhysics trace went from 0.26 to 0.41 M reads/s. Its effect on the proxy's request path
+// has not been measured separately.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
