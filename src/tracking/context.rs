@@ -104,7 +104,7 @@ impl<C: Hash + Eq> Contexts<C> {
             c.predicted.clear();
         }
         c.last_seen = now;
-        if c.history.last().is_some_and(|k| k.key == key.key) {
+        if c.history.last().is_some_and(|k| k.hash == key.hash) {
             return Step::Repeat;
         }
         if !c.history.is_empty() {
@@ -114,10 +114,10 @@ impl<C: Hash + Eq> Contexts<C> {
         let mut fetched = c.predicted.iter().filter(|p| p.fetch).peekable();
         if let Some(first) = fetched.peek() {
             self.score.predicted += 1;
-            if first.key == key.key {
+            if first.hash == key.hash {
                 self.score.top1 += 1;
             }
-            if fetched.any(|p| p.key == key.key) {
+            if fetched.any(|p| p.hash == key.hash) {
                 self.score.topk += 1;
             }
         }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::template::{ParsedKey, Transition};
+use super::template::{hash_bytes, ParsedKey, Transition};
+use smallvec::SmallVec;
 
 type Hasher = foldhash::fast::FixedState;
 /// States are found by the 64-bit hash of their context (template.rs: `hash_bytes`).
@@ -128,12 +129,17 @@ impl Level {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prediction {
     pub key: Bytes,
+    /// `hash_bytes(key)`: predictions are compared by it.
+    pub hash: u64,
     pub probability: f64,
     pub level: Level,
     /// Worth fetching (at or above `min_probability`, within `max_predictions`); otherwise
     /// only worth keeping warm if cached.
     pub fetch: bool,
 }
+
+/// A state's successors by probability; on the stack for the usual `top_k`.
+type Ranked<'a, S> = SmallVec<[(&'a S, f64); 8]>;
 
 /// One state's successor counts.
 struct Counts<S> {
@@ -203,13 +209,13 @@ impl<S: PartialEq> Counts<S> {
 
     /// The top-k successors with their probabilities, strongest first, if the state has
     /// the support to be trusted.
-    fn ranked(&self, now: f64, cfg: &ModelConfig) -> Option<Vec<(&S, f64)>> {
+    fn ranked(&self, now: f64, cfg: &ModelConfig) -> Option<Ranked<'_, S>> {
         let f = self.decay(now, cfg.half_life_secs);
         let total = f64::from(self.total * f);
         if f64::from(self.seen) < cfg.min_support || total <= 0.0 {
             return None;
         }
-        let mut v: Vec<(&S, f64)> = self
+        let mut v: Ranked<'_, S> = self
             .succ
             .iter()
             .map(|(s, c)| (s, (f64::from(c * f) / total).min(1.0)))
@@ -278,7 +284,8 @@ impl Model {
         let n = history.len();
         for j in 2..=cfg.lookahead.min(n) {
             let earlier = &history[n - j];
-            if earlier.key == next.key || history[n - j + 1..].iter().any(|h| h.key == next.key) {
+            if earlier.hash == next.hash || history[n - j + 1..].iter().any(|h| h.hash == next.hash)
+            {
                 continue;
             }
             if let Some(c) = self.key.get_mut(&earlier.hash) {
@@ -301,12 +308,13 @@ impl Model {
         let cfg = &self.cfg;
         let most = cfg.max_predictions + cfg.top_k;
         let mut fetches = 0;
-        let mut add = |key: Bytes, probability: f64, level: Level| {
-            if out.len() < most && key != last.key && !out.iter().any(|p| p.key == key) {
+        let mut add = |key: Bytes, hash: u64, probability: f64, level: Level| {
+            if out.len() < most && hash != last.hash && !out.iter().any(|p| p.hash == hash) {
                 let fetch = probability >= cfg.min_probability && fetches < cfg.max_predictions;
                 fetches += usize::from(fetch);
                 out.push(Prediction {
                     key,
+                    hash,
                     probability,
                     level,
                     fetch,
@@ -317,12 +325,12 @@ impl Model {
             let ctx = pair(&history[history.len() - 2], last);
             if let Some(r) = self.order2.peek(&ctx).and_then(|c| c.ranked(now, cfg)) {
                 r.into_iter()
-                    .for_each(|(s, p)| add(s.key.clone(), p, Level::Order2));
+                    .for_each(|(s, p)| add(s.key.clone(), s.hash, p, Level::Order2));
             }
         }
         if let Some(r) = self.key.peek(&last.hash).and_then(|c| c.ranked(now, cfg)) {
             r.into_iter()
-                .for_each(|(s, p)| add(s.key.clone(), p, Level::Key));
+                .for_each(|(s, p)| add(s.key.clone(), s.hash, p, Level::Key));
         }
         if cfg.templates {
             if let Some(r) = self
@@ -332,7 +340,8 @@ impl Model {
             {
                 for (t, p) in r {
                     if let Some(k) = t.apply(last) {
-                        add(k, p, Level::Template);
+                        let h = hash_bytes(&k);
+                        add(k, h, p, Level::Template);
                     }
                 }
             }

@@ -18,6 +18,9 @@ pub struct Tracking {
     pub stale_after_secs: u64,
     pub max_contexts: usize,
     pub channel_capacity: usize,
+    /// The learner thread's CPU priority: idle (SCHED_IDLE: only CPU nothing else wants),
+    /// low (nice 19) or normal (the proxy's own).
+    pub learner_priority: String,
     pub order: u8,
     pub lookahead: usize,
     pub templates: bool,
@@ -44,6 +47,7 @@ impl Default for Tracking {
             stale_after_secs: 1800,
             max_contexts: 100_000,
             channel_capacity: 65_536,
+            learner_priority: "idle".into(),
             order: 2,
             lookahead: 2,
             templates: true,
@@ -97,6 +101,9 @@ impl Tracking {
                     "expected connection, client_name or key_segment",
                 )
             }
+        }
+        if !matches!(self.learner_priority.as_str(), "idle" | "low" | "normal") {
+            return bad("tracking.learner_priority", "expected idle, low or normal");
         }
         if !(1..=2).contains(&self.order) {
             return bad("tracking.order", "must be 1 or 2");

@@ -3,12 +3,21 @@
 //! The request path calls [`Tracker::record`], which `try_send`s one message per key into a
 //! bounded channel (`tracking.channel_capacity`); when the channel is full the read is
 //! dropped and counted, so the request path never waits. One thread (`prescient-tracker`)
-//! polls the channel and drains it in batches and, under a mutex that only `PROXY` commands also take,
-//! updates the contexts, the model, the hot-key sketch, the self-score and the access log.
-//! The thread ends when the last sender is dropped.
+//! polls the channel and drains it in batches and, under a mutex that only `PROXY` commands
+//! also take, updates the contexts, the model, the hot-key sketch, the self-score and the
+//! access log. The thread ends when the last sender is dropped.
+//!
+//! The learner must not slow the proxy down. Its thread runs at a low priority
+//! (`tracking.learner_priority`, SCHED_IDLE by default), so it only gets CPU the proxy leaves
+//! idle; when it falls behind (the channel fills or drops reads), it learns from a sample of
+//! contexts: those whose hash has its top `shift` bits clear, 1/2^shift of them, whole
+//! sequences kept (dropping single reads would teach false transitions). The sample widens
+//! again after [`CALM_SECS`] calm seconds. In connection and client-name mode the request
+//! path skips unsampled reads before copying them; in key-segment mode the learner does.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +31,7 @@ use super::context::{Contexts, Score};
 use super::hotkeys::HotKeys;
 use super::model::{Model, ModelSize, Prediction};
 use super::settings::Tracking;
-use super::template::Templater;
+use super::template::{hash_bytes, Templater};
 use crate::command::{Command, Keys};
 
 /// One key read, as the request path hands it over.
@@ -41,7 +50,55 @@ enum Ctx {
     Segment(Bytes),
 }
 
+/// The hash that decides whether a connection is in the learning sample.
+fn conn_hash(id: u64) -> u64 {
+    id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Whether a context with this hash is in a sample of 1/2^shift.
+fn sampled(hash: u64, shift: u32) -> bool {
+    shift == 0 || hash >> (64 - shift) == 0
+}
+
+/// The most a saturated learner sheds: it keeps 1/2^MAX_SHIFT of the contexts.
+const MAX_SHIFT: u32 = 6;
+/// Seconds without drops and with a short queue before the sample doubles again.
+const CALM_SECS: u32 = 10;
+
+/// How much the learner sheds, from what happened in the last second.
+#[derive(Default, Debug)]
+struct Shedder {
+    shift: u32,
+    calm: u32,
+}
+
+impl Shedder {
+    /// `drops`: reads dropped in the last second; `backlog`: reads queued now.
+    fn update(&mut self, drops: u64, backlog: u64, capacity: u64) -> u32 {
+        if drops > 0 || backlog > capacity / 2 {
+            self.shift = (self.shift + 1).min(MAX_SHIFT);
+            self.calm = 0;
+        } else if backlog < capacity / 16 {
+            self.calm += 1;
+            if self.calm >= CALM_SECS && self.shift > 0 {
+                self.shift -= 1;
+                self.calm = 0;
+            }
+        } else {
+            self.calm = 0;
+        }
+        self.shift
+    }
+}
+
 impl Ctx {
+    fn sample_hash(&self) -> u64 {
+        match self {
+            Ctx::Conn(id) => conn_hash(*id),
+            Ctx::Name(n) | Ctx::Segment(n) => hash_bytes(n),
+        }
+    }
+
     fn label(&self) -> Vec<u8> {
         match self {
             Ctx::Conn(id) => format!("conn:{id}").into_bytes(),
@@ -60,6 +117,8 @@ enum Mode {
 struct Stats {
     reads: IntCounter,
     dropped: IntCounter,
+    shed: IntCounter,
+    shift: IntGauge,
     transitions: IntCounter,
     predicted: IntCounter,
     top1: IntCounter,
@@ -88,6 +147,14 @@ impl Stats {
             dropped: c(
                 "prescient_tracking_dropped_total",
                 "Key reads dropped because the tracker's channel was full.",
+            ),
+            shed: c(
+                "prescient_tracking_shed_total",
+                "Key reads not learned because their context was outside the learning sample.",
+            ),
+            shift: g(
+                "prescient_tracking_sample_shift",
+                "The learner learns from 1/2^shift of the contexts (0: all).",
             ),
             transitions: c(
                 "prescient_tracking_transitions_total",
@@ -156,8 +223,12 @@ impl Learner {
         }
     }
 
-    fn learn(&mut self, r: Read, now: f64) {
+    /// Learns one read; false when its context is outside the sample of 1/2^`shift`.
+    fn learn(&mut self, r: Read, now: f64, shift: u32) -> bool {
         let ctx = self.context(&r);
+        if !sampled(ctx.sample_hash(), shift) {
+            return false;
+        }
         self.hotkeys.add(&r.key, now);
         if let Some((log, sample)) = &mut self.log {
             if *sample >= 1.0 || rand::random::<f64>() < *sample {
@@ -167,6 +238,7 @@ impl Learner {
         }
         let key = Arc::new(self.templater.parse(r.key));
         self.contexts.access(&mut self.model, ctx, key, now);
+        true
     }
 
     /// Brings the metrics up to date; returns the model's size.
@@ -203,6 +275,10 @@ pub struct Tracker {
     learner: Arc<Mutex<Learner>>,
     stats: Arc<Stats>,
     mode_name: bool,
+    /// Whether the request path can tell a read's context (connection or client name).
+    sample_early: bool,
+    /// The learner's current sample, 1/2^shift of the contexts.
+    shift: Arc<AtomicU32>,
 }
 
 fn unix_now() -> f64 {
@@ -241,12 +317,17 @@ impl Tracker {
             counted: Score::default(),
         }));
         let stats = Arc::new(Stats::new(registry));
+        let shift = Arc::new(AtomicU32::new(0));
         let tx = if cfg.enabled {
             let (tx, rx) = sync_channel(cfg.channel_capacity);
-            let (l, s) = (learner.clone(), stats.clone());
+            let (l, s, sh) = (learner.clone(), stats.clone(), shift.clone());
+            let (capacity, priority) = (cfg.channel_capacity as u64, cfg.learner_priority.clone());
             std::thread::Builder::new()
                 .name("prescient-tracker".into())
-                .spawn(move || drain(rx, &l, &s))?;
+                .spawn(move || {
+                    lower_priority(&priority);
+                    drain(rx, &l, &s, &sh, capacity)
+                })?;
             Some(tx)
         } else {
             None
@@ -256,6 +337,8 @@ impl Tracker {
             learner,
             stats,
             mode_name: cfg.context == "client_name",
+            sample_early: cfg.context != "key_segment",
+            shift,
         })
     }
 
@@ -277,11 +360,26 @@ impl Tracker {
         if !super::is_tracked_read(spec) {
             return;
         }
+        let shift = self.shift.load(Ordering::Relaxed);
+        if shift > 0 && self.sample_early {
+            let h = match name {
+                Some(n) if self.mode_name => hash_bytes(n),
+                _ => conn_hash(client),
+            };
+            if !sampled(h, shift) {
+                self.stats.shed.inc();
+                return;
+            }
+        }
         let send = |key: &Bytes| {
+            // A copy, not a clone: a clone shares the refcount of the client's whole read
+            // buffer, which the learner would then touch from another core (measured: 11% of
+            // the process's cycles in refcount traffic) and which the model would pin for as
+            // long as it remembers the key.
             let r = Read {
                 client,
-                name: name.cloned(),
-                key: key.clone(),
+                name: name.map(|n| Bytes::copy_from_slice(n)),
+                key: Bytes::copy_from_slice(key),
                 command: spec.name,
             };
             match tx.try_send(r) {
@@ -333,6 +431,11 @@ impl Tracker {
             ("enabled", u8::from(self.enabled()).to_string()),
             ("reads", self.stats.reads.get().to_string()),
             ("dropped", self.stats.dropped.get().to_string()),
+            ("shed", self.stats.shed.get().to_string()),
+            (
+                "learning_sample",
+                format!("1/{}", 1u64 << self.shift.load(Ordering::Relaxed)),
+            ),
             ("contexts", l.contexts.len().to_string()),
             ("transitions", s.transitions.to_string()),
             ("predicted", s.predicted.to_string()),
@@ -358,9 +461,43 @@ impl Tracker {
 /// few milliseconds keeps senders to a few atomic operations; the channel absorbs the gap.
 const POLL: Duration = Duration::from_millis(5);
 
-/// The tracker thread: learns in batches, publishes metrics about once a second.
-fn drain(rx: Receiver<Read>, learner: &Mutex<Learner>, stats: &Stats) {
+/// Lowers the calling thread's CPU priority (Linux: per thread): "idle" is SCHED_IDLE,
+/// "low" nice 19. Best effort: a refusal is logged and the learner runs at normal priority.
+fn lower_priority(priority: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain integers and a parameter struct that outlives the call.
+        let rc = unsafe {
+            match priority {
+                "idle" => {
+                    let p = libc::sched_param { sched_priority: 0 };
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &p)
+                }
+                "low" => libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19),
+                _ => 0,
+            }
+        };
+        if rc != 0 {
+            tracing::warn!(priority, error = %std::io::Error::last_os_error(),
+                "could not lower the tracker thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
+}
+
+/// The tracker thread: learns in batches, publishes metrics and adjusts the learning sample
+/// about once a second.
+fn drain(
+    rx: Receiver<Read>,
+    learner: &Mutex<Learner>,
+    stats: &Stats,
+    shift: &AtomicU32,
+    capacity: u64,
+) {
     let mut published = Instant::now();
+    let mut shedder = Shedder::default();
+    let (mut taken, mut dropped) = (0u64, stats.dropped.get());
     loop {
         let first = match rx.try_recv() {
             Ok(r) => Some(r),
@@ -372,13 +509,22 @@ fn drain(rx: Receiver<Read>, learner: &Mutex<Learner>, stats: &Stats) {
         {
             let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = first {
-                l.learn(r, now);
-                for r in rx.try_iter().take(4096) {
-                    l.learn(r, now);
+                let sh = shift.load(Ordering::Relaxed);
+                let mut shed = 0;
+                for r in std::iter::once(r).chain(rx.try_iter().take(4095)) {
+                    taken += 1;
+                    shed += u64::from(!l.learn(r, now, sh));
                 }
+                stats.shed.inc_by(shed);
             }
             if published.elapsed() >= Duration::from_secs(1) {
                 l.publish(stats);
+                let d = stats.dropped.get();
+                let backlog = stats.reads.get().saturating_sub(taken);
+                let sh = shedder.update(d - dropped, backlog, capacity);
+                dropped = d;
+                shift.store(sh, Ordering::Relaxed);
+                stats.shift.set(i64::from(sh));
                 published = Instant::now();
             }
         }
@@ -418,5 +564,90 @@ mod tests {
         let (reads, dropped) = (t.stats.reads.get(), t.stats.dropped.get());
         assert_eq!(reads + dropped, 100);
         assert!(reads <= 5 && dropped >= 95, "{reads} {dropped}");
+    }
+
+    fn get(key: &str) -> Command {
+        Command::from_args([Bytes::from_static(b"GET"), Bytes::from(key.to_string())])
+    }
+
+    #[test]
+    fn the_sample_halves_on_drops_or_a_long_queue_and_widens_after_calm_seconds() {
+        let mut s = Shedder::default();
+        assert_eq!(s.update(0, 10, 1000), 0, "calm: learn from every context");
+        assert_eq!(s.update(5, 0, 1000), 1, "drops halve the sample");
+        assert_eq!(s.update(0, 600, 1000), 2, "so does a queue over half full");
+        for _ in 0..10 {
+            s.update(1, 0, 1000);
+        }
+        assert_eq!(s.shift, MAX_SHIFT, "never below 1/2^MAX_SHIFT");
+        for _ in 0..CALM_SECS - 1 {
+            assert_eq!(s.update(0, 0, 1000), MAX_SHIFT);
+        }
+        assert_eq!(
+            s.update(0, 0, 1000),
+            MAX_SHIFT - 1,
+            "widens after calm seconds"
+        );
+        // A queue between 1/16 and 1/2 full is neither calm nor a reason to shed more.
+        for _ in 0..3 * CALM_SECS {
+            assert_eq!(s.update(0, 100, 1000), MAX_SHIFT - 1);
+        }
+    }
+
+    #[test]
+    fn a_sample_keeps_about_its_share_of_connections_whole() {
+        for shift in 1..=3u32 {
+            let kept = (0..4096u64)
+                .filter(|id| sampled(conn_hash(*id), shift))
+                .count();
+            let want = 4096 >> shift;
+            assert!(
+                kept.abs_diff(want) < want / 5,
+                "shift {shift}: {kept} of 4096"
+            );
+        }
+        assert!((0..100u64).all(|id| sampled(conn_hash(id), 0)));
+    }
+
+    #[test]
+    fn reads_of_unsampled_connections_are_skipped_on_the_request_path_and_counted() {
+        let t = Tracker::start(&Tracking::default(), &Registry::new()).unwrap();
+        t.shift.store(2, Ordering::Relaxed);
+        let ids: Vec<u64> = (0..64).collect();
+        for id in &ids {
+            t.record(*id, None, &get("k"));
+        }
+        let kept = ids.iter().filter(|id| sampled(conn_hash(**id), 2)).count() as u64;
+        assert!(kept > 0 && kept < 64);
+        assert_eq!(t.stats.reads.get() + t.stats.dropped.get(), kept);
+        assert_eq!(t.stats.shed.get(), 64 - kept);
+        let stats = t.stats();
+        assert!(
+            stats.contains(&("learning_sample", "1/4".to_string())),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn an_idle_priority_learner_still_learns() {
+        let cfg = Tracking {
+            learner_priority: "idle".into(),
+            ..Tracking::default()
+        };
+        let t = Tracker::start(&cfg, &Registry::new()).unwrap();
+        for _ in 0..3 {
+            for k in ["a", "b", "c"] {
+                t.record(1, None, &get(k));
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = t.predict(&Bytes::from_static(b"a"), 1);
+            if p.first().is_some_and(|p| p.key == "b") {
+                break;
+            }
+            assert!(Instant::now() < end, "learned nothing: {p:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

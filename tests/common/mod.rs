@@ -148,6 +148,10 @@ pub fn settings(upstream: &str) -> Settings {
     s.server.listen = "127.0.0.1:0".into();
     s.server.admin_listen = "127.0.0.1:0".into();
     s.upstream.url = upstream.into();
+    // The tests wait for what the learner learned; at the default idle priority it would run
+    // only when the machine is idle, which a parallel test run rarely is. The unit test
+    // `an_idle_priority_learner_still_learns` (src/tracking/tracker.rs) covers the default.
+    s.tracking.learner_priority = "normal".into();
     s
 }
 
