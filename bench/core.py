@@ -7,7 +7,11 @@ run. Prints throughput, p50/p99 and the ratios.
 Runs are interleaved (direct, prescient, twemproxy, direct, ...) and each cell is the median of
 --rounds runs, because this machine is shared and noisy: read the ratios, not the absolutes.
 
-A second prescient with tracking off measures what access tracking costs (tracked/untracked).
+The proxy's own path is measured with compression off (`prescient`): redis-benchmark's 1 KB
+values are compressible, and compressing them is what the `compressed` column (all defaults)
+and bench/compression.py measure. `untracked` is `prescient` with tracking off as well
+(tracked/untracked: what access tracking costs); `memory` is prescient on its embedded store,
+compression off (the store against Redis).
 
 Usage: python3 bench/core.py [--requests N] [--rounds R] [--prescient PATH] [--extra-config K=V]
 Needs redis-server, redis-benchmark (redis-tools) and nutcracker; installs them with apt-get
@@ -105,7 +109,9 @@ def main():
     ap.add_argument("--no-twemproxy", action="store_true")
     ap.add_argument("--no-embedded", action="store_true", help="skip prescient on memory://")
     ap.add_argument("--no-untracked", action="store_true",
-                    help="skip the second prescient with tracking off (the tracking cost row)")
+                    help="skip the prescient with tracking off (the tracking cost column)")
+    ap.add_argument("--no-compressed", action="store_true",
+                    help="skip the prescient with compression on (the compression cost column)")
     args = ap.parse_args()
     need("redis-server", "redis-server")
     need("redis-benchmark", "redis-tools")
@@ -128,15 +134,21 @@ def main():
             k, v = kv.split("=", 1)
             env[k] = v
         upstream = f"redis://127.0.0.1:{rport}"
-        pport = start_prescient(args.prescient, upstream, env, tmp, "prescient", procs)
+        raw = {**env, "PRESCIENT__COMPRESSION__ENABLED": "false"}
+        pport = start_prescient(args.prescient, upstream, raw, tmp, "prescient", procs)
         targets = [("direct", rport), ("prescient", pport)]
         if not args.no_untracked:
             uport = start_prescient(args.prescient, upstream,
-                                    {**env, "PRESCIENT__TRACKING__ENABLED": "false"}, tmp,
+                                    {**raw, "PRESCIENT__TRACKING__ENABLED": "false"}, tmp,
                                     "prescient-untracked", procs)
             targets.append(("untracked", uport))
+        if not args.no_compressed:
+            cport = start_prescient(args.prescient, upstream, env, tmp, "prescient-compressed",
+                                    procs)
+            targets.append(("compressed", cport))
         if not args.no_embedded:
-            mport = start_prescient(args.prescient, "memory://", env, tmp, "prescient-memory", procs)
+            mport = start_prescient(args.prescient, "memory://", raw, tmp, "prescient-memory",
+                                    procs)
             targets.append(("memory", mport))
         if not args.no_twemproxy:
             conf = os.path.join(tmp, "nutcracker.yml")
@@ -162,31 +174,23 @@ def main():
         med = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "p50", "p99")}
                for k, v in results.items()}
         names = [n for n, _ in targets]
+        ratios = [(a, b) for a, b in [("prescient", "direct"), ("prescient", "twemproxy"),
+                                      ("twemproxy", "direct"), ("prescient", "untracked"),
+                                      ("compressed", "prescient"), ("memory", "direct")]
+                  if a in names and b in names]
         print(f"\nredis-benchmark, 50 clients, 1 KB values, median of {args.rounds} interleaved rounds")
-        print("(prescient = prescient in front of the same redis-server; untracked = the same with"
-              " tracking.enabled = false; memory = prescient on memory://)")
-        head = "| test | " + " | ".join(f"{n} rps (p50/p99 ms)" for n in names) + " | prescient/direct |"
-        if "twemproxy" in names:
-            head += " prescient/twemproxy | twemproxy/direct |"
-        if "untracked" in names:
-            head += " tracked/untracked |"
-        if "memory" in names:
-            head += " memory/direct |"
+        print("(prescient = in front of the same redis-server, compression off; untracked = the"
+              " same, tracking off too; compressed = all defaults; memory = on memory://,"
+              " compression off)")
+        head = "| test | " + " | ".join(f"{n} rps (p50/p99 ms)" for n in names) + " |"
+        head += "".join(f" {a}/{b} |" for a, b in ratios)
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
         for test, pipe in rows:
             cells = {n: med[(test, pipe, n)] for n in names}
             line = f"| {test.upper()} -P {pipe} | " + " | ".join(
                 f"{cells[n]['rps']:,.0f} ({cells[n]['p50']:.2f}/{cells[n]['p99']:.2f})" for n in names)
-            d, p = cells["direct"]["rps"], cells["prescient"]["rps"]
-            line += f" | {p / d:.2f}x |"
-            if "twemproxy" in names:
-                t = cells["twemproxy"]["rps"]
-                line += f" {p / t:.2f}x | {t / d:.2f}x |"
-            if "untracked" in names:
-                line += f" {p / cells['untracked']['rps']:.2f}x |"
-            if "memory" in names:
-                line += f" {cells['memory']['rps'] / d:.2f}x |"
+            line += " |" + "".join(f" {cells[a]['rps'] / cells[b]['rps']:.2f}x |" for a, b in ratios)
             print(line)
     finally:
         stop(procs, tmp)

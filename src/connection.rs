@@ -146,6 +146,7 @@ impl Client {
             if let Err(r) = self.process_input(io).await {
                 reason = Some(r);
             }
+            self.session.take_direct(&mut io.out);
             if self.closing && self.pending.is_empty() && io.out.is_empty() {
                 return reason;
             }
@@ -224,6 +225,10 @@ impl Client {
     /// queues Redis's error reply and marks the connection closing.
     async fn process_input(&mut self, io: &mut Io) -> Result<(), &'static str> {
         let max_pipeline = Tunables::load(&self.sh.tunables.max_pipeline) as usize;
+        // One clock reading for the commands that arrived together: their latency is counted
+        // from when this batch was read (measured: three clock reads per command were 4% of
+        // the cycles of pipelined GETs on memory://).
+        let arrived = Instant::now();
         while !self.closing && self.pending.len() < max_pipeline && !self.session.tunnel_pending() {
             let cmd = match self.parser.next(&mut io.inbuf) {
                 Ok(Some(c)) => c,
@@ -244,7 +249,7 @@ impl Client {
                 }
             };
             let quit = cmd.spec.is_some_and(|s| s.name == "quit");
-            self.session.dispatch(cmd, &mut self.pending).await;
+            self.session.dispatch(cmd, arrived, &mut self.pending).await;
             if quit {
                 self.closing = true;
             }
@@ -255,6 +260,8 @@ impl Client {
     /// Moves every ready reply at the front of the queue into the output buffer.
     pub(crate) fn deliver(&mut self, io: &mut Io) -> Result<(), &'static str> {
         let limit = Tunables::load(&self.sh.tunables.client_output_buffer_limit) as usize;
+        let now = Instant::now();
+        self.session.take_direct(&mut io.out);
         while let Some(p) = self.pending.front() {
             if !matches!(p.slot, Slot::Ready(..)) {
                 break;
@@ -262,7 +269,7 @@ impl Client {
             let Some(p) = self.pending.pop_front() else {
                 break;
             };
-            self.finish(p, &mut io.out);
+            self.finish(p, now, &mut io.out);
             if io.out.len() > limit {
                 tracing::warn!(
                     client = self.entry.id,
@@ -275,8 +282,9 @@ impl Client {
         Ok(())
     }
 
-    /// Records one completed reply and appends it to `out` (unless suppressed).
-    pub(crate) fn finish(&mut self, p: Pending, out: &mut BytesMut) {
+    /// Records one completed reply (delivered at `now`) and appends it to `out` (unless
+    /// suppressed).
+    pub(crate) fn finish(&mut self, p: Pending, now: Instant, out: &mut BytesMut) {
         let Slot::Ready(raw, outcome) = p.slot else {
             return;
         };
@@ -288,7 +296,7 @@ impl Client {
         };
         let m = &self.sh.metrics;
         m.command(p.spec, outcome);
-        m.observe(class_of(p.spec), p.start.elapsed().as_secs_f64());
+        m.observe(class_of(p.spec), (now - p.start).as_secs_f64());
         if !p.suppress {
             out.extend_from_slice(&raw);
         }

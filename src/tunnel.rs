@@ -37,13 +37,14 @@ pub(crate) async fn run(c: &mut Client, io: &mut Io, start: TunnelStart) -> Tunn
     let mut up = match c.sh.upstream.raw(proto, start.db).await {
         Ok(s) => s,
         Err(e) => {
+            let now = Instant::now();
             let p = crate::connection::Pending::ready(
                 start.first.spec,
-                Instant::now(),
+                now,
                 Value::err(e.to_string()).encode(proto),
                 Outcome::UpstreamFailed,
             );
-            c.finish(p, &mut io.out);
+            c.finish(p, now, &mut io.out);
             return TunnelEnd::Resume;
         }
     };

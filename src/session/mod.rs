@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::admin::clients::ClientEntry;
 use crate::command::{Command, State};
 use crate::compression::reply::Shape;
 use crate::connection::{suppress_last, Client, Pending};
-use crate::metrics::Outcome;
+use crate::metrics::{class_of, Outcome};
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::server::Shared;
 use crate::upstream::memory::{Exec, MemConn};
@@ -59,6 +59,10 @@ struct ConnState {
     sticky: bool,
 }
 
+/// Bytes of replies written straight out before the rest go through the reply queue, where
+/// the client output limit is checked.
+const DIRECT_MAX: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplyMode {
     On,
@@ -91,6 +95,12 @@ pub struct Session {
     queued: Vec<Option<(Shape, Vec<Bytes>)>>,
     /// CLIENT SETNAME's name, when the tracker groups reads by it.
     track_name: Option<Bytes>,
+    /// Replies of the embedded store written straight out, for commands with nothing queued
+    /// before them: they skip the reply queue (a Bytes per reply, a copy, two refcount
+    /// updates). They precede everything in the queue: `take_direct` before delivering.
+    direct: BytesMut,
+    /// Whether the command being dispatched has its reply suppressed (CLIENT REPLY).
+    suppressing: bool,
 }
 
 impl Session {
@@ -114,6 +124,8 @@ impl Session {
             mem: sh.upstream.memory.clone().map(MemConn::new),
             queued: Vec::new(),
             track_name: None,
+            direct: BytesMut::new(),
+            suppressing: false,
             sh,
             entry,
         }
@@ -121,6 +133,17 @@ impl Session {
 
     pub fn proto(&self) -> Proto {
         self.proto
+    }
+
+    /// Moves the replies written straight out to the end of `out`.
+    pub fn take_direct(&mut self, out: &mut BytesMut) {
+        if self.direct.is_empty() {
+        } else if out.is_empty() {
+            std::mem::swap(out, &mut self.direct);
+        } else {
+            out.extend_from_slice(&self.direct);
+            self.direct.clear();
+        }
     }
 
     /// Whether the client holds state that may legitimately sit idle (blocked, in a
@@ -162,9 +185,14 @@ impl Session {
         }
     }
 
-    /// Handles one command: queues its reply (ready or coming) at the back of `pending`.
-    pub async fn dispatch(&mut self, cmd: Command, pending: &mut VecDeque<Pending>) {
-        let start = Instant::now();
+    /// Handles one command that arrived at `start`: queues its reply (ready or coming) at the
+    /// back of `pending`.
+    pub async fn dispatch(
+        &mut self,
+        cmd: Command,
+        start: Instant,
+        pending: &mut VecDeque<Pending>,
+    ) {
         self.entry.touch(cmd.spec, start.into_std());
         // CLIENT REPLY decides about its own reply (ON answers even after OFF).
         let own_reply = cmd.known_name() == Some("client") && cmd.arg_is(1, "reply");
@@ -178,6 +206,7 @@ impl Session {
             }
         };
         let before = pending.len();
+        self.suppressing = suppress;
         if let Err(v) = self.check_access(&cmd) {
             pending.push_back(self.ready(&cmd, start, v, Outcome::Refused));
         } else {
@@ -414,6 +443,27 @@ impl Session {
         }
         let proto = self.proto;
         let Some(mem) = self.mem.as_mut() else { return };
+        let direct = pending.is_empty()
+            && matches!(effect, Effect::None)
+            && !self.suppressing
+            && self.direct.len() < DIRECT_MAX;
+        if direct {
+            let before = self.direct.len();
+            match mem.execute_into(&cmd, proto, &mut self.direct) {
+                None => {
+                    let m = &self.sh.metrics;
+                    let outcome = if is_error(&self.direct[before..]) {
+                        Outcome::Error
+                    } else {
+                        Outcome::Ok
+                    };
+                    m.command(cmd.spec, outcome);
+                    m.observe(class_of(cmd.spec), start.elapsed().as_secs_f64());
+                }
+                Some(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
+            }
+            return;
+        }
         match mem.execute(&cmd, proto) {
             Exec::Ready(raw) => {
                 let raw = self.apply(effect, raw);

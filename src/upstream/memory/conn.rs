@@ -83,17 +83,35 @@ impl MemConn {
         if self.buf.capacity() - self.buf.len() < 2048 {
             self.buf.reserve(16 * 1024);
         }
-        let mut out = Out {
-            buf: std::mem::take(&mut self.buf),
-            proto,
-        };
-        let later = self.run(cmd, &mut out);
-        let reply = out.buf.split().freeze();
-        self.buf = out.buf;
+        let mut buf = std::mem::take(&mut self.buf);
+        let later = self.execute_into(cmd, proto, &mut buf);
+        let reply = buf.split().freeze();
+        self.buf = buf;
         match later {
             Some(rx) => Exec::Later(rx),
             None => Exec::Ready(reply),
         }
+    }
+
+    /// Runs one command and appends its reply to `buf`; a command that blocks appends
+    /// nothing and returns the reply to come.
+    pub fn execute_into(
+        &mut self,
+        cmd: &Command,
+        proto: Proto,
+        buf: &mut BytesMut,
+    ) -> Option<oneshot::Receiver<Reply>> {
+        let mut out = Out {
+            buf: std::mem::take(buf),
+            proto,
+        };
+        let before = out.buf.len();
+        let later = self.run(cmd, &mut out);
+        if later.is_some() {
+            out.buf.truncate(before);
+        }
+        *buf = out.buf;
+        later
     }
 
     /// Runs one command, writing its reply into `out`, or returns the reply to come.
