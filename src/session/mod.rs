@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::admin::clients::ClientEntry;
 use crate::command::{Command, State};
+use crate::compression::envelope::MAGIC;
 use crate::compression::reply::Shape;
 use crate::connection::{suppress_last, Client, Pending};
 use crate::metrics::{class_of, Outcome};
@@ -444,13 +445,23 @@ impl Session {
         let proto = self.proto;
         let Some(mem) = self.mem.as_mut() else { return };
         let direct = pending.is_empty()
-            && matches!(effect, Effect::None)
+            && matches!(effect, Effect::None | Effect::Decode(_))
             && !self.suppressing
             && self.direct.len() < DIRECT_MAX;
         if direct {
             let before = self.direct.len();
             match mem.execute_into(&cmd, proto, &mut self.direct) {
                 None => {
+                    // A reply with an envelope in it is decoded (as the queue would); the
+                    // rest, most replies, are already what the client gets.
+                    let written = &self.direct[before..];
+                    if matches!(effect, Effect::Decode(_))
+                        && memchr::memmem::find(written, MAGIC).is_some()
+                    {
+                        let raw = self.direct.split_off(before).freeze();
+                        let raw = self.apply(effect, raw);
+                        self.direct.extend_from_slice(&raw);
+                    }
                     let m = &self.sh.metrics;
                     let outcome = if is_error(&self.direct[before..]) {
                         Outcome::Error
