@@ -5,7 +5,8 @@ front of the same redis-server, and against prescient on its embedded store (mem
 run. Prints throughput, p50/p99 and the ratios.
 
 Runs are interleaved (direct, prescient, twemproxy, direct, ...) and each cell is the median of
---rounds runs, because this machine is shared and noisy: read the ratios, not the absolutes.
+--rounds runs; each ratio is the median of the per-round ratios (runs of one round are back to
+back), because this machine is shared and noisy: read the ratios, not the absolutes.
 
 The proxy's own path is measured with compression off (`prescient`): redis-benchmark's 1 KB
 values are compressible, and compressing them is what the `compressed` column (all defaults)
@@ -190,7 +191,11 @@ def main():
             cells = {n: med[(test, pipe, n)] for n in names}
             line = f"| {test.upper()} -P {pipe} | " + " | ".join(
                 f"{cells[n]['rps']:,.0f} ({cells[n]['p50']:.2f}/{cells[n]['p99']:.2f})" for n in names)
-            line += " |" + "".join(f" {cells[a]['rps'] / cells[b]['rps']:.2f}x |" for a, b in ratios)
+            # Each ratio is the median of the per-round ratios: runs of one round are back to
+            # back, so slow drift of the shared machine cancels out of them.
+            line += " |" + "".join(
+                f" {statistics.median(x['rps'] / y['rps'] for x, y in zip(results[(test, pipe, a)], results[(test, pipe, b)])):.2f}x |"
+                for a, b in ratios)
             print(line)
     finally:
         stop(procs, tmp)
