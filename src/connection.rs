@@ -25,8 +25,7 @@ use tokio::time::Instant;
 use crate::admin::clients::ClientEntry;
 use crate::command::CommandSpec;
 use crate::config::Tunables;
-use crate::metrics::{class_of, Outcome};
-use crate::protocol::reply::is_error;
+use crate::metrics::Outcome;
 use crate::protocol::{RequestParser, Value};
 use crate::server::Shared;
 use crate::session::{Effect, Session};
@@ -289,14 +288,8 @@ impl Client {
             return;
         };
         let raw = self.session.apply(p.effect, raw);
-        let outcome = if outcome == Outcome::Ok && is_error(&raw) {
-            Outcome::Error
-        } else {
-            outcome
-        };
-        let m = &self.sh.metrics;
-        m.command(p.spec, outcome);
-        m.observe(class_of(p.spec), (now - p.start).as_secs_f64());
+        let secs = (now - p.start).as_secs_f64();
+        self.sh.metrics.reply(p.spec, outcome, &raw, secs);
         if !p.suppress {
             out.extend_from_slice(&raw);
         }

@@ -217,6 +217,24 @@ impl Metrics {
             .sum()
     }
 
+    /// One reply delivered after `secs`: counted by outcome (an `Ok` that is an error reply
+    /// counts as `Error`) and timed by class.
+    pub fn reply(
+        &self,
+        spec: Option<&'static CommandSpec>,
+        outcome: Outcome,
+        raw: &[u8],
+        secs: f64,
+    ) {
+        let outcome = if outcome == Outcome::Ok && crate::protocol::reply::is_error(raw) {
+            Outcome::Error
+        } else {
+            outcome
+        };
+        self.command(spec, outcome);
+        self.observe(class_of(spec), secs);
+    }
+
     pub fn observe(&self, class: Class, secs: f64) {
         self.durations[class as usize].observe(secs);
     }

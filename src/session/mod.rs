@@ -19,7 +19,7 @@ use crate::command::{Command, State};
 use crate::compression::envelope::MAGIC;
 use crate::compression::reply::Shape;
 use crate::connection::{suppress_last, Client, Pending};
-use crate::metrics::{class_of, Outcome};
+use crate::metrics::Outcome;
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::server::Shared;
 use crate::upstream::memory::{Exec, MemConn};
@@ -138,10 +138,9 @@ impl Session {
 
     /// Moves the replies written straight out to the end of `out`.
     pub fn take_direct(&mut self, out: &mut BytesMut) {
-        if self.direct.is_empty() {
-        } else if out.is_empty() {
+        if out.is_empty() {
             std::mem::swap(out, &mut self.direct);
-        } else {
+        } else if !self.direct.is_empty() {
             out.extend_from_slice(&self.direct);
             self.direct.clear();
         }
@@ -462,14 +461,9 @@ impl Session {
                         let raw = self.apply(effect, raw);
                         self.direct.extend_from_slice(&raw);
                     }
-                    let m = &self.sh.metrics;
-                    let outcome = if is_error(&self.direct[before..]) {
-                        Outcome::Error
-                    } else {
-                        Outcome::Ok
-                    };
-                    m.command(cmd.spec, outcome);
-                    m.observe(class_of(cmd.spec), start.elapsed().as_secs_f64());
+                    let secs = start.elapsed().as_secs_f64();
+                    let raw = &self.direct[before..];
+                    self.sh.metrics.reply(cmd.spec, Outcome::Ok, raw, secs);
                 }
                 Some(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
             }
