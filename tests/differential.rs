@@ -136,6 +136,10 @@ fn parse_step(line: &str, n: usize) -> Step {
 async fn run(seq: &Sequence, port: u16, embedded: bool) -> Vec<(usize, Bytes)> {
     let mut clients: BTreeMap<char, Raw> = BTreeMap::new();
     let mut out = Vec::new();
+    // Blocking commands sent without reading, not yet answered: the next step waits until the
+    // server reports that many blocked clients, or another client's push could overtake them.
+    let mut blocking: BTreeMap<char, bool> = BTreeMap::new();
+    let mut control: Option<Raw> = None;
     for (line, redis_only, step) in &seq.steps {
         if embedded && *redis_only {
             continue;
@@ -156,9 +160,20 @@ async fn run(seq: &Sequence, port: u16, embedded: bool) -> Vec<(usize, Bytes)> {
                 cl.send(&a).await;
                 if *wait {
                     out.push((*line, cl.read().await));
+                } else if is_blocking(&args[0]) {
+                    blocking.insert(c, true);
+                    let want = blocking.values().filter(|b| **b).count();
+                    let ctl = match control.as_mut() {
+                        Some(ctl) => ctl,
+                        None => control.insert(Raw::connect(port).await),
+                    };
+                    wait_blocked(ctl, want, *line).await;
                 }
             }
-            Step::Recv { .. } => out.push((*line, cl.read().await)),
+            Step::Recv { .. } => {
+                blocking.insert(c, false);
+                out.push((*line, cl.read().await))
+            }
             Step::Resp3 { .. } => {
                 cl.send(&[b"HELLO", b"3"]).await;
                 cl.proto = Proto::Resp3;
@@ -183,6 +198,43 @@ async fn run(seq: &Sequence, port: u16, embedded: bool) -> Vec<(usize, Bytes)> {
         }
     }
     out
+}
+
+fn is_blocking(name: &[u8]) -> bool {
+    const BLOCKING: [&str; 8] = [
+        "blpop",
+        "brpop",
+        "blmove",
+        "brpoplpush",
+        "blmpop",
+        "bzpopmin",
+        "bzpopmax",
+        "bzmpop",
+    ];
+    BLOCKING
+        .iter()
+        .any(|b| b.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Polls `INFO clients` until the server has `want` blocked clients.
+async fn wait_blocked(ctl: &mut Raw, want: usize, line: usize) {
+    let end = std::time::Instant::now() + common::DEADLINE;
+    loop {
+        let info = ctl.text(&["INFO", "clients"]).await;
+        let blocked = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("line {line}: no blocked_clients in {info}"));
+        if blocked >= want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "line {line}: {blocked} blocked clients, want {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
 
 fn show(b: &[u8]) -> String {

@@ -17,10 +17,18 @@ use crate::upstream::Reply;
 #[derive(Debug, Default)]
 pub struct Waiters {
     queues: HashMap<(usize, Bytes), VecDeque<u64>>,
+    /// Clients blocked now (INFO's blocked_clients): each wait enqueues once and is removed
+    /// once, whether served, timed out or abandoned.
+    blocked: usize,
 }
 
 impl Waiters {
+    pub fn blocked(&self) -> usize {
+        self.blocked
+    }
+
     fn enqueue(&mut self, id: u64, db: usize, keys: &[Bytes]) {
+        self.blocked += 1;
         for k in keys {
             self.queues
                 .entry((db, k.clone()))
@@ -30,6 +38,7 @@ impl Waiters {
     }
 
     fn remove(&mut self, id: u64, db: usize, keys: &[Bytes]) {
+        self.blocked = self.blocked.saturating_sub(1);
         for k in keys {
             if let Some(q) = self.queues.get_mut(&(db, k.clone())) {
                 q.retain(|&w| w != id);

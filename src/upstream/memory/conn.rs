@@ -58,6 +58,7 @@ impl MemConn {
     pub fn new(store: Arc<Store>) -> MemConn {
         let (push_tx, pushes) = mpsc::channel(4096);
         store.stats.connections.fetch_add(1, Ordering::Relaxed);
+        store.stats.connected.fetch_add(1, Ordering::Relaxed);
         MemConn {
             store,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -347,6 +348,7 @@ impl MemConn {
 
 impl Drop for MemConn {
     fn drop(&mut self) {
+        self.store.stats.connected.fetch_sub(1, Ordering::Relaxed);
         for c in &self.channels {
             self.store.pubsub.unsubscribe(false, c, self.id);
         }

@@ -105,6 +105,8 @@ pub struct Stats {
     pub keyspace_misses: AtomicU64,
     pub commands: AtomicU64,
     pub connections: AtomicU64,
+    /// Connections open now.
+    pub connected: AtomicU64,
 }
 
 /// Everything under the lock.

@@ -96,6 +96,13 @@ fn info(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
             ctx.store.started.elapsed().as_secs()
         ));
     }
+    if want("clients") {
+        sections.push(format!(
+            "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\n",
+            st.connected.load(Ordering::Relaxed),
+            ctx.inner.waiters.blocked()
+        ));
+    }
     if want("memory") {
         let used = ctx.inner.used;
         sections.push(format!(
