@@ -88,6 +88,16 @@ impl<C: Hash + Eq> Contexts<C> {
         self.table.is_empty()
     }
 
+    /// Every context starts afresh, as after an idle gap: when the tracker's learning sample
+    /// widens, contexts that were left out kept a history from before, and their next read
+    /// must not be learned as following it.
+    pub fn restart_all(&mut self) {
+        for (_, c) in self.table.iter_mut() {
+            c.history.clear();
+            c.predicted.clear();
+        }
+    }
+
     /// Records that `ctx` read `key` at `now`: scores the predictions made after its
     /// previous read, teaches the model, and predicts what follows.
     pub fn access(&mut self, model: &mut Model, ctx: C, key: Arc<ParsedKey>, now: f64) -> Step<'_> {
@@ -185,6 +195,18 @@ mod tests {
         cx.access(&mut m, 1, key("c"), 1000.0);
         assert!(m.predict(&[key("b")], 1000.0).is_empty());
         assert_eq!(m.predict(&[key("a")], 1000.0)[0].key, "b");
+    }
+
+    #[test]
+    fn restarted_contexts_learn_no_transition_across_the_restart() {
+        let mut m = model();
+        let mut cx = Contexts::new(10, 60.0);
+        cx.access(&mut m, 1, key("a"), 0.0);
+        cx.restart_all();
+        cx.access(&mut m, 1, key("b"), 1.0);
+        assert!(m.predict(&[key("a")], 1.0).is_empty());
+        cx.access(&mut m, 1, key("c"), 2.0);
+        assert_eq!(m.predict(&[key("b")], 2.0)[0].key, "c");
     }
 
     #[test]

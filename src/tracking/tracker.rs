@@ -12,8 +12,10 @@
 //! idle; when it falls behind (the channel fills or drops reads), it learns from a sample of
 //! contexts: those whose hash has its top `shift` bits clear, 1/2^shift of them, whole
 //! sequences kept (dropping single reads would teach false transitions). The sample widens
-//! again after [`CALM_SECS`] calm seconds. In connection and client-name mode the request
-//! path skips unsampled reads before copying them; in key-segment mode the learner does.
+//! again after [`CALM_SECS`] calm seconds, and every context then starts afresh (one left
+//! out would otherwise learn a transition across its gap). In connection and client-name
+//! mode the request path skips unsampled reads before copying them; in key-segment mode the
+//! learner does.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -522,6 +524,9 @@ fn drain(
                 let d = stats.dropped.get();
                 let backlog = stats.reads.get().saturating_sub(taken);
                 let sh = shedder.update(d - dropped, backlog, capacity);
+                if sh < shift.load(Ordering::Relaxed) {
+                    l.contexts.restart_all();
+                }
                 dropped = d;
                 shift.store(sh, Ordering::Relaxed);
                 stats.shift.set(i64::from(sh));
