@@ -10,7 +10,8 @@ use indexmap::IndexSet;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    blocking, hashes, keys, lists, server, sets, strings, zsets, Ctx, Out, Store, DATABASES, OOM,
+    blocking, hashes, keys, lists, own, server, sets, strings, zsets, Ctx, Out, Store, DATABASES,
+    OOM,
 };
 use crate::command::{flag, Command};
 use crate::protocol::Proto;
@@ -302,10 +303,13 @@ impl MemConn {
             } else {
                 &mut self.channels
             };
-            if set.insert(ch.clone()) {
+            // Copied: a slice of the client's read buffer would keep all of it alive for as
+            // long as the subscription lives.
+            let owned = own(ch);
+            if set.insert(owned.clone()) {
                 self.store
                     .pubsub
-                    .subscribe(pattern, ch, self.id, proto, &self.push_tx);
+                    .subscribe(pattern, &owned, self.id, proto, &self.push_tx);
             }
             out.push(3);
             out.bulk(name.as_bytes());
