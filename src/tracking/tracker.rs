@@ -118,6 +118,7 @@ enum Mode {
 
 struct Stats {
     reads: IntCounter,
+    learned: IntCounter,
     dropped: IntCounter,
     shed: IntCounter,
     shift: IntGauge,
@@ -145,6 +146,10 @@ impl Stats {
             reads: c(
                 "prescient_tracking_reads_total",
                 "Key reads handed to the tracker.",
+            ),
+            learned: c(
+                "prescient_tracking_learned_total",
+                "Key reads the learner has taken in (the rest of the reads are queued or shed).",
             ),
             dropped: c(
                 "prescient_tracking_dropped_total",
@@ -432,6 +437,7 @@ impl Tracker {
         vec![
             ("enabled", u8::from(self.enabled()).to_string()),
             ("reads", self.stats.reads.get().to_string()),
+            ("learned", self.stats.learned.get().to_string()),
             ("dropped", self.stats.dropped.get().to_string()),
             ("shed", self.stats.shed.get().to_string()),
             (
@@ -512,12 +518,17 @@ fn drain(
             let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = first {
                 let sh = shift.load(Ordering::Relaxed);
-                let mut shed = 0;
+                let (mut shed, mut learned) = (0, 0);
                 for r in std::iter::once(r).chain(rx.try_iter().take(4095)) {
                     taken += 1;
-                    shed += u64::from(!l.learn(r, now, sh));
+                    if l.learn(r, now, sh) {
+                        learned += 1;
+                    } else {
+                        shed += 1;
+                    }
                 }
                 stats.shed.inc_by(shed);
+                stats.learned.inc_by(learned);
             }
             if published.elapsed() >= Duration::from_secs(1) {
                 l.publish(stats);
