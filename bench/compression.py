@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import ROOT, free_port, need, stop, wait_port  # noqa: E402
+from core import ROOT, free_port, need, start_redis, stop, wait_port  # noqa: E402
 from memory import info_used, resp  # noqa: E402
 
 FIRST = ["ada", "grace", "alan", "edsger", "barbara", "ken", "dennis", "margaret", "linus", "guido"]
@@ -135,12 +135,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="prescient-zbench-")
     procs = []
     try:
-        rport = free_port()
-        redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(redis)
-        wait_port(rport, redis, "redis-server")
+        rport, _ = start_redis(procs)
 
         def proxy(name, **cfg):
             port = free_port()

@@ -77,6 +77,17 @@ def stop(procs, tmp):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def start_redis(procs):
+    """Starts a redis-server without persistence on a free port; returns (port, process)."""
+    port = free_port()
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(p)
+    wait_port(port, p, "redis-server")
+    return port, p
+
+
 def start_prescient(binary, upstream, env, tmp, name, procs):
     """Starts prescient on a free port in front of `upstream`; returns the port."""
     port = free_port()
@@ -124,12 +135,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="prescient-bench-")
     procs = []
     try:
-        rport, tport = free_port(), free_port()
-        redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(redis)
-        wait_port(rport, redis, "redis-server")
+        rport, _ = start_redis(procs)
+        tport = free_port()
         env = {**os.environ, "RUST_LOG": "warn"}
         for kv in args.extra_config:
             k, v = kv.split("=", 1)

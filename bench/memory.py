@@ -14,7 +14,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import ROOT, free_port, need, wait_port  # noqa: E402
+from core import ROOT, need, start_prescient, start_redis, stop  # noqa: E402
 
 
 def rss_kib(pid):
@@ -73,17 +73,16 @@ def main():
     if not os.path.exists(args.prescient):
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
     value = b"v" * args.value_size
-    rport, mport = free_port(), free_port()
     tmp = tempfile.mkdtemp(prefix="prescient-mem-")
-    redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "RUST_LOG": "warn", "PRESCIENT__MEMORY__MAXMEMORY": "0"}
-    mem = subprocess.Popen([args.prescient, "--listen", f"127.0.0.1:{mport}", "--admin-listen", "",
-                            "--upstream", "memory://"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=open(os.path.join(tmp, "prescient.log"), "w"))
+    procs = []
     try:
-        wait_port(rport, redis, "redis-server")
-        wait_port(mport, mem, "prescient")
+        rport, redis = start_redis(procs)
+        # Compression off: this measures the store's cost per key, not what the codec saves
+        # (bench/compression.py does; redis-benchmark-like repeated bytes shrink to ~20 B).
+        env = {**os.environ, "RUST_LOG": "warn", "PRESCIENT__MEMORY__MAXMEMORY": "0",
+               "PRESCIENT__COMPRESSION__ENABLED": "false"}
+        mport = start_prescient(args.prescient, "memory://", env, tmp, "prescient", procs)
+        mem = procs[-1]
         rows = []
         for name, port, proc in (("redis", rport, redis), ("prescient memory://", mport, mem)):
             used0, rss0 = info_used(port), rss_kib(proc.pid)
@@ -100,9 +99,7 @@ def main():
         (_, ru, rr, _), (_, mu, mr, _) = rows
         print(f"\nprescient/redis: used_memory {mu / ru:.2f}x, RSS {mr / rr:.2f}x")
     finally:
-        for p in (mem, redis):
-            p.terminate()
-            p.wait(timeout=10)
+        stop(procs, tmp)
 
 
 if __name__ == "__main__":
