@@ -12,12 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lru::LruCache;
 
 use super::trace::Access;
-use crate::tracking::context::{Contexts, Score, Step};
+use crate::tracking::context::{Contexts, Score};
 use crate::tracking::model::{Model, ModelConfig, ModelSize};
-use crate::tracking::template::{ParsedKey, Templater};
+use crate::tracking::template::{hash_bytes, ParsedKey, Templater};
 
 /// Cache capacity: a number of keys, or bytes (each key weighs its size).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,13 +60,32 @@ impl SimResult {
     }
 }
 
-struct Entry {
+/// No id: the end of the list.
+const NIL: u32 = u32::MAX;
+
+/// A key's place in the cache: a node of an intrusive doubly linked list over the dense key
+/// ids (most recently used at `head`), so a lookup is an index, not a hash probe.
+#[derive(Clone)]
+struct Slot {
+    prev: u32,
+    next: u32,
     size: u64,
+    cached: bool,
     prefetched: bool,
 }
 
+const EMPTY: Slot = Slot {
+    prev: NIL,
+    next: NIL,
+    size: 0,
+    cached: false,
+    prefetched: false,
+};
+
 struct Cache {
-    lru: LruCache<u32, Entry>,
+    slots: Vec<Slot>,
+    head: u32,
+    tail: u32,
     capacity: u64,
     by_bytes: bool,
     used: u64,
@@ -75,6 +93,18 @@ struct Cache {
 }
 
 impl Cache {
+    fn new(capacity: u64, by_bytes: bool) -> Cache {
+        Cache {
+            slots: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            capacity,
+            by_bytes,
+            used: 0,
+            wasted: 0,
+        }
+    }
+
     fn weight(&self, size: u64) -> u64 {
         if self.by_bytes {
             size
@@ -83,45 +113,114 @@ impl Cache {
         }
     }
 
-    /// Inserts at the most recently used end, evicting from the other; an object larger
-    /// than the whole cache is not cached.
+    fn slot(&mut self, id: u32) -> &mut Slot {
+        let i = id as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, EMPTY);
+        }
+        &mut self.slots[i]
+    }
+
+    fn cached(&self, id: u32) -> bool {
+        self.slots.get(id as usize).is_some_and(|s| s.cached)
+    }
+
+    fn unlink(&mut self, id: u32) {
+        let Slot { prev, next, .. } = self.slots[id as usize];
+        match prev {
+            NIL => self.head = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+    }
+
+    fn link_front(&mut self, id: u32) {
+        let head = self.head;
+        let s = &mut self.slots[id as usize];
+        s.prev = NIL;
+        s.next = head;
+        match head {
+            NIL => self.tail = id,
+            h => self.slots[h as usize].prev = id,
+        }
+        self.head = id;
+    }
+
+    /// Moves a cached key to the most recently used end; false if it is not cached.
+    fn promote(&mut self, id: u32) -> bool {
+        if !self.cached(id) {
+            return false;
+        }
+        if self.head != id {
+            self.unlink(id);
+            self.link_front(id);
+        }
+        true
+    }
+
+    fn remove(&mut self, id: u32) {
+        self.unlink(id);
+        let s = &mut self.slots[id as usize];
+        s.cached = false;
+        let (size, prefetched) = (s.size, s.prefetched);
+        self.used -= self.weight(size);
+        self.wasted += u64::from(prefetched);
+    }
+
+    /// Inserts a key not cached at the most recently used end, evicting from the other; an
+    /// object larger than the whole cache is not cached.
     fn insert(&mut self, id: u32, size: u64, prefetched: bool) {
         let w = self.weight(size);
         if w > self.capacity {
             return;
         }
-        while self.used + w > self.capacity {
-            match self.lru.pop_lru() {
-                Some((_, e)) => {
-                    self.used -= self.weight(e.size);
-                    self.wasted += u64::from(e.prefetched);
-                }
-                None => break,
-            }
+        while self.used + w > self.capacity && self.tail != NIL {
+            self.remove(self.tail);
         }
         self.used += w;
-        self.lru.put(id, Entry { size, prefetched });
+        let s = self.slot(id);
+        s.size = size;
+        s.prefetched = prefetched;
+        s.cached = true;
+        self.link_front(id);
     }
 }
 
-/// Interned keys: each distinct key parsed once.
+/// Interned keys, found by their hash (the model's identity for keys: template.rs,
+/// `hash_bytes`); each parsed once, when first read (a predicted key may never be).
 #[derive(Default)]
 struct Keys {
-    ids: HashMap<Bytes, u32, foldhash::fast::FixedState>,
-    parsed: Vec<Arc<ParsedKey>>,
+    ids: HashMap<u64, u32, foldhash::fast::FixedState>,
+    keys: Vec<Bytes>,
+    parsed: Vec<Option<Arc<ParsedKey>>>,
     sizes: Vec<u64>,
 }
 
 impl Keys {
-    fn intern(&mut self, key: &Bytes, templater: &Templater) -> u32 {
-        if let Some(&id) = self.ids.get(key) {
+    fn find(&self, hash: u64) -> Option<u32> {
+        self.ids.get(&hash).copied()
+    }
+
+    fn intern(&mut self, hash: u64, key: &Bytes) -> u32 {
+        if let Some(id) = self.find(hash) {
             return id;
         }
-        let id = self.parsed.len() as u32;
-        self.ids.insert(key.clone(), id);
-        self.parsed.push(Arc::new(templater.parse(key.clone())));
+        let id = self.keys.len() as u32;
+        self.ids.insert(hash, id);
+        self.keys.push(key.clone());
+        self.parsed.push(None);
         self.sizes.push(0);
         id
+    }
+
+    fn parsed(&mut self, id: u32, templater: &Templater) -> Arc<ParsedKey> {
+        let i = id as usize;
+        self.parsed[i]
+            .get_or_insert_with(|| Arc::new(templater.parse(self.keys[i].clone())))
+            .clone()
     }
 }
 
@@ -130,54 +229,41 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
         Capacity::Keys(n) => (n, false),
         Capacity::Bytes(n) => (n, true),
     };
-    let mut cache = Cache {
-        lru: LruCache::unbounded(),
-        capacity,
-        by_bytes,
-        used: 0,
-        wasted: 0,
-    };
+    let mut cache = Cache::new(capacity, by_bytes);
     let mut keys = Keys::default();
     let mut model = Model::new(opts.model.clone());
     let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
     let mut r = SimResult::default();
     for a in trace {
         r.accesses += 1;
-        let id = keys.intern(&a.key, &opts.templater);
+        let id = keys.intern(hash_bytes(&a.key), &a.key);
         keys.sizes[id as usize] = a.size;
-        let found = cache
-            .lru
-            .get_mut(&id)
-            .map(|e| (std::mem::take(&mut e.prefetched), e.size));
-        match found {
-            Some((was_prefetched, size)) => {
-                r.hits += 1;
-                r.prefetch_hits += u64::from(was_prefetched);
-                if size != a.size {
-                    // The object changed size: re-insert at its new weight.
-                    cache.used -= cache.weight(size);
-                    cache.lru.pop(&id);
-                    cache.insert(id, a.size, false);
-                }
-            }
-            None => {
-                r.misses += 1;
+        if cache.cached(id) {
+            r.hits += 1;
+            let s = &mut cache.slots[id as usize];
+            r.prefetch_hits += u64::from(std::mem::take(&mut s.prefetched));
+            if s.size != a.size {
+                // The object changed size: re-insert at its new weight.
+                cache.remove(id);
                 cache.insert(id, a.size, false);
+            } else {
+                cache.promote(id);
             }
+        } else {
+            r.misses += 1;
+            cache.insert(id, a.size, false);
         }
         if !opts.prefetch {
             continue;
         }
         let ctx = if opts.per_client { a.client } else { 0 };
-        let parsed = keys.parsed[id as usize].clone();
-        let Step::Moved(predictions) = contexts.access(&mut model, ctx, parsed, a.time) else {
-            continue;
-        };
-        for p in predictions {
-            let pid = keys.intern(&p.key, &opts.templater);
-            if cache.lru.promote(&pid) {
+        let parsed = keys.parsed(id, &opts.templater);
+        contexts.access(&mut model, ctx, parsed, a.time, |p| {
+            let known = keys.find(p.hash);
+            if known.is_some_and(|pid| cache.promote(pid)) {
                 r.promotions += 1;
             } else if p.fetch {
+                let pid = known.unwrap_or_else(|| keys.intern(p.hash, p.key));
                 // A key never read has no known size: assume the current read's.
                 let size = match keys.sizes[pid as usize] {
                     0 => a.size,
@@ -186,7 +272,7 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
                 r.prefetches += 1;
                 cache.insert(pid, size, true);
             }
-        }
+        });
     }
     r.prefetches_wasted = cache.wasted;
     r.score = contexts.score;

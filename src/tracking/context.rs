@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use lru::LruCache;
 
-use super::model::{Model, Prediction};
+use super::model::{Candidate, Model};
 use super::template::ParsedKey;
 
 /// How well the model predicted each context's next read.
@@ -52,7 +52,9 @@ pub fn ratio(a: u64, b: u64) -> f64 {
 struct Context {
     history: Vec<Arc<ParsedKey>>,
     last_seen: f64,
-    predicted: Vec<Prediction>,
+    /// The hashes of the predictions made after the last read, and whether each was one to
+    /// fetch (only those are scored).
+    predicted: Vec<(u64, bool)>,
 }
 
 pub struct Contexts<C: Hash + Eq> {
@@ -63,11 +65,12 @@ pub struct Contexts<C: Hash + Eq> {
 }
 
 /// What one access did.
-pub enum Step<'a> {
-    /// The key repeats the context's previous read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The key repeats the context's previous read: nothing learned or predicted.
     Repeat,
-    /// A transition; the predictions made after it.
-    Moved(&'a [Prediction]),
+    /// A transition: learned, and the predictions after it handed out.
+    Moved,
 }
 
 impl<C: Hash + Eq> Contexts<C> {
@@ -99,8 +102,16 @@ impl<C: Hash + Eq> Contexts<C> {
     }
 
     /// Records that `ctx` read `key` at `now`: scores the predictions made after its
-    /// previous read, teaches the model, and predicts what follows.
-    pub fn access(&mut self, model: &mut Model, ctx: C, key: Arc<ParsedKey>, now: f64) -> Step<'_> {
+    /// previous read, teaches the model, and predicts what follows, handing each prediction
+    /// to `on_prediction`.
+    pub fn access(
+        &mut self,
+        model: &mut Model,
+        ctx: C,
+        key: Arc<ParsedKey>,
+        now: f64,
+        mut on_prediction: impl FnMut(&Candidate<'_>),
+    ) -> Step {
         if !self.table.contains(&ctx) && self.table.len() >= self.max_contexts {
             self.table.pop_lru();
         }
@@ -121,13 +132,13 @@ impl<C: Hash + Eq> Contexts<C> {
             self.score.transitions += 1;
         }
         // Scored on what would be fetched; touch-only predictions are not claims.
-        let mut fetched = c.predicted.iter().filter(|p| p.fetch).peekable();
+        let mut fetched = c.predicted.iter().filter(|p| p.1).peekable();
         if let Some(first) = fetched.peek() {
             self.score.predicted += 1;
-            if first.hash == key.hash {
+            if first.0 == key.hash {
                 self.score.top1 += 1;
             }
-            if fetched.any(|p| p.hash == key.hash) {
+            if fetched.any(|p| p.0 == key.hash) {
                 self.score.topk += 1;
             }
         }
@@ -136,8 +147,13 @@ impl<C: Hash + Eq> Contexts<C> {
             c.history.remove(0);
         }
         c.history.push(key);
-        c.predicted = model.predict(&c.history, now);
-        Step::Moved(&c.predicted)
+        c.predicted.clear();
+        let predicted = &mut c.predicted;
+        model.predict_each(&c.history, now, |p| {
+            predicted.push((p.hash, p.fetch));
+            on_prediction(p);
+        });
+        Step::Moved
     }
 }
 
@@ -169,10 +185,10 @@ mod tests {
         // Two clients interleave a->b; per context the model sees a->b, never a->a or b->a.
         for _ in 0..3 {
             for client in [1, 2] {
-                cx.access(&mut m, client, key("a"), 0.0);
+                cx.access(&mut m, client, key("a"), 0.0, |_| {});
             }
             for client in [1, 2] {
-                cx.access(&mut m, client, key("b"), 0.0);
+                cx.access(&mut m, client, key("b"), 0.0, |_| {});
             }
         }
         let p = m.predict(&[key("a")], 0.0);
@@ -188,11 +204,11 @@ mod tests {
     fn repeats_are_not_transitions_and_stale_contexts_restart() {
         let mut m = model();
         let mut cx = Contexts::new(10, 60.0);
-        cx.access(&mut m, 1, key("a"), 0.0);
-        assert!(matches!(cx.access(&mut m, 1, key("a"), 1.0), Step::Repeat));
-        cx.access(&mut m, 1, key("b"), 2.0);
+        cx.access(&mut m, 1, key("a"), 0.0, |_| {});
+        assert_eq!(cx.access(&mut m, 1, key("a"), 1.0, |_| {}), Step::Repeat);
+        cx.access(&mut m, 1, key("b"), 2.0, |_| {});
         // After an idle gap, b is not learned as following a.
-        cx.access(&mut m, 1, key("c"), 1000.0);
+        cx.access(&mut m, 1, key("c"), 1000.0, |_| {});
         assert!(m.predict(&[key("b")], 1000.0).is_empty());
         assert_eq!(m.predict(&[key("a")], 1000.0)[0].key, "b");
     }
@@ -201,11 +217,11 @@ mod tests {
     fn restarted_contexts_learn_no_transition_across_the_restart() {
         let mut m = model();
         let mut cx = Contexts::new(10, 60.0);
-        cx.access(&mut m, 1, key("a"), 0.0);
+        cx.access(&mut m, 1, key("a"), 0.0, |_| {});
         cx.restart_all();
-        cx.access(&mut m, 1, key("b"), 1.0);
+        cx.access(&mut m, 1, key("b"), 1.0, |_| {});
         assert!(m.predict(&[key("a")], 1.0).is_empty());
-        cx.access(&mut m, 1, key("c"), 2.0);
+        cx.access(&mut m, 1, key("c"), 2.0, |_| {});
         assert_eq!(m.predict(&[key("b")], 2.0)[0].key, "c");
     }
 
@@ -214,7 +230,7 @@ mod tests {
         let mut m = model();
         let mut cx = Contexts::new(5, 60.0);
         for client in 0..100 {
-            cx.access(&mut m, client, key("a"), 0.0);
+            cx.access(&mut m, client, key("a"), 0.0, |_| {});
         }
         assert_eq!(cx.len(), 5);
     }

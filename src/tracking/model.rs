@@ -1,7 +1,7 @@
 //! The Markov model over key accesses: which key follows which.
 //!
-//! Three tables of states, each an LRU bounded by `max_states` (the least recently updated
-//! state is dropped):
+//! Three tables of states, each bounded by `max_states` (when full, the least recently
+//! updated of a few sampled states is dropped, as Redis's approximated LRU does):
 //! - order 2 (optional): the last two keys -> next key;
 //! - order 1: the last key -> next key;
 //! - template: the last key's template -> [`Transition`] (next template and how to fill it),
@@ -20,14 +20,88 @@ use std::mem::size_of;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lru::LruCache;
+use indexmap::IndexMap;
 
-use super::template::{hash_bytes, ParsedKey, Transition};
+use super::template::{hash_bytes, ParsedKey, Transition, TransitionRef};
 use smallvec::SmallVec;
 
 type Hasher = foldhash::fast::FixedState;
-/// States are found by the 64-bit hash of their context (template.rs: `hash_bytes`).
-type Table<S> = LruCache<u64, Counts<S>, Hasher>;
+
+/// Entries sampled to choose the one to drop when a table is full.
+const EVICTION_SAMPLE: usize = 5;
+
+/// A bounded table of states, found by the 64-bit hash of their context (template.rs:
+/// `hash_bytes`). When full, the least recently used of a few sampled states is dropped
+/// (Redis's approximated LRU): an exact LRU list pays, at every touch, an update of two
+/// neighbouring nodes, that is cache misses on a model far larger than the CPU cache.
+struct Table<S> {
+    map: IndexMap<u64, Counts<S>, Hasher>,
+    /// Advances at every touch; a state's `used` is the tick of its last touch.
+    tick: u64,
+    /// xorshift64 state: the replay stays deterministic.
+    rng: u64,
+}
+
+impl<S: Id> Table<S> {
+    fn new() -> Self {
+        Table {
+            map: IndexMap::with_hasher(Hasher::default()),
+            tick: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn peek(&self, ctx: &u64) -> Option<&Counts<S>> {
+        self.map.get(ctx)
+    }
+
+    /// The state for `ctx`, marked used, if it exists.
+    fn get_mut(&mut self, ctx: &u64) -> Option<&mut Counts<S>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let c = self.map.get_mut(ctx)?;
+        c.used = tick;
+        Some(c)
+    }
+
+    /// The state for `ctx`, created if missing (dropping one when the table holds `max`),
+    /// marked used.
+    fn touch(&mut self, ctx: u64, max: usize, now: f64) -> &mut Counts<S> {
+        if self.map.len() >= max.max(1) && !self.map.contains_key(&ctx) {
+            self.evict();
+        }
+        self.tick += 1;
+        let c = self.map.entry(ctx).or_insert_with(|| Counts::new(now));
+        c.used = self.tick;
+        c
+    }
+
+    fn evict(&mut self) {
+        let n = self.map.len();
+        let mut victim = None;
+        for _ in 0..EVICTION_SAMPLE.min(n) {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let i = (self.rng % n as u64) as usize;
+            let used = self.map[i].used;
+            if victim.is_none_or(|(_, u)| used < u) {
+                victim = Some((i, used));
+            }
+        }
+        if let Some((i, _)) = victim {
+            self.map.swap_remove_index(i);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Counts<S>> {
+        self.map.values()
+    }
+}
 
 /// A key-level successor, compared by its hash.
 #[derive(Clone)]
@@ -36,9 +110,20 @@ struct Succ {
     key: Bytes,
 }
 
-impl PartialEq for Succ {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash
+/// A successor is identified by a 64-bit hash, so a state finds it without building it.
+trait Id {
+    fn id(&self) -> u64;
+}
+
+impl Id for Succ {
+    fn id(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl Id for Transition {
+    fn id(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -138,11 +223,34 @@ pub struct Prediction {
     pub fetch: bool,
 }
 
+/// A prediction as [`Model::predict_each`] hands it out: the key is borrowed.
+pub struct Candidate<'a> {
+    pub key: &'a Bytes,
+    pub hash: u64,
+    pub probability: f64,
+    pub level: Level,
+    pub fetch: bool,
+}
+
+impl Candidate<'_> {
+    pub fn to_prediction(&self) -> Prediction {
+        Prediction {
+            key: self.key.clone(),
+            hash: self.hash,
+            probability: self.probability,
+            level: self.level,
+            fetch: self.fetch,
+        }
+    }
+}
+
 /// A state's successors by probability; on the stack for the usual `top_k`.
 type Ranked<'a, S> = SmallVec<[(&'a S, f64); 8]>;
 
 /// One state's successor counts.
 struct Counts<S> {
+    /// Its table's tick when last touched (for eviction).
+    used: u64,
     /// Observations ever made in this state (not aged): the support that earns trust.
     seen: u32,
     /// Aged observations: the denominator of probabilities.
@@ -151,9 +259,10 @@ struct Counts<S> {
     succ: Vec<(S, f32)>,
 }
 
-impl<S: PartialEq> Counts<S> {
+impl<S: Id> Counts<S> {
     fn new(now: f64) -> Self {
         Counts {
+            used: 0,
             seen: 0,
             total: 0.0,
             stamp: now,
@@ -169,18 +278,20 @@ impl<S: PartialEq> Counts<S> {
         }
     }
 
-    /// One more occurrence of the state, followed by `s`.
-    fn add(&mut self, s: S, now: f64, cfg: &ModelConfig) {
+    /// One more occurrence of the state, followed by the successor `id` (`make` builds it
+    /// if the state does not know it yet).
+    fn add(&mut self, id: u64, make: impl FnOnce() -> S, now: f64, cfg: &ModelConfig) {
         self.age(now, cfg);
         self.total += 1.0;
         self.seen = self.seen.saturating_add(1);
-        self.follow(s, cfg);
+        self.follow(id, make, cfg);
     }
 
-    /// `s` followed an occurrence already counted (within the lookahead window).
-    fn add_later(&mut self, s: S, now: f64, cfg: &ModelConfig) {
+    /// The successor `id` followed an occurrence already counted (within the lookahead
+    /// window).
+    fn add_later(&mut self, id: u64, make: impl FnOnce() -> S, now: f64, cfg: &ModelConfig) {
         self.age(now, cfg);
-        self.follow(s, cfg);
+        self.follow(id, make, cfg);
     }
 
     fn age(&mut self, now: f64, cfg: &ModelConfig) {
@@ -192,18 +303,18 @@ impl<S: PartialEq> Counts<S> {
         self.stamp = self.stamp.max(now);
     }
 
-    fn follow(&mut self, s: S, cfg: &ModelConfig) {
-        if let Some(e) = self.succ.iter_mut().find(|e| e.0 == s) {
+    fn follow(&mut self, id: u64, make: impl FnOnce() -> S, cfg: &ModelConfig) {
+        if let Some(e) = self.succ.iter_mut().find(|e| e.0.id() == id) {
             e.1 += 1.0;
         } else if self.succ.len() < 2 * cfg.top_k {
-            self.succ.push((s, 1.0));
+            self.succ.push((make(), 1.0));
         } else if let Some(weakest) = self
             .succ
             .iter_mut()
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .filter(|e| e.1 <= 1.0)
         {
-            *weakest = (s, 1.0);
+            *weakest = (make(), 1.0);
         }
     }
 
@@ -253,9 +364,9 @@ pub struct Model {
 impl Model {
     pub fn new(cfg: ModelConfig) -> Model {
         Model {
-            order2: LruCache::unbounded_with_hasher(Hasher::default()),
-            key: LruCache::unbounded_with_hasher(Hasher::default()),
-            template: LruCache::unbounded_with_hasher(Hasher::default()),
+            order2: Table::new(),
+            key: Table::new(),
+            template: Table::new(),
             cfg,
         }
     }
@@ -276,9 +387,13 @@ impl Model {
         let cfg = &self.cfg;
         if cfg.order >= 2 && history.len() >= 2 {
             let ctx = pair(&history[history.len() - 2], last);
-            touch(&mut self.order2, ctx, now, cfg).add(Succ::of(next), now, cfg);
+            self.order2
+                .touch(ctx, cfg.max_states, now)
+                .add(next.hash, || Succ::of(next), now, cfg);
         }
-        touch(&mut self.key, last.hash, now, cfg).add(Succ::of(next), now, cfg);
+        self.key
+            .touch(last.hash, cfg.max_states, now)
+            .add(next.hash, || Succ::of(next), now, cfg);
         // Earlier reads within the window: `next` followed them too, unless it was already
         // read in between (counted once per occurrence, so probabilities stay <= 1).
         let n = history.len();
@@ -289,30 +404,47 @@ impl Model {
                 continue;
             }
             if let Some(c) = self.key.get_mut(&earlier.hash) {
-                c.add_later(Succ::of(next), now, cfg);
+                c.add_later(next.hash, || Succ::of(next), now, cfg);
             }
         }
         if cfg.templates {
-            let t = Transition::between(last, next);
-            touch(&mut self.template, last.template.hash, now, cfg).add(t, now, cfg);
+            let t = TransitionRef::between(last, next);
+            self.template
+                .touch(last.template.hash, cfg.max_states, now)
+                .add(t.hash, || t.keep(), now, cfg);
         }
     }
 
     /// Keys likely to be read after `history`, by level (order 2, key, template), each
     /// level's most likely first; at most `max_predictions` marked to fetch.
     pub fn predict(&self, history: &[Arc<ParsedKey>], now: f64) -> Vec<Prediction> {
-        let mut out: Vec<Prediction> = Vec::new();
+        let mut out = Vec::new();
+        self.predict_each(history, now, |c| out.push(c.to_prediction()));
+        out
+    }
+
+    /// [`Model::predict`] without copies: each candidate is handed to `emit` in order, its
+    /// key borrowed from the model (or built, for a template-level prediction), so a caller
+    /// that needs only hashes (scoring, the replay's cache) clones no key.
+    pub fn predict_each(
+        &self,
+        history: &[Arc<ParsedKey>],
+        now: f64,
+        mut emit: impl FnMut(&Candidate<'_>),
+    ) {
         let Some(last) = history.last() else {
-            return out;
+            return;
         };
         let cfg = &self.cfg;
         let most = cfg.max_predictions + cfg.top_k;
+        let mut made: SmallVec<[u64; 8]> = SmallVec::new();
         let mut fetches = 0;
-        let mut add = |key: Bytes, hash: u64, probability: f64, level: Level| {
-            if out.len() < most && hash != last.hash && !out.iter().any(|p| p.hash == hash) {
+        let mut offer = |key: &Bytes, hash: u64, probability: f64, level: Level| {
+            if made.len() < most && hash != last.hash && !made.contains(&hash) {
                 let fetch = probability >= cfg.min_probability && fetches < cfg.max_predictions;
                 fetches += usize::from(fetch);
-                out.push(Prediction {
+                made.push(hash);
+                emit(&Candidate {
                     key,
                     hash,
                     probability,
@@ -325,12 +457,12 @@ impl Model {
             let ctx = pair(&history[history.len() - 2], last);
             if let Some(r) = self.order2.peek(&ctx).and_then(|c| c.ranked(now, cfg)) {
                 r.into_iter()
-                    .for_each(|(s, p)| add(s.key.clone(), s.hash, p, Level::Order2));
+                    .for_each(|(s, p)| offer(&s.key, s.hash, p, Level::Order2));
             }
         }
         if let Some(r) = self.key.peek(&last.hash).and_then(|c| c.ranked(now, cfg)) {
             r.into_iter()
-                .for_each(|(s, p)| add(s.key.clone(), s.hash, p, Level::Key));
+                .for_each(|(s, p)| offer(&s.key, s.hash, p, Level::Key));
         }
         if cfg.templates {
             if let Some(r) = self
@@ -340,27 +472,26 @@ impl Model {
             {
                 for (t, p) in r {
                     if let Some(k) = t.apply(last) {
-                        let h = hash_bytes(&k);
-                        add(k, h, p, Level::Template);
+                        offer(&k, hash_bytes(&k), p, Level::Template);
                     }
                 }
             }
         }
-        out
     }
 
     pub fn size(&self) -> ModelSize {
-        // Per state: the LRU's node (key, two links) and table slot, and the Counts header.
-        let entry = size_of::<u64>() + 3 * size_of::<usize>() + size_of::<Counts<Succ>>();
+        // Per state: the index table's slot and control byte, the entry (stored hash, key)
+        // and the Counts header.
+        let entry = 2 * size_of::<usize>() + 1 + size_of::<u64>() + size_of::<Counts<Succ>>();
         let succ = |c: &Counts<Succ>| {
             c.succ.capacity() * size_of::<(Succ, f32)>()
                 + c.succ.iter().map(|(s, _)| s.key.len()).sum::<usize>()
         };
         let mut bytes = 0;
-        for (_, c) in self.order2.iter().chain(self.key.iter()) {
+        for c in self.order2.iter().chain(self.key.iter()) {
             bytes += entry + succ(c);
         }
-        for (_, c) in self.template.iter() {
+        for c in self.template.iter() {
             bytes += entry + c.succ.capacity() * size_of::<(Transition, f32)>();
             bytes += c
                 .succ
@@ -375,20 +506,6 @@ impl Model {
             bytes,
         }
     }
-}
-
-/// The state for `ctx`, created if missing; the least recently used state is dropped when
-/// the table is full.
-fn touch<'a, S: PartialEq>(
-    table: &'a mut Table<S>,
-    ctx: u64,
-    now: f64,
-    cfg: &ModelConfig,
-) -> &'a mut Counts<S> {
-    if !table.contains(&ctx) && table.len() >= cfg.max_states.max(1) {
-        table.pop_lru();
-    }
-    table.get_or_insert_mut(ctx, || Counts::new(now))
 }
 
 #[cfg(test)]
@@ -543,9 +660,9 @@ mod tests {
         }
         let size = m.size();
         assert_eq!(size.key_states, 10);
-        assert!(m.key.iter().all(|(_, c)| c.succ.len() <= 4));
+        assert!(m.key.iter().all(|c| c.succ.len() <= 4));
         assert!(size.bytes > 0 && size.bytes < 10 * 1024, "{size:?}");
         // The most recently updated states survive.
-        assert!(m.key.contains(&key("hub").hash));
+        assert!(m.key.peek(&key("hub").hash).is_some());
     }
 }

@@ -9,11 +9,13 @@
 //!
 //! Pure code: no I/O, no clock.
 
+use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use regex::bytes::Regex;
+use smallvec::SmallVec;
 
 /// Largest numeric offset learned as an offset; a larger jump is learned as a literal value
 /// (page n -> n+1 is an offset; id 17 -> id 90210 is not a pattern).
@@ -50,20 +52,6 @@ impl Template {
     pub fn heap_bytes(&self) -> usize {
         self.text.len() + self.holes.len() * 4
     }
-
-    /// The key this template names with `values` in its placeholders.
-    fn fill(&self, values: &[Bytes]) -> Bytes {
-        let extra: usize = values.iter().map(Bytes::len).sum();
-        let mut out = BytesMut::with_capacity(self.text.len() + extra);
-        let mut at = 0;
-        for (&hole, value) in self.holes.iter().zip(values) {
-            out.extend_from_slice(&self.text[at..hole as usize]);
-            out.extend_from_slice(value);
-            at = hole as usize + 2;
-        }
-        out.extend_from_slice(&self.text[at..]);
-        out.freeze()
-    }
 }
 
 /// A key, its template and its placeholder values, parsed once.
@@ -77,14 +65,15 @@ pub struct ParsedKey {
 }
 
 /// How one placeholder of the next key follows from the current key.
+/// (`V` is `&Bytes` in a [`TransitionRef`].)
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub enum Fill {
+pub enum Fill<V = Bytes> {
     /// The value of the current key's placeholder `n`.
     Same(u8),
     /// The current key's numeric placeholder `n` plus an offset.
     Offset(u8, i64),
     /// A fixed value.
-    Literal(Bytes),
+    Literal(V),
 }
 
 /// A template-level successor: the next key's template and how to fill it.
@@ -102,40 +91,73 @@ impl PartialEq for Transition {
     }
 }
 
-impl Transition {
-    /// Learns how `next` follows from `current`.
-    pub fn between(current: &ParsedKey, next: &ParsedKey) -> Transition {
-        let fills: Box<[Fill]> = next
+/// A transition as learned from two keys, borrowing from them: finding it among a state's
+/// successors (by its hash) allocates nothing; [`TransitionRef::keep`] makes the owned one.
+pub struct TransitionRef<'a> {
+    template: &'a Arc<Template>,
+    fills: SmallVec<[Fill<&'a Bytes>; 4]>,
+    pub hash: u64,
+}
+
+impl<'a> TransitionRef<'a> {
+    /// How `next` follows from `current`.
+    pub fn between(current: &'a ParsedKey, next: &'a ParsedKey) -> TransitionRef<'a> {
+        let fills: SmallVec<[Fill<&'a Bytes>; 4]> = next
             .values
             .iter()
             .enumerate()
             .map(|(i, value)| fill_for(i, value, &current.values))
             .collect();
-        let hash = foldhash::fast::FixedState::with_seed(next.template.hash).hash_one(&fills);
-        Transition {
-            template: next.template.clone(),
-            hash,
+        let hash = foldhash::fast::FixedState::with_seed(next.template.hash).hash_one(&fills[..]);
+        TransitionRef {
+            template: &next.template,
             fills,
+            hash,
         }
+    }
+
+    pub fn keep(&self) -> Transition {
+        let fills = self.fills.iter().map(|f| match f {
+            Fill::Same(n) => Fill::Same(*n),
+            Fill::Offset(n, d) => Fill::Offset(*n, *d),
+            Fill::Literal(v) => Fill::Literal((*v).clone()),
+        });
+        Transition {
+            template: self.template.clone(),
+            fills: fills.collect(),
+            hash: self.hash,
+        }
+    }
+}
+
+impl Transition {
+    /// Learns how `next` follows from `current`.
+    pub fn between(current: &ParsedKey, next: &ParsedKey) -> Transition {
+        TransitionRef::between(current, next).keep()
     }
 
     /// The key this transition names after `current`, or None when it does not apply (the
     /// current key lacks a placeholder the transition refers to, or an offset leaves the
     /// numbers).
     pub fn apply(&self, current: &ParsedKey) -> Option<Bytes> {
-        let mut values = Vec::with_capacity(self.fills.len());
-        for fill in self.fills.iter() {
-            values.push(match fill {
-                Fill::Same(n) => current.values.get(*n as usize)?.clone(),
+        let t = &self.template;
+        let mut out = BytesMut::with_capacity(t.text.len() + 16);
+        let mut at = 0;
+        for (&hole, fill) in t.holes.iter().zip(self.fills.iter()) {
+            out.extend_from_slice(&t.text[at..hole as usize]);
+            match fill {
+                Fill::Same(n) => out.extend_from_slice(current.values.get(*n as usize)?),
                 Fill::Offset(n, delta) => {
                     let base = number(current.values.get(*n as usize)?)?;
                     let v = base.checked_add(*delta).filter(|v| *v >= 0)?;
-                    Bytes::from(v.to_string())
+                    let _ = write!(out, "{v}");
                 }
-                Fill::Literal(v) => v.clone(),
-            });
+                Fill::Literal(v) => out.extend_from_slice(v),
+            }
+            at = hole as usize + 2;
         }
-        Some(self.template.fill(&values))
+        out.extend_from_slice(&t.text[at..]);
+        Some(out.freeze())
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -153,7 +175,7 @@ impl Transition {
 
 /// Prefers the placeholder at the same position, then any equal value, then a numeric offset
 /// from the same position, then from any numeric placeholder.
-fn fill_for(i: usize, value: &Bytes, current: &[Bytes]) -> Fill {
+fn fill_for<'a>(i: usize, value: &'a Bytes, current: &[Bytes]) -> Fill<&'a Bytes> {
     if current.get(i) == Some(value) {
         return Fill::Same(i as u8);
     }
@@ -171,7 +193,7 @@ fn fill_for(i: usize, value: &Bytes, current: &[Bytes]) -> Fill {
             }
         }
     }
-    Fill::Literal(value.clone())
+    Fill::Literal(value)
 }
 
 /// A decimal number without sign or leading zero (so that it prints back identically).

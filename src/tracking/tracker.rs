@@ -244,7 +244,8 @@ impl Learner {
             }
         }
         let key = Arc::new(self.templater.parse(r.key));
-        self.contexts.access(&mut self.model, ctx, key, now);
+        // Predictions are only scored here; prefetching will act on them.
+        self.contexts.access(&mut self.model, ctx, key, now, |_| {});
         true
     }
 
