@@ -256,7 +256,9 @@ struct Counts<S> {
     /// Aged observations: the denominator of probabilities.
     total: f32,
     stamp: f64,
-    succ: Vec<(S, f32)>,
+    /// Inline while the state has one successor, as most states of a large trace do: no
+    /// allocation of its own.
+    succ: SmallVec<[(S, f32); 1]>,
 }
 
 impl<S: Id> Counts<S> {
@@ -266,7 +268,7 @@ impl<S: Id> Counts<S> {
             seen: 0,
             total: 0.0,
             stamp: now,
-            succ: Vec::new(),
+            succ: SmallVec::new(),
         }
     }
 
@@ -326,12 +328,14 @@ impl<S: Id> Counts<S> {
         if f64::from(self.seen) < cfg.min_support || total <= 0.0 {
             return None;
         }
-        let mut v: Ranked<'_, S> = self
-            .succ
-            .iter()
-            .map(|(s, c)| (s, (f64::from(c * f) / total).min(1.0)))
-            .filter(|(_, p)| *p >= cfg.floor())
-            .collect();
+        let floor = cfg.floor();
+        let mut v: Ranked<'_, S> = SmallVec::new();
+        for (s, c) in &self.succ {
+            let p = (f64::from(c * f) / total).min(1.0);
+            if p >= floor {
+                v.push((s, p));
+            }
+        }
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         v.truncate(cfg.top_k);
         Some(v)
@@ -483,8 +487,10 @@ impl Model {
         // Per state: the index table's slot and control byte, the entry (stored hash, key)
         // and the Counts header.
         let entry = 2 * size_of::<usize>() + 1 + size_of::<u64>() + size_of::<Counts<Succ>>();
+        // Successors beyond the first live on the heap.
+        let spilled = |n: usize, size: usize| if n > 1 { n * size } else { 0 };
         let succ = |c: &Counts<Succ>| {
-            c.succ.capacity() * size_of::<(Succ, f32)>()
+            spilled(c.succ.capacity(), size_of::<(Succ, f32)>())
                 + c.succ.iter().map(|(s, _)| s.key.len()).sum::<usize>()
         };
         let mut bytes = 0;
@@ -492,7 +498,7 @@ impl Model {
             bytes += entry + succ(c);
         }
         for c in self.template.iter() {
-            bytes += entry + c.succ.capacity() * size_of::<(Transition, f32)>();
+            bytes += entry + spilled(c.succ.capacity(), size_of::<(Transition, f32)>());
             bytes += c
                 .succ
                 .iter()
