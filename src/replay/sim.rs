@@ -204,13 +204,13 @@ impl Keys {
         self.ids.get(&hash).copied()
     }
 
-    fn intern(&mut self, hash: u64, key: &Bytes) -> u32 {
+    fn intern(&mut self, hash: u64, key: &[u8]) -> u32 {
         if let Some(id) = self.find(hash) {
             return id;
         }
         let id = self.keys.len() as u32;
         self.ids.insert(hash, id);
-        self.keys.push(key.clone());
+        self.keys.push(Bytes::copy_from_slice(key));
         self.parsed.push(None);
         self.sizes.push(0);
         id

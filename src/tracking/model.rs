@@ -225,7 +225,7 @@ pub struct Prediction {
 
 /// A prediction as [`Model::predict_each`] hands it out: the key is borrowed.
 pub struct Candidate<'a> {
-    pub key: &'a Bytes,
+    pub key: &'a [u8],
     pub hash: u64,
     pub probability: f64,
     pub level: Level,
@@ -235,7 +235,7 @@ pub struct Candidate<'a> {
 impl Candidate<'_> {
     pub fn to_prediction(&self) -> Prediction {
         Prediction {
-            key: self.key.clone(),
+            key: Bytes::copy_from_slice(self.key),
             hash: self.hash,
             probability: self.probability,
             level: self.level,
@@ -443,7 +443,7 @@ impl Model {
         let most = cfg.max_predictions + cfg.top_k;
         let mut made: SmallVec<[u64; 8]> = SmallVec::new();
         let mut fetches = 0;
-        let mut offer = |key: &Bytes, hash: u64, probability: f64, level: Level| {
+        let mut offer = |key: &[u8], hash: u64, probability: f64, level: Level| {
             if made.len() < most && hash != last.hash && !made.contains(&hash) {
                 let fetch = probability >= cfg.min_probability && fetches < cfg.max_predictions;
                 fetches += usize::from(fetch);
@@ -474,8 +474,9 @@ impl Model {
                 .peek(&last.template.hash)
                 .and_then(|c| c.ranked(now, cfg))
             {
+                let mut k = Vec::new();
                 for (t, p) in r {
-                    if let Some(k) = t.apply(last) {
+                    if t.apply_into(last, &mut k).is_some() {
                         offer(&k, hash_bytes(&k), p, Level::Template);
                     }
                 }

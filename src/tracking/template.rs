@@ -9,7 +9,7 @@
 //!
 //! Pure code: no I/O, no clock.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -140,8 +140,15 @@ impl Transition {
     /// current key lacks a placeholder the transition refers to, or an offset leaves the
     /// numbers).
     pub fn apply(&self, current: &ParsedKey) -> Option<Bytes> {
+        let mut out = Vec::new();
+        self.apply_into(current, &mut out)?;
+        Some(out.into())
+    }
+
+    /// [`Transition::apply`] into `out` (cleared first), so a caller can reuse one buffer.
+    pub fn apply_into(&self, current: &ParsedKey, out: &mut Vec<u8>) -> Option<()> {
         let t = &self.template;
-        let mut out = BytesMut::with_capacity(t.text.len() + 16);
+        out.clear();
         let mut at = 0;
         for (&hole, fill) in t.holes.iter().zip(self.fills.iter()) {
             out.extend_from_slice(&t.text[at..hole as usize]);
@@ -157,7 +164,7 @@ impl Transition {
             at = hole as usize + 2;
         }
         out.extend_from_slice(&t.text[at..]);
-        Some(out.freeze())
+        Some(())
     }
 
     pub fn heap_bytes(&self) -> usize {
