@@ -16,11 +16,11 @@
 //! Pure and synchronous: the caller supplies the clock (seconds, any epoch), so the replay
 //! simulator runs on trace time and the proxy on wall time.
 
+use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 
 use super::template::{hash_bytes, ParsedKey, Transition, TransitionRef};
 use smallvec::SmallVec;
@@ -35,7 +35,10 @@ const EVICTION_SAMPLE: usize = 5;
 /// (Redis's approximated LRU): an exact LRU list pays, at every touch, an update of two
 /// neighbouring nodes, that is cache misses on a model far larger than the CPU cache.
 struct Table<S> {
-    map: IndexMap<u64, Counts<S>, Hasher>,
+    /// Entries inline in the hash table: one probe finds a state.
+    map: HashMap<u64, Counts<S>, Hasher>,
+    /// The same contexts in a vector, to sample from.
+    contexts: Vec<u64>,
     /// Advances at every touch; a state's `used` is the tick of its last touch.
     tick: u64,
     /// xorshift64 state: the replay stays deterministic.
@@ -45,7 +48,8 @@ struct Table<S> {
 impl<S: Id> Table<S> {
     fn new() -> Self {
         Table {
-            map: IndexMap::with_hasher(Hasher::default()),
+            map: HashMap::with_hasher(Hasher::default()),
+            contexts: Vec::new(),
             tick: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -62,9 +66,8 @@ impl<S: Id> Table<S> {
     /// The state for `ctx`, marked used, if it exists.
     fn get_mut(&mut self, ctx: &u64) -> Option<&mut Counts<S>> {
         self.tick += 1;
-        let tick = self.tick;
         let c = self.map.get_mut(ctx)?;
-        c.used = tick;
+        c.used = self.tick;
         Some(c)
     }
 
@@ -75,26 +78,30 @@ impl<S: Id> Table<S> {
             self.evict();
         }
         self.tick += 1;
-        let c = self.map.entry(ctx).or_insert_with(|| Counts::new(now));
+        let c = self.map.entry(ctx).or_insert_with(|| {
+            self.contexts.push(ctx);
+            Counts::new(now)
+        });
         c.used = self.tick;
         c
     }
 
     fn evict(&mut self) {
-        let n = self.map.len();
+        let n = self.contexts.len();
         let mut victim = None;
         for _ in 0..EVICTION_SAMPLE.min(n) {
             self.rng ^= self.rng << 13;
             self.rng ^= self.rng >> 7;
             self.rng ^= self.rng << 17;
             let i = (self.rng % n as u64) as usize;
-            let used = self.map[i].used;
+            let used = self.map.get(&self.contexts[i]).map_or(0, |c| c.used);
             if victim.is_none_or(|(_, u)| used < u) {
                 victim = Some((i, used));
             }
         }
         if let Some((i, _)) = victim {
-            self.map.swap_remove_index(i);
+            let ctx = self.contexts.swap_remove(i);
+            self.map.remove(&ctx);
         }
     }
 
@@ -485,9 +492,9 @@ impl Model {
     }
 
     pub fn size(&self) -> ModelSize {
-        // Per state: the index table's slot and control byte, the entry (stored hash, key)
-        // and the Counts header.
-        let entry = 2 * size_of::<usize>() + 1 + size_of::<u64>() + size_of::<Counts<Succ>>();
+        // Per state: the hash table's bucket (key and Counts) and control byte, and its
+        // context in the sampling vector.
+        let entry = 2 * size_of::<u64>() + 1 + size_of::<Counts<Succ>>();
         // Successors beyond the first live on the heap.
         let spilled = |n: usize, size: usize| if n > 1 { n * size } else { 0 };
         let succ = |c: &Counts<Succ>| {
