@@ -9,8 +9,8 @@
 //!
 //! Pure code: no I/O, no clock.
 
-use std::io::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::io::Write as _;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};

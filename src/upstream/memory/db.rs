@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::zset::ZSet;
 
-/// Bytes an entry costs beyond its key and value: the entry struct, the key's handle, the
+/// Bytes an entry costs beyond its key and value: the entry struct, the key slot, the
 /// index slot and allocator headers. Counted so that `maxmemory` is honest for small values.
 pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 48;
 /// Per element of a list, hash, set or sorted set, beyond the element's bytes.
@@ -78,9 +78,76 @@ pub struct Entry {
 /// pipelined GET profile for no benefit here).
 pub type Hasher = foldhash::fast::RandomState;
 
+/// Bytes a key holds inline (more than redis-benchmark's `key:000000012345` and most
+/// application keys).
+const INLINE: usize = 22;
+
+/// A keyspace key: short keys live inline in the map's entry, longer ones on the heap. An
+/// inline key spares every lookup the cache miss of following a pointer to compare the bytes
+/// (the keyspace lookup is the largest cost of a pipelined GET), and each key an allocation.
+/// Hashes, compares and borrows as the byte string it is, so the map is queried by `&[u8]`.
+#[derive(Clone)]
+pub enum Key {
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    pub fn new(b: &[u8]) -> Key {
+        if b.len() <= INLINE {
+            let mut a = [0; INLINE];
+            a[..b.len()].copy_from_slice(b);
+            Key::Inline(b.len() as u8, a)
+        } else {
+            Key::Heap(b.into())
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline(n, a) => &a[..*n as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Key {}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", Bytes::copy_from_slice(self))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Db {
-    pub keys: IndexMap<Bytes, Entry, Hasher>,
+    pub keys: IndexMap<Key, Entry, Hasher>,
     /// Keys with a TTL, for sampling by active expiry and volatile eviction.
     pub volatile: IndexSet<Bytes, Hasher>,
 }
@@ -123,22 +190,23 @@ impl Db {
     }
 
     /// A random key, or None when empty.
-    pub fn random_key(&self, rng: &mut impl Rng) -> Option<&Bytes> {
+    pub fn random_key(&self, rng: &mut impl Rng) -> Option<&[u8]> {
         if self.keys.is_empty() {
             return None;
         }
         self.keys
             .get_index(rng.random_range(0..self.keys.len()))
-            .map(|(k, _)| k)
+            .map(|(k, _)| &k[..])
     }
 
     /// A random key with a TTL.
-    pub fn random_volatile(&self, rng: &mut impl Rng) -> Option<&Bytes> {
+    pub fn random_volatile(&self, rng: &mut impl Rng) -> Option<&[u8]> {
         if self.volatile.is_empty() {
             return None;
         }
         self.volatile
             .get_index(rng.random_range(0..self.volatile.len()))
+            .map(|k| &k[..])
     }
 
     /// One SCAN step over positions below `cursor` (0 = start), newest first, so that a
@@ -165,6 +233,36 @@ pub fn entry_cost(key: &[u8], value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_inline_and_on_the_heap_are_found_by_their_bytes() {
+        let mut db = Db::default();
+        let short = b"key:000000012345".to_vec();
+        let edge = vec![b'x'; INLINE];
+        let long = vec![b'y'; INLINE + 1];
+        for (i, k) in [&short, &edge, &long, &Vec::new()].into_iter().enumerate() {
+            let e = Entry {
+                value: Value::Str(Bytes::from(vec![i as u8])),
+                expire_at: None,
+                lru: 0,
+                version: 0,
+                cost: 0,
+            };
+            db.keys.insert(Key::new(k), e);
+        }
+        assert!(matches!(Key::new(&edge), Key::Inline(..)));
+        assert!(matches!(Key::new(&long), Key::Heap(_)));
+        for (i, k) in [&short, &edge, &long, &Vec::new()].into_iter().enumerate() {
+            let e = db.keys.get(&k[..]).expect("found by its bytes");
+            assert!(matches!(&e.value, Value::Str(v) if v[..] == [i as u8]));
+            assert_eq!(&Key::new(k)[..], &k[..]);
+        }
+        // A prefix or an extension of a key is another key.
+        assert!(db.keys.get(&short[..5]).is_none());
+        assert!(db.keys.get(&[&long[..], b"z"].concat()[..]).is_none());
+        assert!(db.remove(&edge).is_some());
+        assert_eq!(db.len(), 3);
+    }
 
     #[test]
     fn scan_positions_walk_down_to_zero() {

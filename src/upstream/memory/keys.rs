@@ -29,7 +29,10 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         "randomkey" => {
             for _ in 0..100 {
                 let db = ctx.db;
-                let Some(k) = ctx.inner.dbs[db].random_key(&mut rand::rng()).cloned() else {
+                let Some(k) = ctx.inner.dbs[db]
+                    .random_key(&mut rand::rng())
+                    .map(Bytes::copy_from_slice)
+                else {
                     break;
                 };
                 if ctx.exists(&k) {
@@ -108,8 +111,8 @@ fn live_keys(
         .rev()
         .filter_map(|i| keys.get_index(i))
         .filter(|(_, e)| e.expire_at.is_none_or(|t| t > now))
-        .map(|(k, _)| k.clone())
-        .filter(|k| keep(k))
+        .filter(|(k, _)| keep(k))
+        .map(|(k, _)| k.to_bytes())
         .collect()
 }
 
@@ -149,7 +152,7 @@ fn scan(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         keys.retain(|k| {
             ctx.inner.dbs[db]
                 .keys
-                .get(k)
+                .get(&k[..])
                 .is_some_and(|e| e.value.type_name() == t)
         });
     }

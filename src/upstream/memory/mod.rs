@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 pub use conn::{Exec, MemConn};
-use db::{entry_cost, Db, Entry, Value};
+use db::{entry_cost, Db, Entry, Key, Value};
 pub use out::Out;
 pub use server::COMPAT_VERSION;
 
@@ -201,12 +201,12 @@ impl Store {
                 let sample = 20.min(inner.dbs[db].volatile.len());
                 for _ in 0..sample {
                     let Inner { dbs, rng, .. } = &mut *inner;
-                    let Some(k) = dbs[db].random_volatile(rng).cloned() else {
+                    let Some(k) = dbs[db].random_volatile(rng).map(Bytes::copy_from_slice) else {
                         break;
                     };
                     let dead = dbs[db]
                         .keys
-                        .get(&k)
+                        .get(&k[..])
                         .is_some_and(|e| e.expire_at.is_some_and(|t| t <= now));
                     if dead {
                         inner.remove_key(db, &k);
@@ -358,8 +358,7 @@ impl<'a> Ctx<'a> {
                 self.inner.used = (self.inner.used + cost).saturating_sub(old_cost);
             }
             None => {
-                let key = own(key);
-                let cost = entry_cost(&key, &value);
+                let cost = entry_cost(key, &value);
                 let entry = Entry {
                     value,
                     expire_at: ttl,
@@ -369,9 +368,9 @@ impl<'a> Ctx<'a> {
                 };
                 self.inner.used += cost;
                 if ttl.is_some() {
-                    d.volatile.insert(key.clone());
+                    d.volatile.insert(own(key));
                 }
-                d.keys.insert(key, entry);
+                d.keys.insert(Key::new(key), entry);
             }
         }
     }
@@ -465,7 +464,7 @@ impl<'a> Ctx<'a> {
                 let Some(k) = k else { break };
                 let at = db.keys.get(k).map_or(0, |e| e.lru);
                 if best.as_ref().is_none_or(|b| lru && at < b.0) {
-                    best = Some((at, i, k.clone()));
+                    best = Some((at, i, Bytes::copy_from_slice(k)));
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::db::Key;
 use super::keys::stringmatch;
 use super::{keyspace_info, Ctx, Out, DATABASES, SYNTAX};
 use crate::command::{self, cat, flag};
@@ -36,7 +37,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
                 (0..DATABASES).collect()
             };
             for d in dbs {
-                let keys: Vec<Bytes> = ctx.inner.dbs[d].keys.keys().cloned().collect();
+                let keys: Vec<Bytes> = ctx.inner.dbs[d].keys.keys().map(Key::to_bytes).collect();
                 for k in keys {
                     ctx.inner.remove_key(d, &k);
                 }
