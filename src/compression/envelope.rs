@@ -149,6 +149,15 @@ pub struct Header {
     pub crc: u32,
 }
 
+/// Whether `b` contains the envelope magic anywhere (a reply that does not needs no
+/// decoding). The searcher is built once: `memmem::find` builds one per call, which showed
+/// at 1% of a pipelined GET.
+pub fn has_magic(b: &[u8]) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MAGIC));
+    FINDER.find(b).is_some()
+}
+
 pub fn is_enveloped(v: &[u8]) -> bool {
     v.starts_with(MAGIC)
 }

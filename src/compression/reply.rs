@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 
-use super::envelope::MAGIC;
 use super::Compressor;
 
 /// Where the stored values are in a command's reply.
@@ -29,7 +28,7 @@ pub enum Shape {
 /// decoded turns the reply (for EXEC: that command's element) into an error naming its key.
 /// `keys[i]` names the i-th value of an array reply (MGET); otherwise `keys[0]` does.
 pub fn decode(c: &Compressor, raw: &Bytes, shape: &Shape, keys: &[Bytes]) -> Bytes {
-    if memchr::memmem::find(raw, MAGIC).is_none() {
+    if !super::envelope::has_magic(raw) {
         return raw.clone();
     }
     let Some(end) = skip(raw, 0) else {

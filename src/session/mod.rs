@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::admin::clients::ClientEntry;
 use crate::command::{Command, State};
-use crate::compression::envelope::MAGIC;
 use crate::compression::reply::Shape;
 use crate::connection::{suppress_last, Client, Pending};
 use crate::metrics::Outcome;
@@ -455,7 +454,7 @@ impl Session {
                     // rest, most replies, are already what the client gets.
                     let written = &self.direct[before..];
                     if matches!(effect, Effect::Decode(_))
-                        && memchr::memmem::find(written, MAGIC).is_some()
+                        && crate::compression::envelope::has_magic(written)
                     {
                         let raw = self.direct.split_off(before).freeze();
                         let raw = self.apply(effect, raw);
