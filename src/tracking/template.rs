@@ -85,12 +85,6 @@ pub struct Transition {
     pub hash: u64,
 }
 
-impl PartialEq for Transition {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash
-    }
-}
-
 /// A transition as learned from two keys, borrowing from them: finding it among a state's
 /// successors (by its hash) allocates nothing; [`TransitionRef::keep`] makes the owned one.
 pub struct TransitionRef<'a> {
@@ -131,11 +125,6 @@ impl<'a> TransitionRef<'a> {
 }
 
 impl Transition {
-    /// Learns how `next` follows from `current`.
-    pub fn between(current: &ParsedKey, next: &ParsedKey) -> Transition {
-        TransitionRef::between(current, next).keep()
-    }
-
     /// The key this transition names after `current`, or None when it does not apply (the
     /// current key lacks a placeholder the transition refers to, or an offset leaves the
     /// numbers).
@@ -293,6 +282,10 @@ fn is_long_hex(s: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    fn between(current: &ParsedKey, next: &ParsedKey) -> Transition {
+        TransitionRef::between(current, next).keep()
+    }
+
     fn parse(k: &str) -> ParsedKey {
         Templater::default().parse(Bytes::copy_from_slice(k.as_bytes()))
     }
@@ -329,7 +322,7 @@ mod tests {
 
     #[test]
     fn same_id_transitions_apply_to_unseen_ids() {
-        let t = Transition::between(&parse("user:42:profile"), &parse("user:42:orders"));
+        let t = between(&parse("user:42:profile"), &parse("user:42:orders"));
         assert_eq!(t.fills[..], [Fill::Same(0)]);
         assert_eq!(
             t.apply(&parse("user:77:profile")).unwrap(),
@@ -339,27 +332,27 @@ mod tests {
 
     #[test]
     fn offsets_follow_pages() {
-        let t = Transition::between(&parse("feed:page:3"), &parse("feed:page:4"));
+        let t = between(&parse("feed:page:3"), &parse("feed:page:4"));
         assert_eq!(t.fills[..], [Fill::Offset(0, 1)]);
         assert_eq!(t.apply(&parse("feed:page:9")).unwrap(), "feed:page:10");
         // Leading zeros are not numbers that print back the same: a literal.
-        let t = Transition::between(&parse("f:1"), &parse("f:007"));
+        let t = between(&parse("f:1"), &parse("f:007"));
         assert_eq!(t.fills[..], [Fill::Literal(Bytes::from_static(b"007"))]);
         // An offset below zero does not apply.
-        let t = Transition::between(&parse("f:5"), &parse("f:1"));
+        let t = between(&parse("f:5"), &parse("f:1"));
         assert_eq!(t.apply(&parse("f:2")), None);
     }
 
     #[test]
     fn values_move_between_positions_and_far_jumps_are_literals() {
-        let t = Transition::between(&parse("a:1:b:2"), &parse("c:2"));
+        let t = between(&parse("a:1:b:2"), &parse("c:2"));
         assert_eq!(t.fills[..], [Fill::Same(1)]);
         assert_eq!(t.apply(&parse("a:5:b:6")).unwrap(), "c:6");
-        let t = Transition::between(&parse("a:1"), &parse("b:900000"));
+        let t = between(&parse("a:1"), &parse("b:900000"));
         assert_eq!(t.fills[..], [Fill::Literal(Bytes::from_static(b"900000"))]);
         // A transition naming a placeholder the current key lacks does not apply.
         assert_eq!(t.apply(&parse("a:1")).unwrap(), "b:900000");
-        let t = Transition::between(&parse("a:1:2"), &parse("b:2"));
+        let t = between(&parse("a:1:2"), &parse("b:2"));
         assert_eq!(t.apply(&parse("a:1")), None);
     }
 }
