@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod replay;
 pub mod server;
 pub(crate) mod session;
+pub mod short_bytes;
 pub mod tracking;
 pub(crate) mod tunnel;
 pub mod upstream;

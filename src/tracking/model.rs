@@ -23,6 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::template::{hash_bytes, ParsedKey, Transition, TransitionRef};
+use crate::short_bytes::ShortBytes;
 use smallvec::SmallVec;
 
 type Hasher = foldhash::fast::FixedState;
@@ -114,7 +115,7 @@ impl<S: Id> Table<S> {
 #[derive(Clone)]
 struct Succ {
     hash: u64,
-    key: Bytes,
+    key: ShortBytes,
 }
 
 /// A successor is identified by a 64-bit hash, so a state finds it without building it.
@@ -138,7 +139,7 @@ impl Succ {
     fn of(k: &ParsedKey) -> Succ {
         Succ {
             hash: k.hash,
-            key: k.key.clone(),
+            key: ShortBytes::new(&k.key),
         }
     }
 }
@@ -499,7 +500,10 @@ impl Model {
         let spilled = |n: usize, size: usize| if n > 1 { n * size } else { 0 };
         let succ = |c: &Counts<Succ>| {
             spilled(c.succ.capacity(), size_of::<(Succ, f32)>())
-                + c.succ.iter().map(|(s, _)| s.key.len()).sum::<usize>()
+                + c.succ
+                    .iter()
+                    .map(|(s, _)| s.key.heap_bytes())
+                    .sum::<usize>()
         };
         let mut bytes = 0;
         for c in self.order2.iter().chain(self.key.iter()) {

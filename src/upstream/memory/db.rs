@@ -78,72 +78,10 @@ pub struct Entry {
 /// pipelined GET profile for no benefit here).
 pub type Hasher = foldhash::fast::RandomState;
 
-/// Bytes a key holds inline (more than redis-benchmark's `key:000000012345` and most
-/// application keys).
-const INLINE: usize = 22;
-
-/// A keyspace key: short keys live inline in the map's entry, longer ones on the heap. An
+/// A keyspace key: short keys live inline in the map's entry (see [`ShortBytes`]). An
 /// inline key spares every lookup the cache miss of following a pointer to compare the bytes
 /// (the keyspace lookup is the largest cost of a pipelined GET), and each key an allocation.
-/// Hashes, compares and borrows as the byte string it is, so the map is queried by `&[u8]`.
-#[derive(Clone)]
-pub enum Key {
-    Inline(u8, [u8; INLINE]),
-    Heap(Box<[u8]>),
-}
-
-impl Key {
-    pub fn new(b: &[u8]) -> Key {
-        if b.len() <= INLINE {
-            let mut a = [0; INLINE];
-            a[..b.len()].copy_from_slice(b);
-            Key::Inline(b.len() as u8, a)
-        } else {
-            Key::Heap(b.into())
-        }
-    }
-
-    pub fn to_bytes(&self) -> Bytes {
-        Bytes::copy_from_slice(self)
-    }
-}
-
-impl std::ops::Deref for Key {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Key::Inline(n, a) => &a[..*n as usize],
-            Key::Heap(b) => b,
-        }
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self
-    }
-}
-
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (**self).hash(state)
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        **self == **other
-    }
-}
-
-impl Eq for Key {}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", Bytes::copy_from_slice(self))
-    }
-}
+pub use crate::short_bytes::ShortBytes as Key;
 
 #[derive(Debug, Default)]
 pub struct Db {
@@ -238,8 +176,8 @@ mod tests {
     fn keys_inline_and_on_the_heap_are_found_by_their_bytes() {
         let mut db = Db::default();
         let short = b"key:000000012345".to_vec();
-        let edge = vec![b'x'; INLINE];
-        let long = vec![b'y'; INLINE + 1];
+        let edge = vec![b'x'; crate::short_bytes::INLINE];
+        let long = vec![b'y'; crate::short_bytes::INLINE + 1];
         for (i, k) in [&short, &edge, &long, &Vec::new()].into_iter().enumerate() {
             let e = Entry {
                 value: Value::Str(Bytes::from(vec![i as u8])),
