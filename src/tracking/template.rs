@@ -197,10 +197,10 @@ fn number(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() > 18 || (s.len() > 1 && s[0] == b'0') {
         return None;
     }
-    if !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    // At most 18 digits: fits an i64 without overflow checks.
+    s.iter().try_fold(0i64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
 }
 
 /// Splits keys into templates. Holds the configured extra patterns.
@@ -328,6 +328,23 @@ mod tests {
             t.apply(&parse("user:77:profile")).unwrap(),
             "user:77:orders"
         );
+    }
+
+    #[test]
+    fn numbers_are_plain_decimals_that_print_back() {
+        let max = "9".repeat(18);
+        for (s, n) in [
+            ("0", Some(0)),
+            ("7", Some(7)),
+            ("1200", Some(1200)),
+            ("007", None),
+        ] {
+            assert_eq!(number(s.as_bytes()), n, "{s}");
+        }
+        assert_eq!(number(max.as_bytes()), Some(999_999_999_999_999_999));
+        for s in ["", "-1", "+1", "1a", "1 ", "1.5", "1234567890123456789"] {
+            assert_eq!(number(s.as_bytes()), None, "{s}");
+        }
     }
 
     #[test]
