@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::trace::Access;
 use crate::tracking::context::{Contexts, Score};
@@ -191,13 +191,19 @@ impl Cache {
 
 /// Interned keys, found by their hash (the model's identity for keys: template.rs,
 /// `hash_bytes`); each parsed once, when first read (a predicted key may never be).
+/// Their bytes are copied into 64 KiB arena chunks: no allocation per key, and the parsed
+/// key's slices of it count references on a chunk's count, which stays cached, rather than
+/// on one allocated for each key at its first slicing.
 #[derive(Default)]
 struct Keys {
     ids: HashMap<u64, u32, foldhash::fast::FixedState>,
+    arena: BytesMut,
     keys: Vec<Bytes>,
     parsed: Vec<Option<Arc<ParsedKey>>>,
     sizes: Vec<u64>,
 }
+
+const ARENA_CHUNK: usize = 64 << 10;
 
 impl Keys {
     fn find(&self, hash: u64) -> Option<u32> {
@@ -210,7 +216,11 @@ impl Keys {
         }
         let id = self.keys.len() as u32;
         self.ids.insert(hash, id);
-        self.keys.push(Bytes::copy_from_slice(key));
+        if self.arena.capacity() < key.len() {
+            self.arena = BytesMut::with_capacity(key.len().max(ARENA_CHUNK));
+        }
+        self.arena.extend_from_slice(key);
+        self.keys.push(self.arena.split().freeze());
         self.parsed.push(None);
         self.sizes.push(0);
         id
