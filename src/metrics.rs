@@ -226,11 +226,20 @@ impl Metrics {
         raw: &[u8],
         secs: f64,
     ) {
-        let outcome = if outcome == Outcome::Ok && crate::protocol::reply::is_error(raw) {
+        self.record(spec, Self::outcome_of(outcome, raw), secs);
+    }
+
+    /// The outcome to count for a reply: an error reply to a command that ran is an error.
+    pub fn outcome_of(outcome: Outcome, raw: &[u8]) -> Outcome {
+        if outcome == Outcome::Ok && crate::protocol::reply::is_error(raw) {
             Outcome::Error
         } else {
             outcome
-        };
+        }
+    }
+
+    /// [`Metrics::reply`] with the outcome already resolved.
+    pub fn record(&self, spec: Option<&'static CommandSpec>, outcome: Outcome, secs: f64) {
         self.command(spec, outcome);
         self.observe(class_of(spec), secs);
     }

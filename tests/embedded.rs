@@ -1,9 +1,10 @@
 //! The embedded store (`memory://`) with real clients: eviction under maxmemory, a blocked
 //! pop woken by another client, WATCH aborted by another client's write, atomic counters from
-//! many clients, and INFO.
+//! many clients, INFO, and the clock of commands pipelined behind a blocked one.
 
 mod common;
 
+use bytes::Bytes;
 use common::{proxy, proxy_with, settings, Raw};
 use redis::AsyncCommands;
 
@@ -125,6 +126,42 @@ async fn blocking_pops_are_woken_by_another_clients_write() {
             "{name}"
         );
     }
+}
+
+/// Commands pipelined behind a blocking pop run after its wait, at that later time (the
+/// store reads the clock once per batch of commands; a blocked command ends the batch): an
+/// expiry set after the wait counts from after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_behind_a_blocked_pop_see_the_time_after_it() {
+    let p = proxy("memory://").await;
+    let mut c = Raw::to(&p).await;
+    let pipeline: Vec<u8> = [
+        &["SET", "k", "v", "PX", "100"][..],
+        &["BLPOP", "nothing", "0.3"],
+        &["GET", "k"],
+        &["SET", "j", "v", "PX", "10000"],
+        &["PEXPIRETIME", "j"],
+    ]
+    .iter()
+    .flat_map(|a| {
+        let a: Vec<Bytes> = a.iter().map(|s| Bytes::from(s.to_string())).collect();
+        prescient::command::encode_request(&a)
+    })
+    .collect();
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    c.send_raw(&pipeline).await;
+    let mut replies = String::new();
+    for _ in 0..4 {
+        replies.push_str(&String::from_utf8_lossy(&c.read().await));
+    }
+    assert_eq!(replies, "+OK\r\n*-1\r\n$-1\r\n+OK\r\n");
+    let at = String::from_utf8_lossy(&c.read().await).into_owned();
+    let at: i64 = at.trim_start_matches(':').trim_end().parse().unwrap();
+    // 300 ms of wait (less a margin for clock granularity), then 10 s to live.
+    assert!(at >= sent + 250 + 10_000, "expires at {at}, sent at {sent}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,10 +15,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::admin::clients::ClientEntry;
+use crate::command::CommandSpec;
 use crate::command::{Command, State};
 use crate::compression::reply::Shape;
 use crate::connection::{suppress_last, Client, Pending};
-use crate::metrics::Outcome;
+use crate::metrics::{Metrics, Outcome};
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::server::Shared;
 use crate::upstream::memory::{Exec, MemConn};
@@ -99,6 +100,9 @@ pub struct Session {
     /// before them: they skip the reply queue (a Bytes per reply, a copy, two refcount
     /// updates). They precede everything in the queue: `take_direct` before delivering.
     direct: BytesMut,
+    /// The commands whose replies are in `direct`, counted in the metrics when `take_direct`
+    /// delivers them: one clock reading for all, as for queued replies.
+    direct_done: Vec<(Option<&'static CommandSpec>, Outcome, Instant)>,
     /// Whether the command being dispatched has its reply suppressed (CLIENT REPLY).
     suppressing: bool,
 }
@@ -125,6 +129,7 @@ impl Session {
             queued: Vec::new(),
             track_name: None,
             direct: BytesMut::new(),
+            direct_done: Vec::new(),
             suppressing: false,
             sh,
             entry,
@@ -135,8 +140,25 @@ impl Session {
         self.proto
     }
 
+    /// The commands dispatched from here to the next call arrived together (one read).
+    pub fn begin_batch(&mut self) {
+        if let Some(m) = self.mem.as_mut() {
+            m.begin_batch();
+        }
+    }
+
     /// Moves the replies written straight out to the end of `out`.
     pub fn take_direct(&mut self, out: &mut BytesMut) {
+        if !self.direct_done.is_empty() {
+            let now = Instant::now();
+            for (spec, outcome, start) in self.direct_done.drain(..) {
+                self.sh
+                    .metrics
+                    .record(spec, outcome, (now - start).as_secs_f64());
+            }
+            // A burst of tiny replies may have grown it; an idle connection keeps little.
+            self.direct_done.shrink_to(256);
+        }
         if out.is_empty() {
             std::mem::swap(out, &mut self.direct);
         } else if !self.direct.is_empty() {
@@ -460,9 +482,8 @@ impl Session {
                         let raw = self.apply(effect, raw);
                         self.direct.extend_from_slice(&raw);
                     }
-                    let secs = start.elapsed().as_secs_f64();
-                    let raw = &self.direct[before..];
-                    self.sh.metrics.reply(cmd.spec, Outcome::Ok, raw, secs);
+                    let outcome = Metrics::outcome_of(Outcome::Ok, &self.direct[before..]);
+                    self.direct_done.push((cmd.spec, outcome, start));
                 }
                 Some(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
             }

@@ -38,6 +38,10 @@ pub struct MemConn {
     pub pushes: mpsc::Receiver<Bytes>,
     /// Replies are written here and split off (see `execute`).
     buf: BytesMut,
+    /// Inside a batch (`begin_batch`), the store's time read once for all its commands;
+    /// outside one (tests, internal callers), read per command.
+    batch: bool,
+    batch_ms: Option<u64>,
 }
 
 /// The (un)subscribe family, answered by the connection itself.
@@ -72,6 +76,26 @@ impl MemConn {
             push_tx,
             pushes,
             buf: BytesMut::new(),
+            batch: false,
+            batch_ms: None,
+        }
+    }
+
+    /// The commands from here to the next call arrived together (one read of a pipeline):
+    /// they see one reading of the clock, as Redis's commands see its cached time (one clock
+    /// read per command was 1% of a pipelined GET). A command that blocks ends the batch,
+    /// so no command queued behind it sees a time older than the wait.
+    pub fn begin_batch(&mut self) {
+        self.batch = true;
+        self.batch_ms = None;
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        let clock = &self.store.clock;
+        if self.batch {
+            *self.batch_ms.get_or_insert_with(|| clock.now_ms())
+        } else {
+            clock.now_ms()
         }
     }
 
@@ -111,6 +135,8 @@ impl MemConn {
         let later = self.run(cmd, &mut out);
         if later.is_some() {
             out.buf.truncate(before);
+            // The commands after a blocked one run when it is served: they read the clock.
+            self.batch = false;
         }
         *buf = out.buf;
         later
@@ -175,9 +201,10 @@ impl MemConn {
                 if self.multi.is_some() {
                     out.err("ERR WATCH inside MULTI is not allowed");
                 } else {
-                    let store = self.store.clone();
+                    let now = self.now_ms();
+                    let store = &*self.store;
                     let mut inner = store.lock();
-                    let mut ctx = Ctx::new(&store, &mut inner, self.db);
+                    let mut ctx = Ctx::at(store, &mut inner, self.db, now);
                     let vs: Vec<(usize, Bytes, u64)> = a[1..]
                         .iter()
                         .map(|k| (ctx.db, k.clone(), ctx.version_of(k)))
@@ -208,9 +235,10 @@ impl MemConn {
             }
             _ if BLOCKING_POPS.contains(&name) => return self.blocking(name, a, out),
             _ => {
-                let store = self.store.clone();
+                let now = self.now_ms();
+                let store = &*self.store;
                 let mut inner = store.lock();
-                let mut ctx = Ctx::new(&store, &mut inner, self.db);
+                let mut ctx = Ctx::at(store, &mut inner, self.db, now);
                 run_one(&mut ctx, spec.flags, name, a, out);
                 let touched = std::mem::take(&mut ctx.touched);
                 drop(inner);

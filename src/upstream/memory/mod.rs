@@ -276,8 +276,13 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn new(store: &'a Store, inner: &'a mut Inner, db: usize) -> Ctx<'a> {
+        Ctx::at(store, inner, db, store.clock.now_ms())
+    }
+
+    /// [`Ctx::new`] at a time the caller read (`now_ms`, Unix milliseconds).
+    pub fn at(store: &'a Store, inner: &'a mut Inner, db: usize, now_ms: u64) -> Ctx<'a> {
         Ctx {
-            now: store.clock.now_ms(),
+            now: now_ms,
             inner,
             store,
             db,
