@@ -21,6 +21,9 @@ pub struct Tracking {
     /// The learner thread's CPU priority: idle (SCHED_IDLE: only CPU nothing else wants),
     /// low (nice 19) or normal (the proxy's own).
     pub learner_priority: String,
+    /// The most of one core the learner uses, in percent (100 = no limit): past it, it rests,
+    /// reads pile up and it learns from a narrower sample of contexts.
+    pub learner_cpu_percent: u32,
     pub order: u8,
     pub lookahead: usize,
     pub templates: bool,
@@ -48,6 +51,7 @@ impl Default for Tracking {
             max_contexts: 100_000,
             channel_capacity: 65_536,
             learner_priority: "idle".into(),
+            learner_cpu_percent: 10,
             order: 2,
             lookahead: 2,
             templates: true,
@@ -104,6 +108,9 @@ impl Tracking {
         }
         if !matches!(self.learner_priority.as_str(), "idle" | "low" | "normal") {
             return bad("tracking.learner_priority", "expected idle, low or normal");
+        }
+        if !(1..=100).contains(&self.learner_cpu_percent) {
+            return bad("tracking.learner_cpu_percent", "must be 1 to 100");
         }
         if !(1..=2).contains(&self.order) {
             return bad("tracking.order", "must be 1 or 2");

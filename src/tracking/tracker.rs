@@ -330,11 +330,12 @@ impl Tracker {
             let (tx, rx) = sync_channel(cfg.channel_capacity);
             let (l, s, sh) = (learner.clone(), stats.clone(), shift.clone());
             let (capacity, priority) = (cfg.channel_capacity as u64, cfg.learner_priority.clone());
+            let budget = cfg.learner_cpu_percent as f64 / 100.0;
             std::thread::Builder::new()
                 .name("prescient-tracker".into())
                 .spawn(move || {
                     lower_priority(&priority);
-                    drain(rx, &l, &s, &sh, capacity)
+                    drain(rx, &l, &s, &sh, capacity, budget)
                 })?;
             Some(tx)
         } else {
@@ -495,6 +496,25 @@ fn lower_priority(priority: &str) {
     let _ = priority;
 }
 
+/// CPU time the calling thread has used (not wall time: on a busy machine the learner is
+/// preempted in the middle of a batch, and that time was not its work).
+fn thread_cpu() -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a timespec that outlives the call.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0 {
+            return Duration::new(t.tv_sec as u64, t.tv_nsec as u32);
+        }
+    }
+    // Elsewhere: wall time since the first call, an upper bound of the CPU time.
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
 /// The tracker thread: learns in batches, publishes metrics and adjusts the learning sample
 /// about once a second.
 fn drain(
@@ -503,6 +523,7 @@ fn drain(
     stats: &Stats,
     shift: &AtomicU32,
     capacity: u64,
+    budget: f64,
 ) {
     let mut published = Instant::now();
     let mut shedder = Shedder::default();
@@ -514,6 +535,7 @@ fn drain(
             Err(TryRecvError::Disconnected) => break,
         };
         let idle = first.is_none();
+        let started = thread_cpu();
         let now = unix_now();
         {
             let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
@@ -547,6 +569,11 @@ fn drain(
         }
         if idle {
             std::thread::sleep(POLL);
+        } else if budget < 1.0 {
+            // Work `budget` of the time at most: rest for the rest. What piles up meanwhile
+            // fills the channel, and the shedder narrows the sample until the work fits.
+            let worked = thread_cpu().saturating_sub(started);
+            std::thread::sleep(worked.mul_f64((1.0 - budget) / budget));
         }
     }
     let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());
