@@ -333,6 +333,43 @@ impl<'a> Ctx<'a> {
     /// Stores `value` at `key`, replacing any value and TTL (`keep_ttl` keeps the TTL).
     /// An existing entry is replaced in place: one hash lookup.
     pub fn set(&mut self, key: &Bytes, value: Value, expire_at: Option<u64>, keep_ttl: bool) {
+        self.put(key, |_| value, expire_at, keep_ttl);
+    }
+
+    /// [`Ctx::set`] of a string copied from `v`. The string it replaces, when of the same
+    /// length and not shared, takes the new bytes in place: an overwrite (SET on a live key,
+    /// the common case of a cache) frees and allocates nothing.
+    pub fn set_str(&mut self, key: &Bytes, v: &[u8], expire_at: Option<u64>, keep_ttl: bool) {
+        self.put(
+            key,
+            |old| {
+                let reusable = match old {
+                    Some(Value::Str(b)) if b.len() == v.len() && b.is_unique() => {
+                        std::mem::take(b).try_into_mut().ok()
+                    }
+                    _ => None,
+                };
+                Value::Str(match reusable {
+                    Some(mut m) => {
+                        m.copy_from_slice(v);
+                        m.freeze()
+                    }
+                    None => own_slice(v),
+                })
+            },
+            expire_at,
+            keep_ttl,
+        );
+    }
+
+    /// Stores the value `make` builds (given the value it replaces, if any) at `key`.
+    fn put(
+        &mut self,
+        key: &Bytes,
+        make: impl FnOnce(Option<&mut Value>) -> Value,
+        expire_at: Option<u64>,
+        keep_ttl: bool,
+    ) {
         let old_ttl = if keep_ttl {
             self.get(key).and_then(|e| e.expire_at)
         } else {
@@ -344,8 +381,16 @@ impl<'a> Ctx<'a> {
         let d = &mut self.inner.dbs[db];
         match d.keys.get_index_of(&key[..]) {
             Some(i) => {
-                let cost = entry_cost(key, &value);
                 let e = &mut d.keys[i];
+                if e.expire_at.is_some_and(|t| t <= now) {
+                    // Overwritten unread: it expired all the same (Redis counts it too).
+                    self.store
+                        .stats
+                        .expired_keys
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let value = make(Some(&mut e.value));
+                let cost = entry_cost(key, &value);
                 let old_cost = std::mem::replace(&mut e.cost, cost);
                 e.value = value;
                 e.version = version;
@@ -363,6 +408,7 @@ impl<'a> Ctx<'a> {
                 self.inner.used = (self.inner.used + cost).saturating_sub(old_cost);
             }
             None => {
+                let value = make(None);
                 let cost = entry_cost(key, &value);
                 let entry = Entry {
                     value,
@@ -480,6 +526,10 @@ impl<'a> Ctx<'a> {
 /// A value's own copy of bytes that may be a slice of a larger request buffer, so a stored
 /// value never keeps a whole network read alive.
 pub fn own(b: &Bytes) -> Bytes {
+    own_slice(b)
+}
+
+pub fn own_slice(b: &[u8]) -> Bytes {
     Bytes::copy_from_slice(b)
 }
 
@@ -558,6 +608,54 @@ mod tests {
             0,
             "an expired key gives its memory back"
         );
+    }
+
+    #[test]
+    fn an_overwrite_of_the_same_length_reuses_the_value_unless_it_is_shared() {
+        let store = Store::new(0, Policy::NoEviction);
+        store.clock.set(1_000_000);
+        let mut c = MemConn::new(store.clone());
+        let stored = |store: &Store| match &store.lock().dbs[0].keys.get(&b"k"[..]).unwrap().value {
+            Value::Str(b) => (b.as_ptr() as usize, b.clone()),
+            _ => panic!("not a string"),
+        };
+        run(&mut c, &["SET", "k", "aaaa"]);
+        let (before, _) = stored(&store);
+        assert_eq!(run(&mut c, &["SET", "k", "bbbb"]), "+OK\r\n");
+        let (after, value) = stored(&store);
+        assert_eq!(
+            (after, &value[..]),
+            (before, &b"bbbb"[..]),
+            "rewritten in place"
+        );
+        // `value` shares it now: the next overwrite must not write through the share.
+        assert_eq!(run(&mut c, &["SET", "k", "cccc"]), "+OK\r\n");
+        assert_eq!(&value[..], b"bbbb");
+        drop(value);
+        // SET ... GET replies with the old value after writing the new one.
+        assert_eq!(run(&mut c, &["SET", "k", "dddd", "GET"]), "$4\r\ncccc\r\n");
+        assert_eq!(run(&mut c, &["GET", "k"]), "$4\r\ndddd\r\n");
+        // Another length, a TTL kept or replaced, an expired value overwritten: as before.
+        assert_eq!(run(&mut c, &["SET", "k", "ee", "PX", "100"]), "+OK\r\n");
+        assert_eq!(run(&mut c, &["SET", "k", "ff", "KEEPTTL"]), "+OK\r\n");
+        assert_eq!(run(&mut c, &["PTTL", "k"]), ":100\r\n");
+        store.clock.set(1_000_100);
+        assert_eq!(run(&mut c, &["SET", "k", "gg"]), "+OK\r\n");
+        assert_eq!(run(&mut c, &["GET", "k"]), "$2\r\ngg\r\n");
+        assert_eq!(run(&mut c, &["PTTL", "k"]), ":-1\r\n");
+        assert_eq!(store.stats.expired_keys.load(Ordering::Relaxed), 1);
+        assert_eq!(run(&mut c, &["SET", "k", "hh", "XX"]), "+OK\r\n");
+        assert_eq!(run(&mut c, &["SET", "k", "ii", "NX"]), "$-1\r\n");
+        assert_eq!(run(&mut c, &["SET", "n", "jj", "XX"]), "$-1\r\n");
+        // Only SET ... GET reads (counted): plain, NX and XX SETs only write or look.
+        assert_eq!(store.stats.keyspace_hits.load(Ordering::Relaxed), 3);
+        assert_eq!(store.stats.keyspace_misses.load(Ordering::Relaxed), 0);
+        let n = run(&mut c, &["DBSIZE"]);
+        assert_eq!(n, ":1\r\n");
+        assert_eq!(store.used_memory(), {
+            let inner = store.lock();
+            inner.dbs[0].keys.values().map(|e| e.cost).sum::<usize>()
+        });
     }
 
     #[test]

@@ -187,16 +187,22 @@ fn set(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         }
         i += 1;
     }
-    // One lookup answers both "does it exist" and, for GET, "what was it".
-    let (exists, old) = match ctx.read(&a[1]) {
-        None => (false, None),
-        Some(Value::Str(v)) => (true, get_old.then(|| v.clone())),
-        Some(_) if get_old => return out.err(WRONGTYPE),
-        Some(_) => (true, None),
+    // As Redis: with GET, a read (counted as a hit or miss) that also says whether it
+    // exists; NX or XX only look; a plain SET does not look before it writes.
+    let (exists, old) = if get_old {
+        match ctx.read(&a[1]) {
+            None => (false, None),
+            Some(Value::Str(v)) => (true, Some(v.clone())),
+            Some(_) => return out.err(WRONGTYPE),
+        }
+    } else if nx || xx {
+        (ctx.exists(&a[1]), None)
+    } else {
+        (false, None)
     };
     let write = !(nx && exists || xx && !exists);
     if write {
-        ctx.set(&a[1], Value::Str(own(&a[2])), expire, keep);
+        ctx.set_str(&a[1], &a[2], expire, keep);
     }
     match (get_old, write) {
         (true, _) => match old {
