@@ -31,6 +31,14 @@ impl ShortBytes {
     pub fn to_bytes(&self) -> Bytes {
         Bytes::copy_from_slice(self)
     }
+
+    /// Bytes held beyond the value itself.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            ShortBytes::Inline(..) => 0,
+            ShortBytes::Heap(b) => b.len(),
+        }
+    }
 }
 
 impl std::ops::Deref for ShortBytes {
@@ -67,16 +75,6 @@ impl Eq for ShortBytes {}
 impl std::fmt::Debug for ShortBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", Bytes::copy_from_slice(self))
-    }
-}
-
-impl ShortBytes {
-    /// Bytes held beyond the value itself.
-    pub fn heap_bytes(&self) -> usize {
-        match self {
-            ShortBytes::Inline(..) => 0,
-            ShortBytes::Heap(b) => b.len(),
-        }
     }
 }
 
