@@ -9,11 +9,7 @@ use common::{proxy, proxy_with, settings, Raw};
 use redis::AsyncCommands;
 
 async fn client(p: &prescient::server::Server) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://{}", p.addr))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    common::redis_client(p.addr).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,8 +173,7 @@ async fn monitor_and_reset_out_of_pubsub() {
 async fn the_redis_crate_works_through_the_proxy() {
     let redis = Redis::start().await;
     let p = proxy(&redis.url()).await;
-    let client = redis::Client::open(format!("redis://{}", p.addr)).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = common::redis_client(p.addr).await;
     let _: () = redis::cmd("SET")
         .arg("lib")
         .arg("works")

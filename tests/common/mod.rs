@@ -16,6 +16,18 @@ use tokio::net::TcpStream;
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// A `redis` crate connection to `addr` that waits up to [`DEADLINE`] for each reply (the
+/// crate's own default, 500 ms, fails a test on a moment's stall of this shared machine, as a
+/// debug build under CI's load once showed).
+pub async fn redis_client(addr: std::net::SocketAddr) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(DEADLINE));
+    redis::Client::open(format!("redis://{addr}"))
+        .expect("client")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connect")
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
