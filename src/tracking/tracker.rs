@@ -535,7 +535,7 @@ fn drain(
             Err(TryRecvError::Disconnected) => break,
         };
         let idle = first.is_none();
-        let started = thread_cpu();
+        let started = if idle { Duration::ZERO } else { thread_cpu() };
         let now = unix_now();
         {
             let mut l = learner.lock().unwrap_or_else(|p| p.into_inner());

@@ -336,9 +336,10 @@ impl<'a> Ctx<'a> {
         self.put(key, |_| value, expire_at, keep_ttl);
     }
 
-    /// [`Ctx::set`] of a string copied from `v`. The string it replaces, when of the same
-    /// length and not shared, takes the new bytes in place: an overwrite (SET on a live key,
-    /// the common case of a cache) frees and allocates nothing.
+    /// [`Ctx::set`] of a string copied from `v` (every string write from a client's
+    /// arguments: SET, SETEX, MSET, ...). The string it replaces, when of the same length and
+    /// not shared, takes the new bytes in place: an overwrite (the common case of a cache)
+    /// frees and allocates nothing.
     pub fn set_str(&mut self, key: &Bytes, v: &[u8], expire_at: Option<u64>, keep_ttl: bool) {
         self.put(
             key,
@@ -354,7 +355,7 @@ impl<'a> Ctx<'a> {
                         m.copy_from_slice(v);
                         m.freeze()
                     }
-                    None => own_slice(v),
+                    None => own(v),
                 })
             },
             expire_at,
@@ -525,11 +526,7 @@ impl<'a> Ctx<'a> {
 
 /// A value's own copy of bytes that may be a slice of a larger request buffer, so a stored
 /// value never keeps a whole network read alive.
-pub fn own(b: &Bytes) -> Bytes {
-    own_slice(b)
-}
-
-pub fn own_slice(b: &[u8]) -> Bytes {
+pub fn own(b: &[u8]) -> Bytes {
     Bytes::copy_from_slice(b)
 }
 

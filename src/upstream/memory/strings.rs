@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::db::Value;
 use super::out::fmt_human;
-use super::{own, parse_f64, parse_i64, Ctx, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
+use super::{parse_f64, parse_i64, Ctx, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
 
 pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
     match name {
@@ -15,7 +15,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         "setnx" => {
             let done = !ctx.exists(&a[1]);
             if done {
-                ctx.set(&a[1], Value::Str(own(&a[2])), None, false);
+                ctx.set_str(&a[1], &a[2], None, false);
             }
             out.int(done as i64);
         }
@@ -24,7 +24,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
             match parse_i64(&a[2]) {
                 Some(t) if t > 0 && t.checked_mul(unit).is_some() => {
                     let at = ctx.now as i64 + t * unit;
-                    ctx.set(&a[1], Value::Str(own(&a[3])), Some(at as u64), false);
+                    ctx.set_str(&a[1], &a[3], Some(at as u64), false);
                     out.ok();
                 }
                 Some(_) => out.err(&format!("ERR invalid expire time in '{name}' command")),
@@ -52,7 +52,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
                 return true;
             }
             for kv in a[1..].chunks(2) {
-                ctx.set(&kv[0], Value::Str(own(&kv[1])), None, false);
+                ctx.set_str(&kv[0], &kv[1], None, false);
             }
             if name == "mset" {
                 out.ok()
@@ -62,7 +62,7 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         }
         "getset" => {
             if get(ctx, &a[1], out) {
-                ctx.set(&a[1], Value::Str(own(&a[2])), None, false);
+                ctx.set_str(&a[1], &a[2], None, false);
             }
         }
         "getdel" => {
