@@ -193,6 +193,7 @@ fn opts(capacity: Capacity, prefetch: bool) -> SimOptions {
         per_client: true,
         stale_gap_secs: 1800.0,
         templater: Templater::default(),
+        distinct_keys: 0,
     }
 }
 

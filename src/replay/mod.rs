@@ -11,7 +11,6 @@ pub mod trace;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Args;
 
@@ -105,7 +104,7 @@ pub fn parse_capacity(s: &str, distinct: usize) -> Result<Capacity, String> {
     s.trim().parse().map(Capacity::Keys).map_err(|_| bad())
 }
 
-fn options(a: &ReplayArgs, capacity: Capacity) -> Result<SimOptions, String> {
+fn options(a: &ReplayArgs, capacity: Capacity, distinct: usize) -> Result<SimOptions, String> {
     if !(1..=2).contains(&a.order) {
         return Err("--order must be 1 or 2".into());
     }
@@ -132,6 +131,7 @@ fn options(a: &ReplayArgs, capacity: Capacity) -> Result<SimOptions, String> {
         per_client,
         stale_gap_secs: a.stale_gap,
         templater: Templater::new(&a.template_patterns)?,
+        distinct_keys: distinct,
     })
 }
 
@@ -146,7 +146,7 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
         .collect::<HashSet<_>>()
         .len();
     let capacity = parse_capacity(&a.cache_size, distinct)?;
-    let opts = options(a, capacity)?;
+    let opts = options(a, capacity, distinct)?;
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(
@@ -200,9 +200,8 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
             m.top_k,
             a.context
         );
-        let started = Instant::now();
         let r = simulate(&trace.accesses, &opts);
-        let secs = started.elapsed().as_secs_f64();
+        let secs = r.elapsed.as_secs_f64();
         let f = Figures::of(&r, &base);
         let _ = writeln!(
             w,

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -34,6 +35,9 @@ pub struct SimOptions {
     pub per_client: bool,
     pub stale_gap_secs: f64,
     pub templater: Templater,
+    /// Distinct keys the trace holds, if known (0 if not): tables are made that large up
+    /// front rather than grown (and rehashed) while the replay runs.
+    pub distinct_keys: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -48,6 +52,9 @@ pub struct SimResult {
     pub promotions: u64,
     pub score: Score,
     pub model: ModelSize,
+    /// Time spent replaying the reads (not counting the set-up, the model's size walk or
+    /// its teardown).
+    pub elapsed: Duration,
 }
 
 impl SimResult {
@@ -93,9 +100,9 @@ struct Cache {
 }
 
 impl Cache {
-    fn new(capacity: u64, by_bytes: bool) -> Cache {
+    fn new(capacity: u64, by_bytes: bool, room: usize) -> Cache {
         Cache {
-            slots: Vec::new(),
+            slots: Vec::with_capacity(room),
             head: NIL,
             tail: NIL,
             capacity,
@@ -116,7 +123,7 @@ impl Cache {
     fn slot(&mut self, id: u32) -> &mut Slot {
         let i = id as usize;
         if i >= self.slots.len() {
-            self.slots.resize(i + 1, EMPTY);
+            self.slots.resize((i + 1).max(self.slots.capacity()), EMPTY);
         }
         &mut self.slots[i]
     }
@@ -205,7 +212,20 @@ struct Keys {
 
 const ARENA_CHUNK: usize = 64 << 10;
 
+/// Keys the replay makes room for up front, at most.
+const MAX_ROOM: usize = 4 << 20;
+
 impl Keys {
+    fn with_capacity(n: usize) -> Keys {
+        Keys {
+            ids: HashMap::with_capacity_and_hasher(n, Default::default()),
+            arena: BytesMut::new(),
+            keys: Vec::with_capacity(n),
+            parsed: Vec::with_capacity(n),
+            sizes: Vec::with_capacity(n),
+        }
+    }
+
     fn find(&self, hash: u64) -> Option<u32> {
         self.ids.get(&hash).copied()
     }
@@ -239,11 +259,13 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
         Capacity::Keys(n) => (n, false),
         Capacity::Bytes(n) => (n, true),
     };
-    let mut cache = Cache::new(capacity, by_bytes);
-    let mut keys = Keys::default();
-    let mut model = Model::new(opts.model.clone());
+    let room = opts.distinct_keys.min(MAX_ROOM);
+    let mut cache = Cache::new(capacity, by_bytes, room);
+    let mut keys = Keys::with_capacity(room);
+    let mut model = Model::with_capacity(opts.model.clone(), room);
     let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
     let mut r = SimResult::default();
+    let started = Instant::now();
     for a in trace {
         r.accesses += 1;
         let id = keys.intern(hash_bytes(&a.key), &a.key);
@@ -284,6 +306,7 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
             }
         });
     }
+    r.elapsed = started.elapsed();
     r.prefetches_wasted = cache.wasted;
     r.score = contexts.score;
     r.model = model.size();
@@ -320,6 +343,7 @@ mod tests {
             per_client: true,
             stale_gap_secs: 1e9,
             templater: Templater::default(),
+            distinct_keys: 0,
         }
     }
 

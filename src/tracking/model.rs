@@ -47,10 +47,10 @@ struct Table<S> {
 }
 
 impl<S: Id> Table<S> {
-    fn new() -> Self {
+    fn with_capacity(n: usize) -> Self {
         Table {
-            map: HashMap::with_hasher(Hasher::default()),
-            contexts: Vec::new(),
+            map: HashMap::with_capacity_and_hasher(n, Hasher::default()),
+            contexts: Vec::with_capacity(n),
             tick: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -375,10 +375,18 @@ pub struct Model {
 
 impl Model {
     pub fn new(cfg: ModelConfig) -> Model {
+        Model::with_capacity(cfg, 0)
+    }
+
+    /// A model whose key-level tables have room for `states` states (at most `max_states`)
+    /// from the start: the replay knows its trace's length, and growing a table of millions
+    /// of bytes rehashes every state it holds.
+    pub fn with_capacity(cfg: ModelConfig, states: usize) -> Model {
+        let n = states.min(cfg.max_states);
         Model {
-            order2: Table::new(),
-            key: Table::new(),
-            template: Table::new(),
+            order2: Table::with_capacity(if cfg.order >= 2 { n } else { 0 }),
+            key: Table::with_capacity(n),
+            template: Table::with_capacity(0),
             cfg,
         }
     }
