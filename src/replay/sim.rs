@@ -212,6 +212,11 @@ struct Keys {
 
 const ARENA_CHUNK: usize = 64 << 10;
 
+/// Reads ahead of the current one whose model states are prefetched: far enough for the
+/// loads to finish (a read takes about a microsecond), near enough that they are still
+/// cached when the read comes.
+const READ_AHEAD: usize = 8;
+
 /// Keys the replay makes room for up front, at most.
 const MAX_ROOM: usize = 4 << 20;
 
@@ -266,9 +271,31 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
     let mut r = SimResult::default();
     let started = Instant::now();
-    for a in trace {
+    // Key hashes of the reads ahead (ring by index), and each context's last key as far as
+    // the read-ahead got, to prefetch the model states a read will need.
+    let mut ahead = [0u64; READ_AHEAD];
+    let mut last_ahead: Vec<Option<u64>> = Vec::new();
+    let context = |a: &Access| if opts.per_client { a.client } else { 0 };
+    let mut look_ahead = |i: usize, ahead: &mut [u64; READ_AHEAD], model: &Model| {
+        let Some(a) = trace.get(i) else { return };
+        let h = hash_bytes(&a.key);
+        ahead[i % READ_AHEAD] = h;
+        if opts.prefetch {
+            let c = context(a) as usize;
+            if c >= last_ahead.len() {
+                last_ahead.resize(c + 1, None);
+            }
+            model.prefetch(last_ahead[c].replace(h), h);
+        }
+    };
+    for i in 0..READ_AHEAD {
+        look_ahead(i, &mut ahead, &model);
+    }
+    for (i, a) in trace.iter().enumerate() {
         r.accesses += 1;
-        let id = keys.intern(hash_bytes(&a.key), &a.key);
+        let hash = ahead[i % READ_AHEAD];
+        look_ahead(i + READ_AHEAD, &mut ahead, &model);
+        let id = keys.intern(hash, &a.key);
         keys.sizes[id as usize] = a.size;
         if cache.cached(id) {
             r.hits += 1;
@@ -288,7 +315,7 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
         if !opts.prefetch {
             continue;
         }
-        let ctx = if opts.per_client { a.client } else { 0 };
+        let ctx = context(a);
         let parsed = keys.parsed(id, &opts.templater);
         contexts.access(&mut model, ctx, parsed, a.time, |p| {
             let known = keys.find(p.hash);

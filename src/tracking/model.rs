@@ -16,100 +16,15 @@
 //! Pure and synchronous: the caller supplies the clock (seconds, any epoch), so the replay
 //! simulator runs on trace time and the proxy on wall time.
 
-use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::table::Table;
 use super::template::{hash_bytes, ParsedKey, Transition, TransitionRef};
 use crate::short_bytes::ShortBytes;
 use smallvec::SmallVec;
-
-type Hasher = foldhash::fast::FixedState;
-
-/// Entries sampled to choose the one to drop when a table is full.
-const EVICTION_SAMPLE: usize = 5;
-
-/// A bounded table of states, found by the 64-bit hash of their context (template.rs:
-/// `hash_bytes`). When full, the least recently used of a few sampled states is dropped
-/// (Redis's approximated LRU): an exact LRU list pays, at every touch, an update of two
-/// neighbouring nodes, that is cache misses on a model far larger than the CPU cache.
-struct Table<S> {
-    /// Entries inline in the hash table: one probe finds a state.
-    map: HashMap<u64, Counts<S>, Hasher>,
-    /// The same contexts in a vector, to sample from.
-    contexts: Vec<u64>,
-    /// Advances at every touch; a state's `used` is the tick of its last touch.
-    tick: u64,
-    /// xorshift64 state: the replay stays deterministic.
-    rng: u64,
-}
-
-impl<S: Id> Table<S> {
-    fn with_capacity(n: usize) -> Self {
-        Table {
-            map: HashMap::with_capacity_and_hasher(n, Hasher::default()),
-            contexts: Vec::with_capacity(n),
-            tick: 0,
-            rng: 0x9e37_79b9_7f4a_7c15,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn peek(&self, ctx: &u64) -> Option<&Counts<S>> {
-        self.map.get(ctx)
-    }
-
-    /// The state for `ctx`, marked used, if it exists.
-    fn get_mut(&mut self, ctx: &u64) -> Option<&mut Counts<S>> {
-        self.tick += 1;
-        let c = self.map.get_mut(ctx)?;
-        c.used = self.tick;
-        Some(c)
-    }
-
-    /// The state for `ctx`, created if missing (dropping one when the table holds `max`),
-    /// marked used.
-    fn touch(&mut self, ctx: u64, max: usize, now: f64) -> &mut Counts<S> {
-        if self.map.len() >= max.max(1) && !self.map.contains_key(&ctx) {
-            self.evict();
-        }
-        self.tick += 1;
-        let c = self.map.entry(ctx).or_insert_with(|| {
-            self.contexts.push(ctx);
-            Counts::new(now)
-        });
-        c.used = self.tick;
-        c
-    }
-
-    fn evict(&mut self) {
-        let n = self.contexts.len();
-        let mut victim = None;
-        for _ in 0..EVICTION_SAMPLE.min(n) {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            let i = (self.rng % n as u64) as usize;
-            let used = self.map.get(&self.contexts[i]).map_or(0, |c| c.used);
-            if victim.is_none_or(|(_, u)| used < u) {
-                victim = Some((i, used));
-            }
-        }
-        if let Some((i, _)) = victim {
-            let ctx = self.contexts.swap_remove(i);
-            self.map.remove(&ctx);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Counts<S>> {
-        self.map.values()
-    }
-}
 
 /// A key-level successor, compared by its hash.
 #[derive(Clone)]
@@ -144,9 +59,9 @@ impl Succ {
     }
 }
 
-/// The order-2 context of `prev` then `last`.
-fn pair(prev: &ParsedKey, last: &ParsedKey) -> u64 {
-    prev.hash.rotate_left(23) ^ last.hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+/// The order-2 context of `prev` then `last` (their key hashes).
+fn pair(prev: u64, last: u64) -> u64 {
+    prev.rotate_left(23) ^ last.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 #[derive(Clone, Debug)]
@@ -257,8 +172,6 @@ type Ranked<'a, S> = SmallVec<[(&'a S, f64); 8]>;
 
 /// One state's successor counts.
 struct Counts<S> {
-    /// Its table's tick when last touched (for eviction).
-    used: u64,
     /// Observations ever made in this state (not aged): the support that earns trust.
     seen: u32,
     /// Aged observations: the denominator of probabilities.
@@ -269,17 +182,24 @@ struct Counts<S> {
     succ: SmallVec<[(S, f32); 1]>,
 }
 
-impl<S: Id> Counts<S> {
+impl<S> Default for Counts<S> {
+    fn default() -> Self {
+        Counts::new(0.0)
+    }
+}
+
+impl<S> Counts<S> {
     fn new(now: f64) -> Self {
         Counts {
-            used: 0,
             seen: 0,
             total: 0.0,
             stamp: now,
             succ: SmallVec::new(),
         }
     }
+}
 
+impl<S: Id> Counts<S> {
     fn decay(&self, now: f64, half_life: f64) -> f32 {
         if half_life > 0.0 && now > self.stamp {
             0.5f64.powf((now - self.stamp) / half_life) as f32
@@ -368,9 +288,9 @@ impl ModelSize {
 
 pub struct Model {
     cfg: ModelConfig,
-    order2: Table<Succ>,
-    key: Table<Succ>,
-    template: Table<Transition>,
+    order2: Table<Counts<Succ>>,
+    key: Table<Counts<Succ>>,
+    template: Table<Counts<Transition>>,
 }
 
 impl Model {
@@ -400,19 +320,30 @@ impl Model {
         self.cfg.lookahead.max(usize::from(self.cfg.order)).max(1)
     }
 
+    /// Starts loading the states a read of the key hashed `key` after one hashed `prev`
+    /// (by the same context) will use, so that [`Model::observe`] and
+    /// [`Model::predict_each`] find them in the CPU cache: for a caller that knows its
+    /// reads ahead, as the replay does. Changes nothing.
+    pub fn prefetch(&self, prev: Option<u64>, key: u64) {
+        self.key.prefetch(key);
+        if let Some(prev) = prev.filter(|_| self.cfg.order >= 2) {
+            self.order2.prefetch(pair(prev, key));
+        }
+    }
+
     /// Records that `next` was read after `history` (oldest first; the last element is the
     /// key read just before).
     pub fn observe(&mut self, history: &[Arc<ParsedKey>], next: &ParsedKey, now: f64) {
         let Some(last) = history.last() else { return };
         let cfg = &self.cfg;
         if cfg.order >= 2 && history.len() >= 2 {
-            let ctx = pair(&history[history.len() - 2], last);
+            let ctx = pair(history[history.len() - 2].hash, last.hash);
             self.order2
-                .touch(ctx, cfg.max_states, now)
+                .touch(ctx, cfg.max_states, || Counts::new(now))
                 .add(next.hash, || Succ::of(next), now, cfg);
         }
         self.key
-            .touch(last.hash, cfg.max_states, now)
+            .touch(last.hash, cfg.max_states, || Counts::new(now))
             .add(next.hash, || Succ::of(next), now, cfg);
         // Earlier reads within the window: `next` followed them too, unless it was already
         // read in between (counted once per occurrence, so probabilities stay <= 1).
@@ -423,14 +354,14 @@ impl Model {
             {
                 continue;
             }
-            if let Some(c) = self.key.get_mut(&earlier.hash) {
+            if let Some(c) = self.key.get_mut(earlier.hash) {
                 c.add_later(next.hash, || Succ::of(next), now, cfg);
             }
         }
         if cfg.templates {
             let t = TransitionRef::between(last, next);
             self.template
-                .touch(last.template.hash, cfg.max_states, now)
+                .touch(last.template.hash, cfg.max_states, || Counts::new(now))
                 .add(t.hash, || t.keep(), now, cfg);
         }
     }
@@ -474,20 +405,20 @@ impl Model {
             }
         };
         if cfg.order >= 2 && history.len() >= 2 {
-            let ctx = pair(&history[history.len() - 2], last);
-            if let Some(r) = self.order2.peek(&ctx).and_then(|c| c.ranked(now, cfg)) {
+            let ctx = pair(history[history.len() - 2].hash, last.hash);
+            if let Some(r) = self.order2.peek(ctx).and_then(|c| c.ranked(now, cfg)) {
                 r.into_iter()
                     .for_each(|(s, p)| offer(&s.key, s.hash, p, Level::Order2));
             }
         }
-        if let Some(r) = self.key.peek(&last.hash).and_then(|c| c.ranked(now, cfg)) {
+        if let Some(r) = self.key.peek(last.hash).and_then(|c| c.ranked(now, cfg)) {
             r.into_iter()
                 .for_each(|(s, p)| offer(&s.key, s.hash, p, Level::Key));
         }
         if cfg.templates {
             if let Some(r) = self
                 .template
-                .peek(&last.template.hash)
+                .peek(last.template.hash)
                 .and_then(|c| c.ranked(now, cfg))
             {
                 let mut k = Vec::new();
@@ -501,9 +432,10 @@ impl Model {
     }
 
     pub fn size(&self) -> ModelSize {
-        // Per state: the hash table's bucket (key and Counts) and control byte, and its
-        // context in the sampling vector.
-        let entry = 2 * size_of::<u64>() + 1 + size_of::<Counts<Succ>>();
+        // The tables' slot arrays (free slots included), then what states hold on the heap.
+        let mut bytes = (self.order2.slots() + self.key.slots())
+            * Table::<Counts<Succ>>::SLOT_BYTES
+            + self.template.slots() * Table::<Counts<Transition>>::SLOT_BYTES;
         // Successors beyond the first live on the heap.
         let spilled = |n: usize, size: usize| if n > 1 { n * size } else { 0 };
         let succ = |c: &Counts<Succ>| {
@@ -513,12 +445,11 @@ impl Model {
                     .map(|(s, _)| s.key.heap_bytes())
                     .sum::<usize>()
         };
-        let mut bytes = 0;
         for c in self.order2.iter().chain(self.key.iter()) {
-            bytes += entry + succ(c);
+            bytes += succ(c);
         }
         for c in self.template.iter() {
-            bytes += entry + spilled(c.succ.capacity(), size_of::<(Transition, f32)>());
+            bytes += spilled(c.succ.capacity(), size_of::<(Transition, f32)>());
             bytes += c
                 .succ
                 .iter()
@@ -689,6 +620,6 @@ mod tests {
         assert!(m.key.iter().all(|c| c.succ.len() <= 4));
         assert!(size.bytes > 0 && size.bytes < 10 * 1024, "{size:?}");
         // The most recently updated states survive.
-        assert!(m.key.peek(&key("hub").hash).is_some());
+        assert!(m.key.peek(key("hub").hash).is_some());
     }
 }
