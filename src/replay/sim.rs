@@ -8,7 +8,6 @@
 //! once); one evicted before any read was wasted. The model and contexts are the proxy's own
 //! (src/tracking/).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use super::trace::Access;
 use crate::tracking::context::{Contexts, Score};
 use crate::tracking::model::{Model, ModelConfig, ModelSize};
+use crate::tracking::table::prefetch_line;
 use crate::tracking::template::{hash_bytes, ParsedKey, Templater};
 
 /// Cache capacity: a number of keys, or bytes (each key weighs its size).
@@ -201,9 +201,8 @@ impl Cache {
 /// Their bytes are copied into 64 KiB arena chunks: no allocation per key, and the parsed
 /// key's slices of it count references on a chunk's count, which stays cached, rather than
 /// on one allocated for each key at its first slicing.
-#[derive(Default)]
 struct Keys {
-    ids: HashMap<u64, u32, foldhash::fast::FixedState>,
+    ids: IdMap,
     arena: BytesMut,
     keys: Vec<Bytes>,
     parsed: Vec<Option<Arc<ParsedKey>>>,
@@ -211,6 +210,72 @@ struct Keys {
 }
 
 const ARENA_CHUNK: usize = 64 << 10;
+
+/// Key ids by key hash: open addressing over (hash, id) pairs, at most half full, so the
+/// slot a hash is found in is known before looking, and can be prefetched.
+struct IdMap {
+    slots: Vec<(u64, u32)>,
+    len: usize,
+    /// `64 - log2(slots)`.
+    shift: u32,
+}
+
+impl IdMap {
+    fn with_capacity(n: usize) -> IdMap {
+        let slots = (2 * n).next_power_of_two().max(16);
+        IdMap {
+            slots: vec![(0, NIL); slots],
+            len: 0,
+            shift: 64 - slots.trailing_zeros(),
+        }
+    }
+
+    /// Where the probe for `hash` starts.
+    fn home(&self, hash: u64) -> usize {
+        (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// The slot holding `hash`, or the free one ending its probe.
+    fn probe(&self, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(hash);
+        while self.slots[i].1 != NIL && self.slots[i].0 != hash {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    fn get(&self, hash: u64) -> Option<u32> {
+        match self.slots[self.probe(hash)].1 {
+            NIL => None,
+            id => Some(id),
+        }
+    }
+
+    /// The id of `hash`, given `id` if it had none.
+    fn get_or_insert(&mut self, hash: u64, id: u32) -> u32 {
+        let i = self.probe(hash);
+        if self.slots[i].1 != NIL {
+            return self.slots[i].1;
+        }
+        self.slots[i] = (hash, id);
+        self.len += 1;
+        if 2 * self.len > self.slots.len() {
+            let grown = vec![(0, NIL); 2 * self.slots.len()];
+            let old = std::mem::replace(&mut self.slots, grown);
+            self.shift -= 1;
+            for (h, id) in old.into_iter().filter(|s| s.1 != NIL) {
+                let i = self.probe(h);
+                self.slots[i] = (h, id);
+            }
+        }
+        id
+    }
+
+    fn prefetch(&self, hash: u64) {
+        prefetch_line(self.slots.as_ptr().wrapping_add(self.home(hash)));
+    }
+}
 
 /// Reads ahead of the current one whose model states are prefetched: far enough for the
 /// loads to finish (a read takes about a microsecond), near enough that they are still
@@ -223,7 +288,7 @@ const MAX_ROOM: usize = 4 << 20;
 impl Keys {
     fn with_capacity(n: usize) -> Keys {
         Keys {
-            ids: HashMap::with_capacity_and_hasher(n, Default::default()),
+            ids: IdMap::with_capacity(n),
             arena: BytesMut::new(),
             keys: Vec::with_capacity(n),
             parsed: Vec::with_capacity(n),
@@ -232,15 +297,15 @@ impl Keys {
     }
 
     fn find(&self, hash: u64) -> Option<u32> {
-        self.ids.get(&hash).copied()
+        self.ids.get(hash)
     }
 
     fn intern(&mut self, hash: u64, key: &[u8]) -> u32 {
-        if let Some(id) = self.find(hash) {
+        let next = self.keys.len() as u32;
+        let id = self.ids.get_or_insert(hash, next);
+        if id != next {
             return id;
         }
-        let id = self.keys.len() as u32;
-        self.ids.insert(hash, id);
         if self.arena.capacity() < key.len() {
             self.arena = BytesMut::with_capacity(key.len().max(ARENA_CHUNK));
         }
@@ -276,10 +341,11 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     let mut ahead = [0u64; READ_AHEAD];
     let mut last_ahead: Vec<Option<u64>> = Vec::new();
     let context = |a: &Access| if opts.per_client { a.client } else { 0 };
-    let mut look_ahead = |i: usize, ahead: &mut [u64; READ_AHEAD], model: &Model| {
+    let mut look_ahead = |i: usize, ahead: &mut [u64; READ_AHEAD], model: &Model, keys: &Keys| {
         let Some(a) = trace.get(i) else { return };
         let h = hash_bytes(&a.key);
         ahead[i % READ_AHEAD] = h;
+        keys.ids.prefetch(h);
         if opts.prefetch {
             let c = context(a) as usize;
             if c >= last_ahead.len() {
@@ -289,12 +355,14 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
         }
     };
     for i in 0..READ_AHEAD {
-        look_ahead(i, &mut ahead, &model);
+        look_ahead(i, &mut ahead, &model, &keys);
     }
+    let mut predicted: Vec<(u64, bool, std::ops::Range<usize>)> = Vec::new();
+    let mut fetch_keys: Vec<u8> = Vec::new();
     for (i, a) in trace.iter().enumerate() {
         r.accesses += 1;
         let hash = ahead[i % READ_AHEAD];
-        look_ahead(i + READ_AHEAD, &mut ahead, &model);
+        look_ahead(i + READ_AHEAD, &mut ahead, &model, &keys);
         let id = keys.intern(hash, &a.key);
         keys.sizes[id as usize] = a.size;
         if cache.cached(id) {
@@ -317,12 +385,24 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
         }
         let ctx = context(a);
         let parsed = keys.parsed(id, &opts.templater);
+        // The predictions are gathered first, their key slots prefetched together, then
+        // acted on in order: their lookups overlap instead of waiting one after another.
+        predicted.clear();
+        fetch_keys.clear();
         contexts.access(&mut model, ctx, parsed, a.time, |p| {
-            let known = keys.find(p.hash);
+            keys.ids.prefetch(p.hash);
+            let at = fetch_keys.len();
+            if p.fetch {
+                fetch_keys.extend_from_slice(p.key);
+            }
+            predicted.push((p.hash, p.fetch, at..fetch_keys.len()));
+        });
+        for (hash, fetch, at) in predicted.drain(..) {
+            let known = keys.find(hash);
             if known.is_some_and(|pid| cache.promote(pid)) {
                 r.promotions += 1;
-            } else if p.fetch {
-                let pid = known.unwrap_or_else(|| keys.intern(p.hash, p.key));
+            } else if fetch {
+                let pid = known.unwrap_or_else(|| keys.intern(hash, &fetch_keys[at]));
                 // A key never read has no known size: assume the current read's.
                 let size = match keys.sizes[pid as usize] {
                     0 => a.size,
@@ -331,7 +411,7 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
                 r.prefetches += 1;
                 cache.insert(pid, size, true);
             }
-        });
+        }
     }
     r.elapsed = started.elapsed();
     r.prefetches_wasted = cache.wasted;

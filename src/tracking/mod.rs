@@ -9,7 +9,7 @@ pub mod context;
 pub mod hotkeys;
 pub mod model;
 pub mod settings;
-mod table;
+pub(crate) mod table;
 pub mod template;
 pub mod tracker;
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::table::Table;
-use super::template::{hash_bytes, ParsedKey, Transition, TransitionRef};
+use super::template::{hash_bytes, KeyBuf, ParsedKey, Transition, TransitionRef};
 use crate::short_bytes::ShortBytes;
 use smallvec::SmallVec;
 
@@ -421,7 +421,7 @@ impl Model {
                 .peek(last.template.hash)
                 .and_then(|c| c.ranked(now, cfg))
             {
-                let mut k = Vec::new();
+                let mut k = KeyBuf::new();
                 for (t, p) in r {
                     if t.apply_into(last, &mut k).is_some() {
                         offer(&k, hash_bytes(&k), p, Level::Template);

@@ -247,8 +247,9 @@ impl<V: Default> Table<V> {
     }
 }
 
+/// Asks the CPU to start loading the cache line at `p` (a hint: any address is allowed).
 #[cfg(target_arch = "x86_64")]
-fn prefetch_line<T>(p: *const T) {
+pub fn prefetch_line<T>(p: *const T) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     // SAFETY: SSE is part of x86_64's baseline, and a prefetch is a hint that neither reads
     // into the program nor faults, whatever the address.
@@ -256,7 +257,7 @@ fn prefetch_line<T>(p: *const T) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn prefetch_line<T>(_: *const T) {}
+pub fn prefetch_line<T>(_: *const T) {}
 
 #[cfg(test)]
 mod tests {

@@ -54,6 +54,10 @@ impl Template {
     }
 }
 
+/// A key being built: on the stack up to 128 bytes (most keys), so building one allocates
+/// nothing.
+pub type KeyBuf = SmallVec<[u8; 128]>;
+
 /// A key, its template and its placeholder values, parsed once.
 #[derive(Debug)]
 pub struct ParsedKey {
@@ -128,7 +132,7 @@ impl Transition {
     /// Writes into `out` (cleared first; a caller reuses one buffer) the key this transition
     /// names after `current`; None when it does not apply (the current key lacks a
     /// placeholder the transition refers to, or an offset leaves the numbers).
-    pub fn apply_into(&self, current: &ParsedKey, out: &mut Vec<u8>) -> Option<()> {
+    pub fn apply_into(&self, current: &ParsedKey, out: &mut KeyBuf) -> Option<()> {
         let t = &self.template;
         out.clear();
         let mut at = 0;
@@ -280,9 +284,9 @@ mod tests {
     }
 
     fn apply(t: &Transition, current: &ParsedKey) -> Option<Bytes> {
-        let mut out = Vec::new();
+        let mut out = KeyBuf::new();
         t.apply_into(current, &mut out)?;
-        Some(out.into())
+        Some(Bytes::copy_from_slice(&out))
     }
 
     fn parse(k: &str) -> ParsedKey {
