@@ -8,10 +8,11 @@
 //! once); one evicted before any read was wasted. The model and contexts are the proxy's own
 //! (src/tracking/).
 
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::trace::Access;
 use crate::tracking::context::{Contexts, Score};
@@ -196,20 +197,51 @@ impl Cache {
     }
 }
 
-/// Interned keys, found by their hash (the model's identity for keys: template.rs,
-/// `hash_bytes`); each parsed once, when first read (a predicted key may never be).
-/// Their bytes are copied into 64 KiB arena chunks: no allocation per key, and the parsed
-/// key's slices of it count references on a chunk's count, which stays cached, rather than
-/// on one allocated for each key at its first slicing.
-struct Keys {
+/// The cache's key ids, interned by key hash (the model's identity for keys: template.rs,
+/// `hash_bytes`), and each key's last known size.
+struct Ids {
     ids: IdMap,
-    arena: BytesMut,
-    keys: Vec<Bytes>,
-    parsed: Vec<Option<Arc<ParsedKey>>>,
     sizes: Vec<u64>,
 }
 
+impl Ids {
+    fn intern(&mut self, hash: u64) -> u32 {
+        let next = self.sizes.len() as u32;
+        let id = self.ids.get_or_insert(hash, next);
+        if id == next {
+            self.sizes.push(0);
+        }
+        id
+    }
+}
+
+/// The model's side: each key read, parsed once, found by its hash. The bytes are copied
+/// into 64 KiB arena chunks: no allocation per key, and the parsed key's slices of them
+/// count references on a chunk's count, which stays cached, rather than on one allocated
+/// for each key at its first slicing.
+struct ParsedKeys {
+    ids: IdMap,
+    arena: BytesMut,
+    parsed: Vec<Arc<ParsedKey>>,
+}
+
 const ARENA_CHUNK: usize = 64 << 10;
+
+impl ParsedKeys {
+    fn get(&mut self, hash: u64, key: &[u8], templater: &Templater) -> Arc<ParsedKey> {
+        let next = self.parsed.len() as u32;
+        let id = self.ids.get_or_insert(hash, next);
+        if id == next {
+            if self.arena.capacity() < key.len() {
+                self.arena = BytesMut::with_capacity(key.len().max(ARENA_CHUNK));
+            }
+            self.arena.extend_from_slice(key);
+            let parsed = templater.parse(self.arena.split().freeze());
+            self.parsed.push(Arc::new(parsed));
+        }
+        self.parsed[id as usize].clone()
+    }
+}
 
 /// Key ids by key hash: open addressing over (hash, id) pairs, at most half full, so the
 /// slot a hash is found in is known before looking, and can be prefetched.
@@ -277,93 +309,179 @@ impl IdMap {
     }
 }
 
-/// Reads ahead of the current one whose model states are prefetched: far enough for the
-/// loads to finish (a read takes about a microsecond), near enough that they are still
-/// cached when the read comes.
+/// Reads ahead of the current one whose model states and key slots are prefetched: far
+/// enough for the loads to finish (a read takes about a microsecond), near enough that they
+/// are still cached when the read comes.
 const READ_AHEAD: usize = 8;
 
 /// Keys the replay makes room for up front, at most.
 const MAX_ROOM: usize = 4 << 20;
 
-impl Keys {
-    fn with_capacity(n: usize) -> Keys {
-        Keys {
-            ids: IdMap::with_capacity(n),
-            arena: BytesMut::new(),
-            keys: Vec::with_capacity(n),
-            parsed: Vec::with_capacity(n),
-            sizes: Vec::with_capacity(n),
+/// Reads the model's thread hands the cache's at a time.
+const BATCH: usize = 1024;
+
+/// Batches in flight between the threads, at most (the model's thread waits beyond).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The trace's key hashes, each computed [`READ_AHEAD`] reads before its read, when the
+/// caller is told of it (to prefetch what that read will need).
+struct ReadAhead<'t> {
+    trace: &'t [Access],
+    ring: [u64; READ_AHEAD],
+}
+
+impl<'t> ReadAhead<'t> {
+    fn new(trace: &'t [Access], mut ahead: impl FnMut(&Access, u64)) -> Self {
+        let mut r = ReadAhead {
+            trace,
+            ring: [0; READ_AHEAD],
+        };
+        for i in 0..READ_AHEAD {
+            r.look(i, &mut ahead);
+        }
+        r
+    }
+
+    fn look(&mut self, i: usize, ahead: &mut impl FnMut(&Access, u64)) {
+        if let Some(a) = self.trace.get(i) {
+            let h = hash_bytes(&a.key);
+            self.ring[i % READ_AHEAD] = h;
+            ahead(a, h);
         }
     }
 
-    fn find(&self, hash: u64) -> Option<u32> {
-        self.ids.get(hash)
-    }
-
-    fn intern(&mut self, hash: u64, key: &[u8]) -> u32 {
-        let next = self.keys.len() as u32;
-        let id = self.ids.get_or_insert(hash, next);
-        if id != next {
-            return id;
-        }
-        if self.arena.capacity() < key.len() {
-            self.arena = BytesMut::with_capacity(key.len().max(ARENA_CHUNK));
-        }
-        self.arena.extend_from_slice(key);
-        self.keys.push(self.arena.split().freeze());
-        self.parsed.push(None);
-        self.sizes.push(0);
-        id
-    }
-
-    fn parsed(&mut self, id: u32, templater: &Templater) -> Arc<ParsedKey> {
-        let i = id as usize;
-        self.parsed[i]
-            .get_or_insert_with(|| Arc::new(templater.parse(self.keys[i].clone())))
-            .clone()
+    /// The key hash of read `i` (reads are taken in order), after looking further ahead.
+    fn hash(&mut self, i: usize, mut ahead: impl FnMut(&Access, u64)) -> u64 {
+        let h = self.ring[i % READ_AHEAD];
+        self.look(i + READ_AHEAD, &mut ahead);
+        h
     }
 }
 
+/// What the model predicted after each read of a stretch of the trace: key hashes, and
+/// whether each is to be fetched or only kept warm.
+#[derive(Default)]
+struct Batch {
+    /// Per read, where its predictions end in `predictions`.
+    ends: Vec<u32>,
+    predictions: Vec<(u64, bool)>,
+}
+
+/// Replays the trace through an LRU cache and, with `opts.prefetch`, through the model.
+/// With prefetching the work runs on two threads: one learns and predicts (the model and
+/// the contexts depend only on the trace), the other runs the cache on the reads and the
+/// predictions handed over in batches; both go through the trace in order, so the result
+/// is the same as one thread's.
 pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
+    let room = opts.distinct_keys.min(MAX_ROOM);
+    let started = Instant::now();
+    if !opts.prefetch {
+        let mut r = run_cache(trace, opts, room, None);
+        r.elapsed = started.elapsed();
+        return r;
+    }
+    let (to_cache, from_learner) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    // Emptied batches go back, so their buffers are reused rather than reallocated.
+    let (to_learner, from_cache) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT + 1);
+    let (mut r, learned) = std::thread::scope(|s| {
+        let learner = s.spawn(|| learn(trace, opts, room, to_cache, from_cache));
+        let r = run_cache(trace, opts, room, Some((from_learner, to_learner)));
+        match learner.join() {
+            Ok(learned) => (r, learned),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    r.elapsed = started.elapsed();
+    (r.score, r.model) = (learned.score, learned.model.size());
+    r
+}
+
+/// What the model's thread leaves: its model and score, and its parsed keys, returned to be
+/// freed after the replay is timed.
+struct Learned {
+    model: Model,
+    score: Score,
+    _keys: ParsedKeys,
+}
+
+/// The model's thread: learns from each read in order and sends what it predicts after it.
+fn learn(
+    trace: &[Access],
+    opts: &SimOptions,
+    room: usize,
+    out: SyncSender<Batch>,
+    emptied: Receiver<Batch>,
+) -> Learned {
+    let mut model = Model::with_capacity(opts.model.clone(), room);
+    let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
+    let mut keys = ParsedKeys {
+        ids: IdMap::with_capacity(room),
+        arena: BytesMut::new(),
+        parsed: Vec::with_capacity(room),
+    };
+    let context = |a: &Access| if opts.per_client { a.client } else { 0 };
+    // Each context's last key as far as the read-ahead got, for its order-2 state.
+    let mut last_ahead: Vec<Option<u64>> = Vec::new();
+    let mut ahead_of = |a: &Access, h: u64, model: &Model, keys: &ParsedKeys| {
+        keys.ids.prefetch(h);
+        let c = context(a) as usize;
+        if c >= last_ahead.len() {
+            last_ahead.resize(c + 1, None);
+        }
+        model.prefetch(last_ahead[c].replace(h), h);
+    };
+    let mut ahead = ReadAhead::new(trace, |a, h| ahead_of(a, h, &model, &keys));
+    let mut batch = Batch::default();
+    for (i, a) in trace.iter().enumerate() {
+        let hash = ahead.hash(i, |a, h| ahead_of(a, h, &model, &keys));
+        let parsed = keys.get(hash, &a.key, &opts.templater);
+        let predictions = &mut batch.predictions;
+        contexts.access(&mut model, context(a), parsed, a.time, |p| {
+            predictions.push((p.hash, p.fetch));
+        });
+        batch.ends.push(batch.predictions.len() as u32);
+        if batch.ends.len() == BATCH {
+            let next = emptied.try_recv().unwrap_or_default();
+            if out.send(std::mem::replace(&mut batch, next)).is_err() {
+                break;
+            }
+        }
+    }
+    if !batch.ends.is_empty() {
+        let _ = out.send(batch);
+    }
+    Learned {
+        model,
+        score: contexts.score,
+        _keys: keys,
+    }
+}
+
+/// The cache's side: demand reads in order, each followed by the predictions made after it
+/// (if `predictions` is given).
+fn run_cache(
+    trace: &[Access],
+    opts: &SimOptions,
+    room: usize,
+    predictions: Option<(Receiver<Batch>, SyncSender<Batch>)>,
+) -> SimResult {
     let (capacity, by_bytes) = match opts.capacity {
         Capacity::Keys(n) => (n, false),
         Capacity::Bytes(n) => (n, true),
     };
-    let room = opts.distinct_keys.min(MAX_ROOM);
     let mut cache = Cache::new(capacity, by_bytes, room);
-    let mut keys = Keys::with_capacity(room);
-    let mut model = Model::with_capacity(opts.model.clone(), room);
-    let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
-    let mut r = SimResult::default();
-    let started = Instant::now();
-    // Key hashes of the reads ahead (ring by index), and each context's last key as far as
-    // the read-ahead got, to prefetch the model states a read will need.
-    let mut ahead = [0u64; READ_AHEAD];
-    let mut last_ahead: Vec<Option<u64>> = Vec::new();
-    let context = |a: &Access| if opts.per_client { a.client } else { 0 };
-    let mut look_ahead = |i: usize, ahead: &mut [u64; READ_AHEAD], model: &Model, keys: &Keys| {
-        let Some(a) = trace.get(i) else { return };
-        let h = hash_bytes(&a.key);
-        ahead[i % READ_AHEAD] = h;
-        keys.ids.prefetch(h);
-        if opts.prefetch {
-            let c = context(a) as usize;
-            if c >= last_ahead.len() {
-                last_ahead.resize(c + 1, None);
-            }
-            model.prefetch(last_ahead[c].replace(h), h);
-        }
+    let mut keys = Ids {
+        ids: IdMap::with_capacity(room),
+        sizes: Vec::with_capacity(room),
     };
-    for i in 0..READ_AHEAD {
-        look_ahead(i, &mut ahead, &model, &keys);
-    }
-    let mut predicted: Vec<(u64, bool, std::ops::Range<usize>)> = Vec::new();
-    let mut fetch_keys: Vec<u8> = Vec::new();
+    let mut r = SimResult::default();
+    let mut ahead = ReadAhead::new(trace, |_, h| keys.ids.prefetch(h));
+    let mut batch = Batch::default();
+    let (mut at, mut from) = (0, 0);
     for (i, a) in trace.iter().enumerate() {
         r.accesses += 1;
-        let hash = ahead[i % READ_AHEAD];
-        look_ahead(i + READ_AHEAD, &mut ahead, &model, &keys);
-        let id = keys.intern(hash, &a.key);
+        let hash = ahead.hash(i, |_, h| keys.ids.prefetch(h));
+        let id = keys.intern(hash);
         keys.sizes[id as usize] = a.size;
         if cache.cached(id) {
             r.hits += 1;
@@ -380,29 +498,33 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
             r.misses += 1;
             cache.insert(id, a.size, false);
         }
-        if !opts.prefetch {
+        let Some((batches, emptied)) = &predictions else {
             continue;
+        };
+        if at == batch.ends.len() {
+            // The model's thread sends every read's predictions unless it failed, which
+            // its join reports.
+            let Ok(next) = batches.recv() else { break };
+            let mut done = std::mem::replace(&mut batch, next);
+            done.ends.clear();
+            done.predictions.clear();
+            let _ = emptied.try_send(done);
+            (at, from) = (0, 0);
         }
-        let ctx = context(a);
-        let parsed = keys.parsed(id, &opts.templater);
-        // The predictions are gathered first, their key slots prefetched together, then
-        // acted on in order: their lookups overlap instead of waiting one after another.
-        predicted.clear();
-        fetch_keys.clear();
-        contexts.access(&mut model, ctx, parsed, a.time, |p| {
-            keys.ids.prefetch(p.hash);
-            let at = fetch_keys.len();
-            if p.fetch {
-                fetch_keys.extend_from_slice(p.key);
-            }
-            predicted.push((p.hash, p.fetch, at..fetch_keys.len()));
-        });
-        for (hash, fetch, at) in predicted.drain(..) {
-            let known = keys.find(hash);
+        let to = batch.ends[at] as usize;
+        at += 1;
+        let predicted = &batch.predictions[from..to];
+        from = to;
+        // Start every prediction's key-slot lookup before acting on the first.
+        for &(hash, _) in predicted {
+            keys.ids.prefetch(hash);
+        }
+        for &(hash, fetch) in predicted {
+            let known = keys.ids.get(hash);
             if known.is_some_and(|pid| cache.promote(pid)) {
                 r.promotions += 1;
             } else if fetch {
-                let pid = known.unwrap_or_else(|| keys.intern(hash, &fetch_keys[at]));
+                let pid = known.unwrap_or_else(|| keys.intern(hash));
                 // A key never read has no known size: assume the current read's.
                 let size = match keys.sizes[pid as usize] {
                     0 => a.size,
@@ -413,16 +535,14 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
             }
         }
     }
-    r.elapsed = started.elapsed();
     r.prefetches_wasted = cache.wasted;
-    r.score = contexts.score;
-    r.model = model.size();
     r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn trace(seq: &[(u32, &str)]) -> Vec<Access> {
         seq.iter()

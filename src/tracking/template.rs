@@ -10,7 +10,6 @@
 //! Pure code: no I/O, no clock.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::io::Write as _;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -143,7 +142,7 @@ impl Transition {
                 Fill::Offset(n, delta) => {
                     let base = number(current.values.get(*n as usize)?)?;
                     let v = base.checked_add(*delta).filter(|v| *v >= 0)?;
-                    let _ = write!(out, "{v}");
+                    push_decimal(out, v as u64);
                 }
                 Fill::Literal(v) => out.extend_from_slice(v),
             }
@@ -187,6 +186,21 @@ fn fill_for<'a>(i: usize, value: &'a Bytes, current: &[Bytes]) -> Fill<&'a Bytes
         }
     }
     Fill::Literal(value)
+}
+
+/// Appends `v` in decimal (what `write!` would, without the formatting machinery).
+fn push_decimal(out: &mut KeyBuf, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// A decimal number without sign or leading zero (so that it prints back identically).
@@ -291,6 +305,15 @@ mod tests {
 
     fn parse(k: &str) -> ParsedKey {
         Templater::default().parse(Bytes::copy_from_slice(k.as_bytes()))
+    }
+
+    #[test]
+    fn decimals_print_as_write_does() {
+        for v in [0, 7, 10, 99, 100, 4096, 123_456_789, u64::MAX] {
+            let mut out = KeyBuf::new();
+            push_decimal(&mut out, v);
+            assert_eq!(&out[..], v.to_string().as_bytes());
+        }
     }
 
     #[test]
