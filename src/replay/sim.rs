@@ -18,7 +18,7 @@ use super::trace::Access;
 use crate::tracking::context::{Contexts, Score};
 use crate::tracking::model::{Model, ModelConfig, ModelSize};
 use crate::tracking::table::prefetch_line;
-use crate::tracking::template::{hash_bytes, ParsedKey, Templater};
+use crate::tracking::template::{hash_bytes, ParsedKey, Templater, Templates};
 
 /// Cache capacity: a number of keys, or bytes (each key weighs its size).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -223,6 +223,7 @@ struct ParsedKeys {
     ids: IdMap,
     arena: BytesMut,
     parsed: Vec<Arc<ParsedKey>>,
+    templates: Templates,
 }
 
 const ARENA_CHUNK: usize = 64 << 10;
@@ -236,7 +237,8 @@ impl ParsedKeys {
                 self.arena = BytesMut::with_capacity(key.len().max(ARENA_CHUNK));
             }
             self.arena.extend_from_slice(key);
-            let parsed = templater.parse(self.arena.split().freeze());
+            let key = self.arena.split().freeze();
+            let parsed = templater.parse_with(key, |_| hash, Some(&mut self.templates));
             self.parsed.push(Arc::new(parsed));
         }
         self.parsed[id as usize].clone()
@@ -418,6 +420,7 @@ fn learn(
         ids: IdMap::with_capacity(room),
         arena: BytesMut::new(),
         parsed: Vec::with_capacity(room),
+        templates: Templates::default(),
     };
     let context = |a: &Access| if opts.per_client { a.client } else { 0 };
     // Each context's last key as far as the read-ahead got, for its order-2 state.

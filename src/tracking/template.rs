@@ -12,7 +12,7 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use regex::bytes::Regex;
 use smallvec::SmallVec;
 
@@ -64,8 +64,26 @@ pub struct ParsedKey {
     /// [`hash_bytes`] of the key.
     pub hash: u64,
     pub template: Arc<Template>,
-    pub values: Box<[Bytes]>,
+    /// Where each placeholder's value lies in `key`.
+    values: SmallVec<[(u32, u32); 2]>,
 }
+
+impl ParsedKey {
+    /// The value of placeholder `i`.
+    pub fn value(&self, i: usize) -> Option<&[u8]> {
+        let &(from, to) = self.values.get(i)?;
+        Some(&self.key[from as usize..to as usize])
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.values.len()).filter_map(|i| self.value(i))
+    }
+}
+
+/// Templates already seen, found by hash, so keys of one template share it (no allocation
+/// per key). Unbounded: for the replay, whose trace is finite.
+#[derive(Default)]
+pub struct Templates(std::collections::HashMap<u64, Arc<Template>, foldhash::fast::FixedState>);
 
 /// How one placeholder of the next key follows from the current key.
 /// (`V` is `&Bytes` in a [`TransitionRef`].)
@@ -92,18 +110,17 @@ pub struct Transition {
 /// successors (by its hash) allocates nothing; [`TransitionRef::keep`] makes the owned one.
 pub struct TransitionRef<'a> {
     template: &'a Arc<Template>,
-    fills: SmallVec<[Fill<&'a Bytes>; 4]>,
+    fills: SmallVec<[Fill<&'a [u8]>; 4]>,
     pub hash: u64,
 }
 
 impl<'a> TransitionRef<'a> {
     /// How `next` follows from `current`.
     pub fn between(current: &'a ParsedKey, next: &'a ParsedKey) -> TransitionRef<'a> {
-        let fills: SmallVec<[Fill<&'a Bytes>; 4]> = next
-            .values
-            .iter()
+        let fills: SmallVec<[Fill<&'a [u8]>; 4]> = next
+            .values()
             .enumerate()
-            .map(|(i, value)| fill_for(i, value, &current.values))
+            .map(|(i, value)| fill_for(i, value, current))
             .collect();
         let hash = foldhash::fast::FixedState::with_seed(next.template.hash).hash_one(&fills[..]);
         TransitionRef {
@@ -117,7 +134,7 @@ impl<'a> TransitionRef<'a> {
         let fills = self.fills.iter().map(|f| match f {
             Fill::Same(n) => Fill::Same(*n),
             Fill::Offset(n, d) => Fill::Offset(*n, *d),
-            Fill::Literal(v) => Fill::Literal((*v).clone()),
+            Fill::Literal(v) => Fill::Literal(Bytes::copy_from_slice(v)),
         });
         Transition {
             template: self.template.clone(),
@@ -138,9 +155,9 @@ impl Transition {
         for (&hole, fill) in t.holes.iter().zip(self.fills.iter()) {
             out.extend_from_slice(&t.text[at..hole as usize]);
             match fill {
-                Fill::Same(n) => out.extend_from_slice(current.values.get(*n as usize)?),
+                Fill::Same(n) => out.extend_from_slice(current.value(*n as usize)?),
                 Fill::Offset(n, delta) => {
-                    let base = number(current.values.get(*n as usize)?)?;
+                    let base = number(current.value(*n as usize)?)?;
                     let v = base.checked_add(*delta).filter(|v| *v >= 0)?;
                     push_decimal(out, v as u64);
                 }
@@ -167,17 +184,18 @@ impl Transition {
 
 /// Prefers the placeholder at the same position, then any equal value, then a numeric offset
 /// from the same position, then from any numeric placeholder.
-fn fill_for<'a>(i: usize, value: &'a Bytes, current: &[Bytes]) -> Fill<&'a Bytes> {
-    if current.get(i) == Some(value) {
+fn fill_for<'a>(i: usize, value: &'a [u8], current: &ParsedKey) -> Fill<&'a [u8]> {
+    if current.value(i) == Some(value) {
         return Fill::Same(i as u8);
     }
-    if let Some(j) = current.iter().position(|c| c == value) {
+    if let Some(j) = current.values().position(|c| c == value) {
         return Fill::Same(j as u8);
     }
     if let Some(v) = number(value) {
-        let order = std::iter::once(i).chain((0..current.len()).filter(|&j| j != i));
+        let n = current.values.len();
+        let order = std::iter::once(i).chain((0..n).filter(|&j| j != i));
         for j in order {
-            if let Some(base) = current.get(j).and_then(|c| number(c)) {
+            if let Some(base) = current.value(j).and_then(number) {
                 let delta = v - base;
                 if delta.abs() <= MAX_OFFSET {
                     return Fill::Offset(j as u8, delta);
@@ -232,16 +250,27 @@ impl Templater {
     }
 
     pub fn parse(&self, key: Bytes) -> ParsedKey {
-        let mut text = BytesMut::with_capacity(key.len());
-        let mut holes = Vec::new();
-        let mut values = Vec::new();
+        self.parse_with(key, hash_bytes, None)
+    }
+
+    /// [`Templater::parse`], with the key's hash given by `hash` and its template taken
+    /// from `seen` when it is there (and added when not).
+    pub fn parse_with(
+        &self,
+        key: Bytes,
+        hash: impl FnOnce(&[u8]) -> u64,
+        seen: Option<&mut Templates>,
+    ) -> ParsedKey {
+        let mut text = KeyBuf::new();
+        let mut holes: SmallVec<[u32; 4]> = SmallVec::new();
+        let mut values = SmallVec::new();
         let mut start = 0;
         for end in memchr::memchr2_iter(b':', b'/', &key).chain(std::iter::once(key.len())) {
             let seg = &key[start..end];
             if self.is_placeholder(seg) {
                 holes.push(text.len() as u32);
                 text.extend_from_slice(b"{}");
-                values.push(key.slice(start..end));
+                values.push((start as u32, end as u32));
             } else {
                 text.extend_from_slice(seg);
             }
@@ -250,18 +279,25 @@ impl Templater {
             }
             start = end + 1;
         }
-        let text = text.freeze();
         let mut h = foldhash::fast::FixedState::with_seed(0x7465_6d70).build_hasher();
-        text.hash(&mut h);
-        holes.hash(&mut h);
+        text[..].hash(&mut h);
+        holes[..].hash(&mut h);
+        let template_hash = h.finish();
+        let make = || {
+            Arc::new(Template {
+                text: Bytes::copy_from_slice(&text),
+                holes: holes[..].into(),
+                hash: template_hash,
+            })
+        };
+        let template = match seen {
+            Some(seen) => seen.0.entry(template_hash).or_insert_with(make).clone(),
+            None => make(),
+        };
         ParsedKey {
-            template: Arc::new(Template {
-                text,
-                holes: holes.into(),
-                hash: h.finish(),
-            }),
-            values: values.into(),
-            hash: hash_bytes(&key),
+            template,
+            values,
+            hash: hash(&key),
             key,
         }
     }
@@ -320,13 +356,13 @@ mod tests {
     fn numeric_uuid_and_hex_segments_become_placeholders() {
         let p = parse("user:42:profile");
         assert_eq!(&p.template.text()[..], b"user:{}:profile");
-        assert_eq!(&p.values[..], &[Bytes::from_static(b"42")]);
+        assert_eq!(p.values().collect::<Vec<_>>(), [b"42"]);
         let p = parse("/s/123e4567-e89b-12d3-a456-426614174000/a0b1c2d3e4f5a6b7/x");
         assert_eq!(&p.template.text()[..], b"/s/{}/{}/x");
-        assert_eq!(p.values.len(), 2);
+        assert_eq!(p.values().count(), 2);
         let p = parse("plain/key:name");
         assert_eq!(&p.template.text()[..], b"plain/key:name");
-        assert!(p.values.is_empty());
+        assert_eq!(p.values().count(), 0);
         assert_eq!(
             parse("user:42:profile").template,
             parse("user:7:profile").template
