@@ -216,9 +216,8 @@ impl Ids {
 }
 
 /// The model's side: each key read, parsed once, found by its hash. The bytes are copied
-/// into 64 KiB arena chunks: no allocation per key, and the parsed key's slices of them
-/// count references on a chunk's count, which stays cached, rather than on one allocated
-/// for each key at its first slicing.
+/// into 64 KiB arena chunks: no allocation per key, and each key's `Bytes` counts its
+/// reference on its chunk's count, which stays cached, rather than on one allocated per key.
 struct ParsedKeys {
     ids: IdMap,
     arena: BytesMut,
@@ -599,10 +598,12 @@ mod tests {
 
     #[test]
     fn prefetching_a_learned_sequence_turns_misses_into_hits() {
-        // A cycle longer than the cache: LRU alone never hits.
+        // A cycle longer than the cache: LRU alone never hits. 3,000 reads: predictions
+        // cross from the model's thread to the cache's in three batches, and a prediction
+        // acted on after the wrong read would be of a key already read (no hit).
         let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
         let mut seq = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..300 {
             seq.extend(keys.iter().map(|k| (0, k.as_str())));
         }
         let t = trace(&seq);
