@@ -369,10 +369,11 @@ struct Batch {
 }
 
 /// Replays the trace through an LRU cache and, with `opts.prefetch`, through the model.
-/// With prefetching the work runs on two threads: one learns and predicts (the model and
-/// the contexts depend only on the trace), the other runs the cache on the reads and the
-/// predictions handed over in batches; both go through the trace in order, so the result
-/// is the same as one thread's.
+/// With prefetching the work runs in three stages, each a thread going through the trace in
+/// order and handing the next one batches: one parses the keys (once per key), one learns
+/// and predicts (the model and the contexts depend only on the trace, not on the cache),
+/// one runs the cache on the reads and the predictions after each. The result is the same
+/// as one thread's.
 pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     let room = opts.distinct_keys.min(MAX_ROOM);
     let started = Instant::now();
@@ -384,59 +385,62 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     let (to_cache, from_learner) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
     // Emptied batches go back, so their buffers are reused rather than reallocated.
     let (to_learner, from_cache) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT + 1);
-    let (mut r, learned) = std::thread::scope(|s| {
-        let learner = s.spawn(|| learn(trace, opts, room, to_cache, from_cache));
+    let (to_learner_parsed, parsed) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    let (mut r, learned, _keys) = std::thread::scope(|s| {
+        let parser = s.spawn(|| parse_all(trace, opts, room, to_learner_parsed));
+        let learner = s.spawn(|| learn(trace, opts, room, to_cache, from_cache, parsed));
         let r = run_cache(trace, opts, room, Some((from_learner, to_learner)));
-        match learner.join() {
-            Ok(learned) => (r, learned),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        let learned = learner
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let keys = parser
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (r, learned, keys)
     });
     r.elapsed = started.elapsed();
     (r.score, r.model) = (learned.score, learned.model.size());
     r
 }
 
-/// What the model's thread leaves: its model and score, and its parsed keys, returned to be
-/// freed after the replay is timed.
+/// What the model's thread leaves: its model and score (the model is measured and freed
+/// after the replay is timed, as are the parsing thread's keys).
 struct Learned {
     model: Model,
     score: Score,
-    _keys: ParsedKeys,
 }
 
-/// The model's thread: learns from each read in order and sends what it predicts after it.
+/// The model's thread: learns from each read in order (its key parsed by the parsing
+/// thread) and sends what it predicts after it.
 fn learn(
     trace: &[Access],
     opts: &SimOptions,
     room: usize,
     out: SyncSender<Batch>,
     emptied: Receiver<Batch>,
+    parsed_batches: Receiver<Vec<Arc<ParsedKey>>>,
 ) -> Learned {
     let mut model = Model::with_capacity(opts.model.clone(), room);
     let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
-    let mut keys = ParsedKeys {
-        ids: IdMap::with_capacity(room),
-        arena: BytesMut::new(),
-        parsed: Vec::with_capacity(room),
-        templates: Templates::default(),
-    };
     let context = |a: &Access| if opts.per_client { a.client } else { 0 };
     // Each context's last key as far as the read-ahead got, for its order-2 state.
     let mut last_ahead: Vec<Option<u64>> = Vec::new();
-    let mut ahead_of = |a: &Access, h: u64, model: &Model, keys: &ParsedKeys| {
-        keys.ids.prefetch(h);
+    let mut ahead_of = |a: &Access, h: u64, model: &Model| {
         let c = context(a) as usize;
         if c >= last_ahead.len() {
             last_ahead.resize(c + 1, None);
         }
         model.prefetch(last_ahead[c].replace(h), h);
     };
-    let mut ahead = ReadAhead::new(trace, |a, h| ahead_of(a, h, &model, &keys));
+    let mut ahead = ReadAhead::new(trace, |a, h| ahead_of(a, h, &model));
     let mut batch = Batch::default();
+    // Every read's parsed key, unless the parsing thread failed (its join reports it).
+    let mut parsed_keys = parsed_batches.iter().flatten();
     for (i, a) in trace.iter().enumerate() {
-        let hash = ahead.hash(i, |a, h| ahead_of(a, h, &model, &keys));
-        let parsed = keys.get(hash, &a.key, &opts.templater);
+        ahead.hash(i, |a, h| ahead_of(a, h, &model));
+        let Some(parsed) = parsed_keys.next() else {
+            break;
+        };
         let predictions = &mut batch.predictions;
         contexts.access(&mut model, context(a), parsed, a.time, |p| {
             predictions.push((p.hash, p.fetch));
@@ -455,8 +459,39 @@ fn learn(
     Learned {
         model,
         score: contexts.score,
-        _keys: keys,
     }
+}
+
+/// The parsing thread: each read's key, parsed (once per key), in batches.
+fn parse_all(
+    trace: &[Access],
+    opts: &SimOptions,
+    room: usize,
+    out: SyncSender<Vec<Arc<ParsedKey>>>,
+) -> ParsedKeys {
+    let mut keys = ParsedKeys {
+        ids: IdMap::with_capacity(room),
+        arena: BytesMut::new(),
+        parsed: Vec::with_capacity(room),
+        templates: Templates::default(),
+    };
+    let mut ahead = ReadAhead::new(trace, |_, h| keys.ids.prefetch(h));
+    let mut batch = Vec::with_capacity(BATCH);
+    for (i, a) in trace.iter().enumerate() {
+        let hash = ahead.hash(i, |_, h| keys.ids.prefetch(h));
+        batch.push(keys.get(hash, &a.key, &opts.templater));
+        if batch.len() == BATCH
+            && out
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .is_err()
+        {
+            return keys;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = out.send(batch);
+    }
+    keys
 }
 
 /// The cache's side: demand reads in order, each followed by the predictions made after it
