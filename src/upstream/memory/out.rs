@@ -19,9 +19,9 @@ impl Out {
         }
     }
 
-    fn line(&mut self, prefix: u8, n: impl itoa_like::Num) {
+    fn line(&mut self, prefix: u8, n: impl itoa::Integer) {
         self.buf.put_u8(prefix);
-        n.write(&mut self.buf);
+        self.buf.put_slice(itoa::Buffer::new().format(n).as_bytes());
         self.buf.put_slice(b"\r\n");
     }
 
@@ -166,35 +166,6 @@ pub fn fmt_human(d: f64) -> String {
             .to_string()
     } else {
         s
-    }
-}
-
-mod itoa_like {
-    use bytes::{BufMut, BytesMut};
-
-    pub trait Num {
-        fn write(self, buf: &mut BytesMut);
-    }
-
-    impl Num for i64 {
-        fn write(self, buf: &mut BytesMut) {
-            let mut tmp = [0u8; 20];
-            let mut i = tmp.len();
-            let neg = self < 0;
-            let mut n = self.unsigned_abs();
-            loop {
-                i -= 1;
-                tmp[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            if neg {
-                buf.put_u8(b'-');
-            }
-            buf.put_slice(&tmp[i..]);
-        }
     }
 }
 
