@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use super::trace::Access;
 use crate::tracking::context::{Contexts, Score};
 use crate::tracking::model::{Model, ModelConfig, ModelSize};
-use crate::tracking::table::prefetch_line;
+use crate::tracking::table::{home_slot, prefetch_line};
 use crate::tracking::template::{hash_bytes, ParsedKey, Templater, Templates};
 
 /// Cache capacity: a number of keys, or bytes (each key weighs its size).
@@ -237,7 +237,7 @@ impl ParsedKeys {
             }
             self.arena.extend_from_slice(key);
             let key = self.arena.split().freeze();
-            let parsed = templater.parse_with(key, |_| hash, Some(&mut self.templates));
+            let parsed = templater.parse_with(key, hash, Some(&mut self.templates));
             self.parsed.push(Arc::new(parsed));
         }
         self.parsed[id as usize].clone()
@@ -263,9 +263,8 @@ impl IdMap {
         }
     }
 
-    /// Where the probe for `hash` starts.
     fn home(&self, hash: u64) -> usize {
-        (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+        home_slot(hash, self.shift)
     }
 
     /// The slot holding `hash`, or the free one ending its probe.

@@ -298,9 +298,9 @@ impl Model {
         Model::with_capacity(cfg, 0)
     }
 
-    /// A model whose key-level tables have room for `states` keys' states (at most
-    /// `max_states`) from the start: the replay knows its trace's length, and growing a table of millions
-    /// of bytes rehashes every state it holds.
+    /// A model whose key-level tables have room for the states of `states` keys (at most
+    /// `max_states`) from the start: the replay knows how many distinct keys its trace
+    /// holds, and growing a table of millions of bytes moves every state it holds.
     pub fn with_capacity(cfg: ModelConfig, states: usize) -> Model {
         let n = states.min(cfg.max_states);
         // Pairs of keys outnumber keys (3.4 to 1 on the NASA trace, 1.7 on cloudPhysics).

@@ -58,6 +58,12 @@ pub struct Table<V> {
     rng: u64,
 }
 
+/// Where the probe for `hash` starts in a power-of-two table of `2^(64 - shift)` slots: the
+/// top bits of the hash times 2^64 / φ (Fibonacci hashing), so poorly mixed hashes spread.
+pub fn home_slot(hash: u64, shift: u32) -> usize {
+    (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
+}
+
 fn slots_for(states: usize) -> usize {
     (states * LOAD_DEN / LOAD_NUM + 1)
         .next_power_of_two()
@@ -95,7 +101,7 @@ impl<V: Default> Table<V> {
     }
 
     fn home(&self, ctx: u64) -> usize {
-        (ctx.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+        home_slot(ctx, self.shift)
     }
 
     /// The slot holding `ctx`, or the free slot ending its probe.

@@ -76,7 +76,9 @@ impl ParsedKey {
     }
 
     pub fn values(&self) -> impl Iterator<Item = &[u8]> {
-        (0..self.values.len()).filter_map(|i| self.value(i))
+        self.values
+            .iter()
+            .map(|&(from, to)| &self.key[from as usize..to as usize])
     }
 }
 
@@ -86,7 +88,7 @@ impl ParsedKey {
 pub struct Templates(std::collections::HashMap<u64, Arc<Template>, foldhash::fast::FixedState>);
 
 /// How one placeholder of the next key follows from the current key.
-/// (`V` is `&Bytes` in a [`TransitionRef`].)
+/// (`V` is `&[u8]` in a [`TransitionRef`].)
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Fill<V = Bytes> {
     /// The value of the current key's placeholder `n`.
@@ -235,17 +237,13 @@ impl Templater {
     }
 
     pub fn parse(&self, key: Bytes) -> ParsedKey {
-        self.parse_with(key, hash_bytes, None)
+        let hash = hash_bytes(&key);
+        self.parse_with(key, hash, None)
     }
 
-    /// [`Templater::parse`], with the key's hash given by `hash` and its template taken
+    /// [`Templater::parse`] of a key whose [`hash_bytes`] is known, its template taken
     /// from `seen` when it is there (and added when not).
-    pub fn parse_with(
-        &self,
-        key: Bytes,
-        hash: impl FnOnce(&[u8]) -> u64,
-        seen: Option<&mut Templates>,
-    ) -> ParsedKey {
+    pub fn parse_with(&self, key: Bytes, hash: u64, seen: Option<&mut Templates>) -> ParsedKey {
         let mut text = KeyBuf::new();
         let mut holes: SmallVec<[u32; 4]> = SmallVec::new();
         let mut values = SmallVec::new();
@@ -282,7 +280,7 @@ impl Templater {
         ParsedKey {
             template,
             values,
-            hash: hash(&key),
+            hash,
             key,
         }
     }
