@@ -386,8 +386,14 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     let (to_learner, from_cache) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT + 1);
     let (to_learner_parsed, parsed) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let (mut r, learned, _keys) = std::thread::scope(|s| {
-        let parser = s.spawn(|| parse_all(trace, opts, room, to_learner_parsed));
-        let learner = s.spawn(|| learn(trace, opts, room, to_cache, from_cache, parsed));
+        // Named, so a profile (`perf report --comm replay-model`) tells the stages apart.
+        let stage = |name: &str| std::thread::Builder::new().name(name.to_string());
+        let parser = stage("replay-parse")
+            .spawn_scoped(s, || parse_all(trace, opts, room, to_learner_parsed))
+            .expect("spawn the replay's parsing thread");
+        let learner = stage("replay-model")
+            .spawn_scoped(s, || learn(trace, opts, room, to_cache, from_cache, parsed))
+            .expect("spawn the replay's model thread");
         let r = run_cache(trace, opts, room, Some((from_learner, to_learner)));
         let learned = learner
             .join()

@@ -167,8 +167,22 @@ impl Candidate<'_> {
     }
 }
 
-/// A state's successors by probability; on the stack for the usual `top_k`.
-type Ranked<'a, S> = SmallVec<[(&'a S, f64); 8]>;
+/// A successor and its aged count.
+struct Entry<S> {
+    succ: S,
+    count: f32,
+    /// Where the successor arrived among the state's successors (a newcomer that replaces
+    /// the weakest takes its place): equal counts rank by it, first arrived first.
+    arrival: u32,
+}
+
+impl<S> Entry<S> {
+    /// Whether `self` ranks before `other`: a higher count, or an equal one that arrived
+    /// first.
+    fn before(&self, other: &Entry<S>) -> bool {
+        self.count > other.count || (self.count == other.count && self.arrival < other.arrival)
+    }
+}
 
 /// One state's successor counts.
 struct Counts<S> {
@@ -177,9 +191,10 @@ struct Counts<S> {
     /// Aged observations: the denominator of probabilities.
     total: f32,
     stamp: f64,
-    /// Inline while the state has one successor, as most states of a large trace do: no
-    /// allocation of its own.
-    succ: SmallVec<[(S, f32); 1]>,
+    /// Strongest first (see [`Entry::before`]), so ranking needs no sort. Inline while the
+    /// state has one successor, as most states of a large trace do: no allocation of its
+    /// own.
+    succ: SmallVec<[Entry<S>; 1]>,
 }
 
 impl<S> Default for Counts<S> {
@@ -228,45 +243,95 @@ impl<S: Id> Counts<S> {
         let f = self.decay(now, cfg.half_life_secs);
         if f < 1.0 {
             self.total *= f;
-            self.succ.iter_mut().for_each(|e| e.1 *= f);
+            self.succ.iter_mut().for_each(|e| e.count *= f);
+            // Scaling keeps the order, but two counts may round to one: rank those by
+            // arrival again.
+            self.succ
+                .sort_by(|a, b| b.count.total_cmp(&a.count).then(a.arrival.cmp(&b.arrival)));
         }
         self.stamp = self.stamp.max(now);
     }
 
     fn follow(&mut self, id: u64, make: impl FnOnce() -> S, cfg: &ModelConfig) {
-        if let Some(e) = self.succ.iter_mut().find(|e| e.0.id() == id) {
-            e.1 += 1.0;
-        } else if self.succ.len() < 2 * cfg.top_k {
-            self.succ.push((make(), 1.0));
-        } else if let Some(weakest) = self
-            .succ
-            .iter_mut()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .filter(|e| e.1 <= 1.0)
-        {
-            *weakest = (make(), 1.0);
+        let succ = &mut self.succ;
+        let mut i = if let Some(i) = succ.iter().position(|e| e.succ.id() == id) {
+            succ[i].count += 1.0;
+            i
+        } else if succ.len() < 2 * cfg.top_k {
+            let arrival = succ.len() as u32;
+            succ.push(Entry {
+                succ: make(),
+                count: 1.0,
+                arrival,
+            });
+            succ.len() - 1
+        } else {
+            // The weakest: the lowest count (the last), the first arrived of equals. It
+            // gives way only to a newcomer as strong as it (a count of 1 at most).
+            let Some(low) = succ.last().map(|e| e.count).filter(|&c| c <= 1.0) else {
+                return;
+            };
+            let mut i = succ.len() - 1;
+            while i > 0 && succ[i - 1].count == low {
+                i -= 1;
+            }
+            succ[i] = Entry {
+                succ: make(),
+                count: 1.0,
+                arrival: succ[i].arrival,
+            };
+            i
+        };
+        // Its count grew: it can only move up.
+        while i > 0 && succ[i].before(&succ[i - 1]) {
+            succ.swap(i, i - 1);
+            i -= 1;
         }
     }
 
-    /// The top-k successors with their probabilities, strongest first, if the state has
-    /// the support to be trusted.
-    fn ranked(&self, now: f64, cfg: &ModelConfig) -> Option<Ranked<'_, S>> {
+    /// Hands `each` the top-k successors with their probabilities, most likely first
+    /// (equal probabilities by arrival), if the state has the support to be trusted.
+    fn ranked(&self, now: f64, cfg: &ModelConfig, mut each: impl FnMut(&S, f64)) {
         let f = self.decay(now, cfg.half_life_secs);
         let total = f64::from(self.total * f);
         if f64::from(self.seen) < cfg.min_support || total <= 0.0 {
-            return None;
+            return;
         }
         let floor = cfg.floor();
-        let mut v: Ranked<'_, S> = SmallVec::new();
-        for (s, c) in &self.succ {
-            let p = (f64::from(c * f) / total).min(1.0);
-            if p >= floor {
-                v.push((s, p));
+        let p = |e: &Entry<S>| (f64::from(e.count * f) / total).min(1.0);
+        let succ = &self.succ[..];
+        let mut left = cfg.top_k;
+        let mut i = 0;
+        // Successors are by count, so probabilities only fall along them; different counts
+        // can give one probability (counts of a lookahead window clamp at 1), and such a
+        // run ranks by arrival, as equal counts do.
+        while left > 0 && i < succ.len() {
+            let pi = p(&succ[i]);
+            if pi < floor {
+                return;
             }
+            let run = 1 + succ[i + 1..].iter().take_while(|e| p(e) == pi).count();
+            if run == 1 {
+                each(&succ[i].succ, pi);
+                left -= 1;
+            } else {
+                let group = &succ[i..i + run];
+                let mut after = None;
+                for _ in 0..run.min(left) {
+                    let Some(next) = group
+                        .iter()
+                        .filter(|e| after.is_none_or(|a| e.arrival > a))
+                        .min_by_key(|e| e.arrival)
+                    else {
+                        break;
+                    };
+                    each(&next.succ, pi);
+                    after = Some(next.arrival);
+                    left -= 1;
+                }
+            }
+            i += run;
         }
-        v.sort_by(|a, b| b.1.total_cmp(&a.1));
-        v.truncate(cfg.top_k);
-        Some(v)
     }
 }
 
@@ -408,27 +473,21 @@ impl Model {
         };
         if cfg.order >= 2 && history.len() >= 2 {
             let ctx = pair(history[history.len() - 2].hash, last.hash);
-            if let Some(r) = self.order2.peek(ctx).and_then(|c| c.ranked(now, cfg)) {
-                r.into_iter()
-                    .for_each(|(s, p)| offer(&s.key, s.hash, p, Level::Order2));
+            if let Some(c) = self.order2.peek(ctx) {
+                c.ranked(now, cfg, |s, p| offer(&s.key, s.hash, p, Level::Order2));
             }
         }
-        if let Some(r) = self.key.peek(last.hash).and_then(|c| c.ranked(now, cfg)) {
-            r.into_iter()
-                .for_each(|(s, p)| offer(&s.key, s.hash, p, Level::Key));
+        if let Some(c) = self.key.peek(last.hash) {
+            c.ranked(now, cfg, |s, p| offer(&s.key, s.hash, p, Level::Key));
         }
         if cfg.templates {
-            if let Some(r) = self
-                .template
-                .peek(last.template.hash)
-                .and_then(|c| c.ranked(now, cfg))
-            {
+            if let Some(c) = self.template.peek(last.template.hash) {
                 let mut k = KeyBuf::new();
-                for (t, p) in r {
+                c.ranked(now, cfg, |t, p| {
                     if t.apply_into(last, &mut k).is_some() {
                         offer(&k, hash_bytes(&k), p, Level::Template);
                     }
-                }
+                });
             }
         }
     }
@@ -441,21 +500,21 @@ impl Model {
         // Successors beyond the first live on the heap.
         let spilled = |n: usize, size: usize| if n > 1 { n * size } else { 0 };
         let succ = |c: &Counts<Succ>| {
-            spilled(c.succ.capacity(), size_of::<(Succ, f32)>())
+            spilled(c.succ.capacity(), size_of::<Entry<Succ>>())
                 + c.succ
                     .iter()
-                    .map(|(s, _)| s.key.heap_bytes())
+                    .map(|e| e.succ.key.heap_bytes())
                     .sum::<usize>()
         };
         for c in self.order2.iter().chain(self.key.iter()) {
             bytes += succ(c);
         }
         for c in self.template.iter() {
-            bytes += spilled(c.succ.capacity(), size_of::<(Transition, f32)>());
+            bytes += spilled(c.succ.capacity(), size_of::<Entry<Transition>>());
             bytes += c
                 .succ
                 .iter()
-                .map(|(t, _)| t.heap_bytes() + t.template.heap_bytes())
+                .map(|e| e.succ.heap_bytes() + e.succ.template.heap_bytes())
                 .sum::<usize>();
         }
         ModelSize {
@@ -602,6 +661,108 @@ mod tests {
         });
         feed(&mut m, &["a", "b", "a", "b"], 0.0);
         assert_eq!(predicted(&m, &["a"], 1000.0)[0].0, "b");
+    }
+
+    /// What `Counts` ranked before successors were kept in order: successors in arrival
+    /// order (a newcomer takes the weakest's place), ranked by a stable sort.
+    #[derive(Default)]
+    struct Reference {
+        succ: Vec<(u64, f32)>,
+        total: f32,
+        seen: u32,
+        stamp: f64,
+    }
+
+    impl Reference {
+        fn add(&mut self, id: u64, now: f64, later: bool, cfg: &ModelConfig) {
+            let f = decay(self.stamp, now, cfg.half_life_secs);
+            if f < 1.0 {
+                self.total *= f;
+                self.succ.iter_mut().for_each(|e| e.1 *= f);
+            }
+            self.stamp = self.stamp.max(now);
+            if !later {
+                self.total += 1.0;
+                self.seen += 1;
+            }
+            if let Some(e) = self.succ.iter_mut().find(|e| e.0 == id) {
+                e.1 += 1.0;
+            } else if self.succ.len() < 2 * cfg.top_k {
+                self.succ.push((id, 1.0));
+            } else if let Some(weakest) = self
+                .succ
+                .iter_mut()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .filter(|e| e.1 <= 1.0)
+            {
+                *weakest = (id, 1.0);
+            }
+        }
+
+        fn ranked(&self, now: f64, cfg: &ModelConfig) -> Vec<(u64, f64)> {
+            let f = decay(self.stamp, now, cfg.half_life_secs);
+            let total = f64::from(self.total * f);
+            if f64::from(self.seen) < cfg.min_support || total <= 0.0 {
+                return Vec::new();
+            }
+            let mut v: Vec<(u64, f64)> = self
+                .succ
+                .iter()
+                .map(|&(id, c)| (id, (f64::from(c * f) / total).min(1.0)))
+                .filter(|e| e.1 >= cfg.floor())
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v.truncate(cfg.top_k);
+            v
+        }
+    }
+
+    fn decay(stamp: f64, now: f64, half_life: f64) -> f32 {
+        if half_life > 0.0 && now > stamp {
+            0.5f64.powf((now - stamp) / half_life) as f32
+        } else {
+            1.0
+        }
+    }
+
+    impl Id for u64 {
+        fn id(&self) -> u64 {
+            *self
+        }
+    }
+
+    proptest::proptest! {
+        /// Successors kept strongest first rank exactly as sorting them at each prediction
+        /// did: the replay's figures must not move with the data structure.
+        #[test]
+        fn successors_kept_in_order_rank_as_a_stable_sort_does(
+            top_k in 1usize..5,
+            half_life in proptest::sample::select(vec![0.0, 5.0]),
+            steps in proptest::collection::vec((0u64..12, 0u8..4, proptest::bool::ANY), 1..200),
+        ) {
+            let cfg = ModelConfig {
+                top_k,
+                half_life_secs: half_life,
+                min_support: 1.0,
+                touch_probability: 0.05,
+                min_probability: 0.3,
+                ..cfg()
+            };
+            let (mut counts, mut reference) = (Counts::<u64>::new(0.0), Reference::default());
+            let mut now = 0.0;
+            for (id, dt, later) in steps {
+                now += f64::from(dt);
+                if later {
+                    counts.add_later(id, || id, now, &cfg);
+                } else {
+                    counts.add(id, || id, now, &cfg);
+                }
+                reference.add(id, now, later, &cfg);
+                let mut ranked = Vec::new();
+                counts.ranked(now, &cfg, |&id, p| ranked.push((id, p)));
+                proptest::prop_assert_eq!(ranked, reference.ranked(now, &cfg));
+            }
+        }
     }
 
     #[test]
