@@ -110,6 +110,21 @@ impl<C: Hash + Eq> Contexts<C> {
         ctx: C,
         key: Arc<ParsedKey>,
         now: f64,
+        on_prediction: impl FnMut(&Candidate<'_>),
+    ) -> Step {
+        self.access_then(model, ctx, key, now, [], on_prediction)
+    }
+
+    /// [`Contexts::access`] for the key half of a split model (see
+    /// [`Model::split`]), given what the template half predicted after this read: its
+    /// predictions end the model's.
+    pub fn access_then<'t>(
+        &mut self,
+        model: &mut Model,
+        ctx: C,
+        key: Arc<ParsedKey>,
+        now: f64,
+        then: impl IntoIterator<Item = Candidate<'t>>,
         mut on_prediction: impl FnMut(&Candidate<'_>),
     ) -> Step {
         if !self.table.contains(&ctx) && self.table.len() >= self.max_contexts {
@@ -149,7 +164,7 @@ impl<C: Hash + Eq> Contexts<C> {
         c.history.push(key);
         c.predicted.clear();
         let predicted = &mut c.predicted;
-        model.predict_each(&c.history, now, |p| {
+        model.predict_each_then(&c.history, now, then, |p| {
             predicted.push((p.hash, p.fetch));
             on_prediction(p);
         });
@@ -160,7 +175,7 @@ impl<C: Hash + Eq> Contexts<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracking::model::ModelConfig;
+    use crate::tracking::model::{Level, ModelConfig};
     use crate::tracking::template::Templater;
     use bytes::Bytes;
 
@@ -223,6 +238,70 @@ mod tests {
         assert!(m.predict(&[key("a")], 1.0).is_empty());
         cx.access(&mut m, 1, key("c"), 2.0, |_| {});
         assert_eq!(m.predict(&[key("b")], 2.0)[0].key, "c");
+    }
+
+    /// A model split in halves (the template half first, its predictions handed to the
+    /// key half, as the replay's threads do) predicts and scores what the one model does.
+    #[test]
+    fn a_split_model_predicts_what_the_whole_model_does() {
+        let cfg = ModelConfig {
+            order: 2,
+            templates: true,
+            min_support: 1.0,
+            half_life_secs: 0.0,
+            lookahead: 2,
+            max_predictions: 2,
+            top_k: 3,
+            ..ModelConfig::default()
+        };
+        let mut whole = Model::new(cfg.clone());
+        let (mut keys, mut templates) = Model::split(cfg, 0);
+        let (mut cw, mut ck, mut ct) = (
+            Contexts::new(10, 60.0),
+            Contexts::new(10, 60.0),
+            Contexts::new(10, 60.0),
+        );
+        let mut rng = 7u64;
+        let mut predicted = 0;
+        for i in 0..2000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let (client, user, page) = (rng % 4, rng % 50, (rng >> 8) % 3);
+            let k = match (i + client) % 4 {
+                0 => format!("user:{user}:profile"),
+                1 => format!("user:{user}:orders"),
+                2 => format!("feed:page:{page}"),
+                _ => format!("item:{}", (rng >> 16) % 20),
+            };
+            let mut expected = Vec::new();
+            let step = cw.access(&mut whole, client, key(&k), i as f64, |p| {
+                expected.push(p.to_prediction())
+            });
+            let mut half = Vec::new();
+            ct.access(&mut templates, client, key(&k), i as f64, |p| {
+                half.push(p.to_prediction())
+            });
+            let then = half.iter().map(|p| Candidate {
+                key: &p.key,
+                hash: p.hash,
+                probability: p.probability,
+                level: p.level,
+                fetch: p.fetch,
+            });
+            let mut got = Vec::new();
+            let split_step = ck.access_then(&mut keys, client, key(&k), i as f64, then, |p| {
+                got.push(p.to_prediction())
+            });
+            assert_eq!((split_step, &got), (step, &expected), "read {i}: {k}");
+            predicted += usize::from(expected.iter().any(|p| p.level == Level::Template));
+        }
+        assert_eq!(ck.score, cw.score);
+        assert!(
+            predicted >= 20,
+            "templates predicted after {predicted} reads"
+        );
+        assert_eq!(keys.size() + templates.size(), whole.size());
     }
 
     #[test]

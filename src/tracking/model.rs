@@ -351,8 +351,25 @@ impl ModelSize {
     }
 }
 
+impl std::ops::Add for ModelSize {
+    type Output = ModelSize;
+
+    /// The size of a model in parts (see [`Model::split`]).
+    fn add(self, o: ModelSize) -> ModelSize {
+        ModelSize {
+            order2_states: self.order2_states + o.order2_states,
+            key_states: self.key_states + o.key_states,
+            template_states: self.template_states + o.template_states,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
 pub struct Model {
     cfg: ModelConfig,
+    /// Learns the key levels (order 2 and key): false for the template half of a split
+    /// model.
+    key_levels: bool,
     order2: Table<Counts<Succ>>,
     key: Table<Counts<Succ>>,
     template: Table<Counts<Transition>>,
@@ -371,11 +388,33 @@ impl Model {
         // Pairs of keys outnumber keys (3.4 to 1 on the NASA trace, 1.7 on cloudPhysics).
         let pairs = states.saturating_mul(2).min(cfg.max_states);
         Model {
+            key_levels: true,
             order2: Table::with_capacity(if cfg.order >= 2 { pairs } else { 0 }),
             key: Table::with_capacity(n),
             template: Table::with_capacity(0),
             cfg,
         }
+    }
+
+    /// One model as two halves that learn apart: the key levels (order 2 and key, sized as
+    /// [`Model::with_capacity`]), and the template level. Their tables never meet, so each
+    /// half, fed the same reads, learns what the one model would; the key half's
+    /// [`Model::predict_each_then`], given the template half's predictions, predicts what
+    /// the one model would. The replay runs the halves on two threads. With templates off
+    /// the template half learns nothing.
+    pub fn split(cfg: ModelConfig, states: usize) -> (Model, Model) {
+        let keys = Model::with_capacity(
+            ModelConfig {
+                templates: false,
+                ..cfg.clone()
+            },
+            states,
+        );
+        let templates = Model {
+            key_levels: false,
+            ..Model::with_capacity(cfg, 0)
+        };
+        (keys, templates)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -402,6 +441,25 @@ impl Model {
     /// key read just before).
     pub fn observe(&mut self, history: &[Arc<ParsedKey>], next: &ParsedKey, now: f64) {
         let Some(last) = history.last() else { return };
+        if self.key_levels {
+            self.observe_keys(history, last, next, now);
+        }
+        let cfg = &self.cfg;
+        if cfg.templates {
+            let t = TransitionRef::between(last, next);
+            self.template
+                .touch(last.template.hash, cfg.max_states, || Counts::new(now))
+                .add(t.hash, || t.keep(), now, cfg);
+        }
+    }
+
+    fn observe_keys(
+        &mut self,
+        history: &[Arc<ParsedKey>],
+        last: &ParsedKey,
+        next: &ParsedKey,
+        now: f64,
+    ) {
         let cfg = &self.cfg;
         if cfg.order >= 2 && history.len() >= 2 {
             let ctx = pair(history[history.len() - 2].hash, last.hash);
@@ -425,12 +483,6 @@ impl Model {
                 c.add_later(next.hash, || Succ::of(next), now, cfg);
             }
         }
-        if cfg.templates {
-            let t = TransitionRef::between(last, next);
-            self.template
-                .touch(last.template.hash, cfg.max_states, || Counts::new(now))
-                .add(t.hash, || t.keep(), now, cfg);
-        }
     }
 
     /// Keys likely to be read after `history`, by level (order 2, key, template), each
@@ -448,6 +500,20 @@ impl Model {
         &self,
         history: &[Arc<ParsedKey>],
         now: f64,
+        emit: impl FnMut(&Candidate<'_>),
+    ) {
+        self.predict_each_then(history, now, [], emit);
+    }
+
+    /// [`Model::predict_each`], its candidates followed by `then` (the template half's
+    /// predictions after the same reads: see [`Model::split`]) under the same limits: a
+    /// key offered already or beyond the limit is dropped, and whether to fetch is decided
+    /// here.
+    pub fn predict_each_then<'t>(
+        &self,
+        history: &[Arc<ParsedKey>],
+        now: f64,
+        then: impl IntoIterator<Item = Candidate<'t>>,
         mut emit: impl FnMut(&Candidate<'_>),
     ) {
         let Some(last) = history.last() else {
@@ -471,13 +537,13 @@ impl Model {
                 });
             }
         };
-        if cfg.order >= 2 && history.len() >= 2 {
+        if self.key_levels && cfg.order >= 2 && history.len() >= 2 {
             let ctx = pair(history[history.len() - 2].hash, last.hash);
             if let Some(c) = self.order2.peek(ctx) {
                 c.ranked(now, cfg, |s, p| offer(&s.key, s.hash, p, Level::Order2));
             }
         }
-        if let Some(c) = self.key.peek(last.hash) {
+        if let Some(c) = self.key.peek(last.hash).filter(|_| self.key_levels) {
             c.ranked(now, cfg, |s, p| offer(&s.key, s.hash, p, Level::Key));
         }
         if cfg.templates {
@@ -490,13 +556,22 @@ impl Model {
                 });
             }
         }
+        for c in then {
+            offer(c.key, c.hash, c.probability, c.level);
+        }
     }
 
     pub fn size(&self) -> ModelSize {
-        // The tables' slot arrays (free slots included), then what states hold on the heap.
-        let mut bytes = (self.order2.slots() + self.key.slots())
-            * Table::<Counts<Succ>>::SLOT_BYTES
-            + self.template.slots() * Table::<Counts<Transition>>::SLOT_BYTES;
+        // The slot arrays of the tables in use (free slots included), then what states hold
+        // on the heap.
+        let cfg = &self.cfg;
+        let order2 = self.key_levels && cfg.order >= 2;
+        let key_slots = usize::from(order2) * self.order2.slots()
+            + usize::from(self.key_levels) * self.key.slots();
+        let mut bytes = key_slots * Table::<Counts<Succ>>::SLOT_BYTES
+            + usize::from(cfg.templates)
+                * self.template.slots()
+                * Table::<Counts<Transition>>::SLOT_BYTES;
         // Successors beyond the first live on the heap.
         let spilled = |n: usize, size: usize| if n > 1 { n * size } else { 0 };
         let succ = |c: &Counts<Succ>| {
