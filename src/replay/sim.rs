@@ -484,16 +484,21 @@ fn learn(
     let mut batch = Batch::default();
     let mut parsed = Parsed::default();
     let mut at = 0;
+    // The batch's keys are moved out, not cloned: the template stage changes their
+    // reference counts too, and each change here would pull the count's cache line over
+    // from the other core.
+    let mut keys = Vec::new().into_iter();
     for (i, a) in trace.iter().enumerate() {
         ahead.hash(i, |a, h| ahead_of(a, h, &model));
-        if at == parsed.keys.len() {
+        if at == parsed.ends.len() {
             // Every read comes parsed, unless the template stage failed (its join says).
             let Ok(next) = parsed_batches.recv() else {
                 break;
             };
             (parsed, at) = (next, 0);
+            keys = std::mem::take(&mut parsed.keys).into_iter();
         }
-        let key = parsed.keys[at].clone();
+        let Some(key) = keys.next() else { break };
         let predictions = &mut batch.predictions;
         let templates = parsed.predictions(at);
         contexts.access_then(&mut model, context(a), key, a.time, templates, |p| {
