@@ -18,7 +18,7 @@ use super::trace::Access;
 use crate::tracking::context::{Contexts, Score};
 use crate::tracking::model::{Candidate, Level, Model, ModelConfig, ModelSize};
 use crate::tracking::table::{home_slot, prefetch_line};
-use crate::tracking::template::{hash_bytes, ParsedKey, Templater, Templates};
+use crate::tracking::template::{ParsedKey, Templater, Templates};
 
 /// Cache capacity: a number of keys, or bytes (each key weighs its size).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -323,38 +323,15 @@ const BATCH: usize = 1024;
 /// Batches in flight between the threads, at most (the model's thread waits beyond).
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// The trace's key hashes, each computed [`READ_AHEAD`] reads before its read, when the
-/// caller is told of it (to prefetch what that read will need).
-struct ReadAhead<'t> {
-    trace: &'t [Access],
-    ring: [u64; READ_AHEAD],
-}
-
-impl<'t> ReadAhead<'t> {
-    fn new(trace: &'t [Access], mut ahead: impl FnMut(&Access, u64)) -> Self {
-        let mut r = ReadAhead {
-            trace,
-            ring: [0; READ_AHEAD],
-        };
-        for i in 0..READ_AHEAD {
-            r.look(i, &mut ahead);
-        }
-        r
+/// Tells `ahead` of each read [`READ_AHEAD`] reads before it comes (to prefetch what it
+/// will need), in order: before read `i` is taken, of read `i + READ_AHEAD` (and at the
+/// start, of the first ones).
+fn read_ahead<'t>(trace: &'t [Access], i: usize, mut ahead: impl FnMut(&'t Access)) {
+    if i == 0 {
+        trace.iter().take(READ_AHEAD).for_each(&mut ahead);
     }
-
-    fn look(&mut self, i: usize, ahead: &mut impl FnMut(&Access, u64)) {
-        if let Some(a) = self.trace.get(i) {
-            let h = hash_bytes(&a.key);
-            self.ring[i % READ_AHEAD] = h;
-            ahead(a, h);
-        }
-    }
-
-    /// The key hash of read `i` (reads are taken in order), after looking further ahead.
-    fn hash(&mut self, i: usize, mut ahead: impl FnMut(&Access, u64)) -> u64 {
-        let h = self.ring[i % READ_AHEAD];
-        self.look(i + READ_AHEAD, &mut ahead);
-        h
+    if let Some(a) = trace.get(i + READ_AHEAD) {
+        ahead(a);
     }
 }
 
@@ -473,14 +450,13 @@ fn learn(
     let context = |a: &Access| if opts.per_client { a.client } else { 0 };
     // Each context's last key as far as the read-ahead got, for its order-2 state.
     let mut last_ahead: Vec<Option<u64>> = Vec::new();
-    let mut ahead_of = |a: &Access, h: u64, model: &Model| {
+    let mut ahead_of = |a: &Access, model: &Model| {
         let c = context(a) as usize;
         if c >= last_ahead.len() {
             last_ahead.resize(c + 1, None);
         }
-        model.prefetch(last_ahead[c].replace(h), h);
+        model.prefetch(last_ahead[c].replace(a.hash), a.hash);
     };
-    let mut ahead = ReadAhead::new(trace, |a, h| ahead_of(a, h, &model));
     let mut batch = Batch::default();
     let mut parsed = Parsed::default();
     let mut at = 0;
@@ -489,7 +465,7 @@ fn learn(
     // from the other core.
     let mut keys = Vec::new().into_iter();
     for (i, a) in trace.iter().enumerate() {
-        ahead.hash(i, |a, h| ahead_of(a, h, &model));
+        read_ahead(trace, i, |a| ahead_of(a, &model));
         if at == parsed.ends.len() {
             // Every read comes parsed, unless the template stage failed (its join says).
             let Ok(next) = parsed_batches.recv() else {
@@ -539,16 +515,17 @@ fn parse_all(
         templates: Templates::default(),
     };
     let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
-    let mut ahead = ReadAhead::new(trace, |_, h| keys.ids.prefetch(h));
+    // Room for a few predicted keys per read, so the buffers seldom grow while filled.
     let new_batch = || Parsed {
         keys: Vec::with_capacity(BATCH),
         ends: Vec::with_capacity(BATCH),
-        ..Parsed::default()
+        predictions: Vec::with_capacity(4 * BATCH),
+        key_bytes: Vec::with_capacity(64 * BATCH),
     };
     let mut batch = new_batch();
     for (i, a) in trace.iter().enumerate() {
-        let hash = ahead.hash(i, |_, h| keys.ids.prefetch(h));
-        let key = keys.get(hash, &a.key, &opts.templater);
+        read_ahead(trace, i, |b| keys.ids.prefetch(b.hash));
+        let key = keys.get(a.hash, &a.key, &opts.templater);
         if opts.model.templates {
             let ctx = if opts.per_client { a.client } else { 0 };
             let (predictions, bytes) = (&mut batch.predictions, &mut batch.key_bytes);
@@ -591,13 +568,12 @@ fn run_cache(
         sizes: Vec::with_capacity(room),
     };
     let mut r = SimResult::default();
-    let mut ahead = ReadAhead::new(trace, |_, h| keys.ids.prefetch(h));
     let mut batch = Batch::default();
     let (mut at, mut from) = (0, 0);
     for (i, a) in trace.iter().enumerate() {
         r.accesses += 1;
-        let hash = ahead.hash(i, |_, h| keys.ids.prefetch(h));
-        let id = keys.intern(hash);
+        read_ahead(trace, i, |b| keys.ids.prefetch(b.hash));
+        let id = keys.intern(a.hash);
         keys.sizes[id as usize] = a.size;
         if cache.cached(id) {
             r.hits += 1;
@@ -663,12 +639,7 @@ mod tests {
     fn trace(seq: &[(u32, &str)]) -> Vec<Access> {
         seq.iter()
             .enumerate()
-            .map(|(i, (c, k))| Access {
-                time: i as f64,
-                client: *c,
-                key: Bytes::copy_from_slice(k.as_bytes()),
-                size: 1,
-            })
+            .map(|(i, (c, k))| Access::new(i as f64, *c, Bytes::copy_from_slice(k.as_bytes()), 1))
             .collect()
     }
 

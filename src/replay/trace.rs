@@ -17,6 +17,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 
 use crate::command::lookup;
+use crate::tracking::template::hash_bytes;
 use crate::tracking::{accesslog, is_tracked_read};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +52,22 @@ pub struct Access {
     pub time: f64,
     pub client: u32,
     pub key: Bytes,
+    /// [`hash_bytes`] of the key: the model's identity for it, computed once as the trace
+    /// is read rather than by each stage of the replay.
+    pub hash: u64,
     pub size: u64,
+}
+
+impl Access {
+    pub fn new(time: f64, client: u32, key: Bytes, size: u64) -> Access {
+        Access {
+            time,
+            client,
+            hash: hash_bytes(&key),
+            key,
+            size: size.max(1),
+        }
+    }
 }
 
 #[derive(Default, Debug)]
@@ -75,12 +91,9 @@ impl Builder {
             .clients
             .entry(Bytes::copy_from_slice(client))
             .or_insert(next);
-        self.trace.accesses.push(Access {
-            time,
-            client,
-            key,
-            size: size.max(1),
-        });
+        self.trace
+            .accesses
+            .push(Access::new(time, client, key, size));
     }
 
     fn finish(mut self) -> Trace {
