@@ -405,9 +405,9 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
         let stage = |name: &str| std::thread::Builder::new().name(name.to_string());
         let parser = stage("replay-templates")
             .spawn_scoped(s, || {
-                parse_all(trace, opts, room, templates_half, to_learner_parsed)
+                template_stage(trace, opts, room, templates_half, to_learner_parsed)
             })
-            .expect("spawn the replay's parsing thread");
+            .expect("spawn the replay's template stage");
         let learner = stage("replay-model")
             .spawn_scoped(s, || {
                 learn(trace, opts, keys_half, to_cache, from_cache, parsed)
@@ -426,6 +426,15 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     r.score = learned.score;
     r.model = learned.model.size() + templates_half.size();
     r
+}
+
+/// The context a read belongs to: its client's, or the one context of the whole trace.
+fn context_of(opts: &SimOptions, a: &Access) -> u32 {
+    if opts.per_client {
+        a.client
+    } else {
+        0
+    }
 }
 
 /// What the model's thread leaves: its model and score (the model is measured and freed
@@ -447,7 +456,7 @@ fn learn(
     parsed_batches: Receiver<Parsed>,
 ) -> Learned {
     let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
-    let context = |a: &Access| if opts.per_client { a.client } else { 0 };
+    let context = |a: &Access| context_of(opts, a);
     // Each context's last key as far as the read-ahead got, for its order-2 state.
     let mut last_ahead: Vec<Option<u64>> = Vec::new();
     let mut ahead_of = |a: &Access, model: &Model| {
@@ -501,7 +510,7 @@ fn learn(
 /// The template stage: parses each read's key (once per key), and, with templates on, the
 /// template half of the model learns from it and predicts after it, as the model's thread
 /// will do with the key half; both go to that thread in batches.
-fn parse_all(
+fn template_stage(
     trace: &[Access],
     opts: &SimOptions,
     room: usize,
@@ -527,7 +536,7 @@ fn parse_all(
         read_ahead(trace, i, |b| keys.ids.prefetch(b.hash));
         let key = keys.get(a.hash, &a.key, &opts.templater);
         if opts.model.templates {
-            let ctx = if opts.per_client { a.client } else { 0 };
+            let ctx = context_of(opts, a);
             let (predictions, bytes) = (&mut batch.predictions, &mut batch.key_bytes);
             contexts.access(&mut model, ctx, key.clone(), a.time, |p| {
                 bytes.extend_from_slice(p.key);
