@@ -9,9 +9,13 @@
 //!
 //! Prediction is PPM style: the highest order whose state has at least `min_support`
 //! observations speaks first; lower levels add candidates after it. With `lookahead` > 1 a
-//! key read a few reads later also counts as a successor of the order-1 state. Counts age with a half-life, applied lazily when a
-//! state is touched, so changed traffic is learned. Each state keeps at most `2 * top_k`
-//! successors; a new successor replaces the weakest one.
+//! key read a few reads later also counts as a successor of the order-1 state. Counts age
+//! with a half-life, applied lazily when a state is touched, so changed traffic is learned.
+//! Each state keeps at most `2 * top_k` successors, strongest first (so ranking needs no
+//! sort); a new successor replaces the weakest one.
+//!
+//! The tables never meet: [`Model::split`] gives the key levels and the template level as
+//! two models that learn apart (the replay runs them on two threads); the proxy keeps one.
 //!
 //! Pure and synchronous: the caller supplies the clock (seconds, any epoch), so the replay
 //! simulator runs on trace time and the proxy on wall time.
