@@ -554,7 +554,9 @@ impl Model {
             if let Some(c) = self.template.peek(last.template.hash) {
                 let mut k = KeyBuf::new();
                 c.ranked(now, cfg, |t, p| {
-                    if t.apply_into(last, &mut k).is_some() {
+                    if let Some((key, hash)) = t.template.literal() {
+                        offer(key, hash, p, Level::Template);
+                    } else if t.apply_into(last, &mut k).is_some() {
                         offer(&k, hash_bytes(&k), p, Level::Template);
                     }
                 });

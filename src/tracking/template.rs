@@ -36,6 +36,9 @@ pub struct Template {
     holes: Box<[u32]>,
     /// Of text and holes.
     pub hash: u64,
+    /// Without placeholders, a template names one key (its text): that key's
+    /// [`hash_bytes`], so a prediction of it needs neither building nor hashing.
+    literal_hash: Option<u64>,
 }
 
 impl Template {
@@ -50,6 +53,11 @@ impl Template {
     /// Bytes this template holds (for the model's memory estimate).
     pub fn heap_bytes(&self) -> usize {
         self.text.len() + self.holes.len() * 4
+    }
+
+    /// The one key a template without placeholders names, and its hash.
+    pub fn literal(&self) -> Option<(&[u8], u64)> {
+        Some((&self.text[..], self.literal_hash?))
     }
 }
 
@@ -271,6 +279,8 @@ impl Templater {
                 text: Bytes::copy_from_slice(&text),
                 holes: holes[..].into(),
                 hash: template_hash,
+                // Without placeholders the text is the key.
+                literal_hash: holes.is_empty().then_some(hash),
             })
         };
         let template = match seen {
@@ -349,6 +359,21 @@ mod tests {
         let p = t.parse(Bytes::from_static(b"/missions/sts-70/index.html"));
         assert_eq!(&p.template.text()[..], b"/missions/{}/index.html");
         assert!(Templater::new(&["(".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_template_without_placeholders_names_its_key() {
+        for k in ["plain/key:name", "a:{}:b", "/images/logo.gif"] {
+            let p = parse(k);
+            assert_eq!(
+                p.template.literal(),
+                Some((k.as_bytes(), hash_bytes(k.as_bytes())))
+            );
+            // As a successor it names what building it names.
+            let t = between(&parse("user:1"), &p);
+            assert_eq!(&apply(&t, &parse("user:2")).unwrap()[..], k.as_bytes());
+        }
+        assert_eq!(parse("user:42").template.literal(), None);
     }
 
     #[test]
