@@ -72,21 +72,36 @@ pub struct ParsedKey {
     /// [`hash_bytes`] of the key.
     pub hash: u64,
     pub template: Arc<Template>,
-    /// Where each placeholder's value lies in `key`.
-    values: SmallVec<[(u32, u32); 2]>,
+    /// Each placeholder's value.
+    values: SmallVec<[Value; 2]>,
+}
+
+/// Where a placeholder's value lies in its key, and the value as a [`number`], read once
+/// (transitions between keys and the keys they predict compare and add numbers).
+#[derive(Clone, Copy, Debug)]
+struct Value {
+    from: u32,
+    to: u32,
+    /// -1 when the value is not a number (numbers are not negative).
+    number: i64,
 }
 
 impl ParsedKey {
     /// The value of placeholder `i`.
     pub fn value(&self, i: usize) -> Option<&[u8]> {
-        let &(from, to) = self.values.get(i)?;
-        Some(&self.key[from as usize..to as usize])
+        let v = self.values.get(i)?;
+        Some(&self.key[v.from as usize..v.to as usize])
     }
 
     pub fn values(&self) -> impl Iterator<Item = &[u8]> {
         self.values
             .iter()
-            .map(|&(from, to)| &self.key[from as usize..to as usize])
+            .map(|v| &self.key[v.from as usize..v.to as usize])
+    }
+
+    /// The value of placeholder `i` as a [`number`], if it is one.
+    fn number(&self, i: usize) -> Option<i64> {
+        self.values.get(i).map(|v| v.number).filter(|&n| n >= 0)
     }
 }
 
@@ -130,7 +145,7 @@ impl<'a> TransitionRef<'a> {
         let fills: SmallVec<[Fill<&'a [u8]>; 4]> = next
             .values()
             .enumerate()
-            .map(|(i, value)| fill_for(i, value, current))
+            .map(|(i, value)| fill_for(i, value, next.number(i), current))
             .collect();
         let hash = foldhash::fast::FixedState::with_seed(next.template.hash).hash_one(&fills[..]);
         TransitionRef {
@@ -165,17 +180,17 @@ impl Transition {
         for (&hole, fill) in t.holes.iter().zip(self.fills.iter()) {
             out.extend_from_slice(&t.text[at..hole as usize]);
             match fill {
-                Fill::Same(n) => out.extend_from_slice(current.value(*n as usize)?),
+                Fill::Same(n) => append(out, current.value(*n as usize)?),
                 Fill::Offset(n, delta) => {
-                    let base = number(current.value(*n as usize)?)?;
+                    let base = current.number(*n as usize)?;
                     let v = base.checked_add(*delta).filter(|v| *v >= 0)?;
-                    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+                    append(out, itoa::Buffer::new().format(v).as_bytes());
                 }
-                Fill::Literal(v) => out.extend_from_slice(v),
+                Fill::Literal(v) => append(out, v),
             }
             at = hole as usize + 2;
         }
-        out.extend_from_slice(&t.text[at..]);
+        append(out, &t.text[at..]);
         Some(())
     }
 
@@ -192,20 +207,33 @@ impl Transition {
     }
 }
 
+/// Appends `b` to `out`; a template's text is often empty around its placeholders, and an
+/// empty append is skipped (SmallVec's takes its general insert path even for nothing).
+fn append(out: &mut KeyBuf, b: &[u8]) {
+    if !b.is_empty() {
+        out.extend_from_slice(b);
+    }
+}
+
 /// Prefers the placeholder at the same position, then any equal value, then a numeric offset
-/// from the same position, then from any numeric placeholder.
-fn fill_for<'a>(i: usize, value: &'a [u8], current: &ParsedKey) -> Fill<&'a [u8]> {
+/// from the same position, then from any numeric placeholder. `number` is `value`'s.
+fn fill_for<'a>(
+    i: usize,
+    value: &'a [u8],
+    number: Option<i64>,
+    current: &ParsedKey,
+) -> Fill<&'a [u8]> {
     if current.value(i) == Some(value) {
         return Fill::Same(i as u8);
     }
     if let Some(j) = current.values().position(|c| c == value) {
         return Fill::Same(j as u8);
     }
-    if let Some(v) = number(value) {
+    if let Some(v) = number {
         let n = current.values.len();
         let order = std::iter::once(i).chain((0..n).filter(|&j| j != i));
         for j in order {
-            if let Some(base) = current.value(j).and_then(number) {
+            if let Some(base) = current.number(j) {
                 let delta = v - base;
                 if delta.abs() <= MAX_OFFSET {
                     return Fill::Offset(j as u8, delta);
@@ -261,7 +289,11 @@ impl Templater {
             if self.is_placeholder(seg) {
                 holes.push(text.len() as u32);
                 text.extend_from_slice(b"{}");
-                values.push((start as u32, end as u32));
+                values.push(Value {
+                    from: start as u32,
+                    to: end as u32,
+                    number: number(seg).unwrap_or(-1),
+                });
             } else {
                 text.extend_from_slice(seg);
             }
