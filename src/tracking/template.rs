@@ -142,11 +142,10 @@ pub struct TransitionRef<'a> {
 impl<'a> TransitionRef<'a> {
     /// How `next` follows from `current`.
     pub fn between(current: &'a ParsedKey, next: &'a ParsedKey) -> TransitionRef<'a> {
-        let fills: SmallVec<[Fill<&'a [u8]>; 4]> = next
-            .values()
-            .enumerate()
-            .map(|(i, value)| fill_for(i, value, next.number(i), current))
-            .collect();
+        let mut fills: SmallVec<[Fill<&'a [u8]>; 4]> = SmallVec::new();
+        for (i, v) in next.values.iter().enumerate() {
+            fills.push(fill_for(i, v, next, current));
+        }
         let hash = foldhash::fast::FixedState::with_seed(next.template.hash).hash_one(&fills[..]);
         TransitionRef {
             template: &next.template,
@@ -216,20 +215,27 @@ fn append(out: &mut KeyBuf, b: &[u8]) {
 }
 
 /// Prefers the placeholder at the same position, then any equal value, then a numeric offset
-/// from the same position, then from any numeric placeholder. `number` is `value`'s.
-fn fill_for<'a>(
-    i: usize,
-    value: &'a [u8],
-    number: Option<i64>,
-    current: &ParsedKey,
-) -> Fill<&'a [u8]> {
-    if current.value(i) == Some(value) {
+/// from the same position, then from any numeric placeholder. `v` is `next`'s placeholder
+/// `i`.
+fn fill_for<'a>(i: usize, v: &Value, next: &'a ParsedKey, current: &ParsedKey) -> Fill<&'a [u8]> {
+    let value = &next.key[v.from as usize..v.to as usize];
+    // Numbers print back identically, so two values are equal as numbers when either is one
+    // (-1 for the other), and only two non-numbers compare their bytes.
+    let equal = |c: &Value| {
+        if v.number >= 0 || c.number >= 0 {
+            v.number == c.number
+        } else {
+            &current.key[c.from as usize..c.to as usize] == value
+        }
+    };
+    if current.values.get(i).is_some_and(equal) {
         return Fill::Same(i as u8);
     }
-    if let Some(j) = current.values().position(|c| c == value) {
+    if let Some(j) = current.values.iter().position(equal) {
         return Fill::Same(j as u8);
     }
-    if let Some(v) = number {
+    if v.number >= 0 {
+        let v = v.number;
         let n = current.values.len();
         let order = std::iter::once(i).chain((0..n).filter(|&j| j != i));
         for j in order {
@@ -406,6 +412,25 @@ mod tests {
             assert_eq!(&apply(&t, &parse("user:2")).unwrap()[..], k.as_bytes());
         }
         assert_eq!(parse("user:42").template.literal(), None);
+    }
+
+    #[test]
+    fn equal_values_are_the_same_whether_numbers_or_not() {
+        let values = [
+            "1",
+            "01",
+            "001",
+            "7",
+            "999999999999999999",
+            "0123456789abcdef",
+            "123e4567-e89b-12d3-a456-426614174000",
+        ];
+        for x in values {
+            for y in values {
+                let t = between(&parse(&format!("a:{x}")), &parse(&format!("b:{y}")));
+                assert_eq!(t.fills[0] == Fill::Same(0), x == y, "{x} -> {y}");
+            }
+        }
     }
 
     #[test]
