@@ -455,7 +455,7 @@ fn learn(
     emptied: Receiver<Batch>,
     parsed_batches: Receiver<Parsed>,
 ) -> Learned {
-    let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
+    let mut contexts = Contexts::unbounded(opts.stale_gap_secs);
     let context = |a: &Access| context_of(opts, a);
     // Each context's last key as far as the read-ahead got, for its order-2 state.
     let mut last_ahead: Vec<Option<u64>> = Vec::new();
@@ -523,7 +523,7 @@ fn template_stage(
         parsed: Vec::with_capacity(room),
         templates: Templates::default(),
     };
-    let mut contexts = Contexts::new(usize::MAX, opts.stale_gap_secs);
+    let mut contexts = Contexts::unbounded(opts.stale_gap_secs);
     // Room for a few predicted keys per read, so the buffers seldom grow while filled.
     let new_batch = || Parsed {
         keys: Vec::with_capacity(BATCH),

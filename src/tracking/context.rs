@@ -2,13 +2,16 @@
 //!
 //! A context is whatever groups one client's reads (a connection, a client name, a user id
 //! captured from the key; a host in a trace). Each keeps its last few keys (as many as the
-//! model uses: its order or lookahead) and the predictions made after them. A context idle for longer than the stale gap starts afresh,
-//! and the table holds at most `max_contexts` (least recently active dropped), so neither a
-//! client that never returns nor a flood of contexts grows memory.
+//! model uses: its order or lookahead) and the predictions made after them. A context idle
+//! for longer than the stale gap starts afresh, and the proxy's table holds at most
+//! `max_contexts` (least recently active dropped), so neither a client that never returns
+//! nor a flood of contexts grows memory. The replay's table is unbounded: a trace's clients
+//! are known and finite.
 //!
 //! A read of the key just read (HGET then HMGET on one hash) is not a transition: it is
 //! neither learned nor scored.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -57,8 +60,17 @@ struct Context {
     predicted: Vec<(u64, bool)>,
 }
 
+/// Where the contexts are kept.
+enum Table<C: Hash + Eq> {
+    /// At most `max_contexts`, the least recently active dropped first (the proxy's).
+    Lru(LruCache<C, Context>),
+    /// Unbounded, so no order is kept (the replay's: a trace's clients are finite, and an
+    /// LRU's list costs more than the lookup).
+    Map(HashMap<C, Context, foldhash::fast::FixedState>),
+}
+
 pub struct Contexts<C: Hash + Eq> {
-    table: LruCache<C, Context>,
+    table: Table<C>,
     max_contexts: usize,
     stale_gap_secs: f64,
     pub score: Score,
@@ -76,28 +88,45 @@ pub enum Step {
 impl<C: Hash + Eq> Contexts<C> {
     pub fn new(max_contexts: usize, stale_gap_secs: f64) -> Self {
         Contexts {
-            table: LruCache::unbounded(),
+            table: Table::Lru(LruCache::unbounded()),
             max_contexts: max_contexts.max(1),
             stale_gap_secs,
             score: Score::default(),
         }
     }
 
+    /// Contexts without a bound: for a finite set of them (a trace's clients).
+    pub fn unbounded(stale_gap_secs: f64) -> Self {
+        Contexts {
+            table: Table::Map(HashMap::default()),
+            max_contexts: usize::MAX,
+            stale_gap_secs,
+            score: Score::default(),
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.table {
+            Table::Lru(t) => t.len(),
+            Table::Map(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 
     /// Every context starts afresh, as after an idle gap: when the tracker's learning sample
     /// widens, contexts that were left out kept a history from before, and their next read
     /// must not be learned as following it.
     pub fn restart_all(&mut self) {
-        for (_, c) in self.table.iter_mut() {
+        let restart = |c: &mut Context| {
             c.history.clear();
             c.predicted.clear();
+        };
+        match &mut self.table {
+            Table::Lru(t) => t.iter_mut().for_each(|(_, c)| restart(c)),
+            Table::Map(t) => t.values_mut().for_each(restart),
         }
     }
 
@@ -127,14 +156,20 @@ impl<C: Hash + Eq> Contexts<C> {
         then: impl IntoIterator<Item = Candidate<'t>>,
         mut on_prediction: impl FnMut(&Candidate<'_>),
     ) -> Step {
-        if !self.table.contains(&ctx) && self.table.len() >= self.max_contexts {
-            self.table.pop_lru();
-        }
-        let c = self.table.get_or_insert_mut(ctx, || Context {
+        let new = || Context {
             history: Vec::with_capacity(2),
             last_seen: now,
             predicted: Vec::new(),
-        });
+        };
+        let c = match &mut self.table {
+            Table::Lru(t) => {
+                if !t.contains(&ctx) && t.len() >= self.max_contexts {
+                    t.pop_lru();
+                }
+                t.get_or_insert_mut(ctx, new)
+            }
+            Table::Map(t) => t.entry(ctx).or_insert_with(new),
+        };
         if now - c.last_seen > self.stale_gap_secs {
             c.history.clear();
             c.predicted.clear();
@@ -217,8 +252,13 @@ mod tests {
 
     #[test]
     fn repeats_are_not_transitions_and_stale_contexts_restart() {
+        for mut cx in [Contexts::new(10, 60.0), Contexts::unbounded(60.0)] {
+            repeats_and_stale_gaps(&mut cx);
+        }
+    }
+
+    fn repeats_and_stale_gaps(cx: &mut Contexts<u32>) {
         let mut m = model();
-        let mut cx = Contexts::new(10, 60.0);
         cx.access(&mut m, 1, key("a"), 0.0, |_| {});
         assert_eq!(cx.access(&mut m, 1, key("a"), 1.0, |_| {}), Step::Repeat);
         cx.access(&mut m, 1, key("b"), 2.0, |_| {});
@@ -230,14 +270,15 @@ mod tests {
 
     #[test]
     fn restarted_contexts_learn_no_transition_across_the_restart() {
-        let mut m = model();
-        let mut cx = Contexts::new(10, 60.0);
-        cx.access(&mut m, 1, key("a"), 0.0, |_| {});
-        cx.restart_all();
-        cx.access(&mut m, 1, key("b"), 1.0, |_| {});
-        assert!(m.predict(&[key("a")], 1.0).is_empty());
-        cx.access(&mut m, 1, key("c"), 2.0, |_| {});
-        assert_eq!(m.predict(&[key("b")], 2.0)[0].key, "c");
+        for mut cx in [Contexts::new(10, 60.0), Contexts::unbounded(60.0)] {
+            let mut m = model();
+            cx.access(&mut m, 1u32, key("a"), 0.0, |_| {});
+            cx.restart_all();
+            cx.access(&mut m, 1, key("b"), 1.0, |_| {});
+            assert!(m.predict(&[key("a")], 1.0).is_empty());
+            cx.access(&mut m, 1, key("c"), 2.0, |_| {});
+            assert_eq!(m.predict(&[key("b")], 2.0)[0].key, "c");
+        }
     }
 
     /// A model split in halves (the template half first, its predictions handed to the
@@ -256,10 +297,11 @@ mod tests {
         };
         let mut whole = Model::new(cfg.clone());
         let (mut keys, mut templates) = Model::split(cfg, 0);
+        // The halves keep contexts as the replay does (unbounded), the whole as the proxy.
         let (mut cw, mut ck, mut ct) = (
             Contexts::new(10, 60.0),
-            Contexts::new(10, 60.0),
-            Contexts::new(10, 60.0),
+            Contexts::unbounded(60.0),
+            Contexts::unbounded(60.0),
         );
         let mut rng = 7u64;
         let mut predicted = 0;
