@@ -219,6 +219,7 @@ impl<S> Counts<S> {
 }
 
 impl<S: Id> Counts<S> {
+    #[inline]
     fn decay(&self, now: f64, half_life: f64) -> f32 {
         if half_life > 0.0 && now > self.stamp {
             0.5f64.powf((now - self.stamp) / half_life) as f32
@@ -243,17 +244,25 @@ impl<S: Id> Counts<S> {
         self.follow(id, make, cfg);
     }
 
+    #[inline]
     fn age(&mut self, now: f64, cfg: &ModelConfig) {
         let f = self.decay(now, cfg.half_life_secs);
         if f < 1.0 {
-            self.total *= f;
-            self.succ.iter_mut().for_each(|e| e.count *= f);
-            // Scaling keeps the order, but two counts may round to one: rank those by
-            // arrival again.
-            self.succ
-                .sort_by(|a, b| b.count.total_cmp(&a.count).then(a.arrival.cmp(&b.arrival)));
+            self.scale(f);
         }
         self.stamp = self.stamp.max(now);
+    }
+
+    /// Ages the counts by `f` < 1 (apart from [`Counts::age`], which runs at every count and
+    /// is inlined, so its common case, nothing to age, costs a comparison).
+    #[inline(never)]
+    fn scale(&mut self, f: f32) {
+        self.total *= f;
+        self.succ.iter_mut().for_each(|e| e.count *= f);
+        // Scaling keeps the order, but two counts may round to one: rank those by arrival
+        // again.
+        self.succ
+            .sort_by(|a, b| b.count.total_cmp(&a.count).then(a.arrival.cmp(&b.arrival)));
     }
 
     fn follow(&mut self, id: u64, make: impl FnOnce() -> S, cfg: &ModelConfig) {
