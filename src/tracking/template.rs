@@ -177,7 +177,7 @@ impl Transition {
         out.clear();
         let mut at = 0;
         for (&hole, fill) in t.holes.iter().zip(self.fills.iter()) {
-            out.extend_from_slice(&t.text[at..hole as usize]);
+            append(out, &t.text[at..hole as usize]);
             match fill {
                 Fill::Same(n) => append(out, current.value(*n as usize)?),
                 Fill::Offset(n, delta) => {
