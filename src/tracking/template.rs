@@ -89,14 +89,12 @@ struct Value {
 impl ParsedKey {
     /// The value of placeholder `i`.
     pub fn value(&self, i: usize) -> Option<&[u8]> {
-        let v = self.values.get(i)?;
-        Some(&self.key[v.from as usize..v.to as usize])
+        self.values.get(i).map(|v| self.bytes(v))
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &[u8]> {
-        self.values
-            .iter()
-            .map(|v| &self.key[v.from as usize..v.to as usize])
+    /// The bytes of one of this key's values.
+    fn bytes(&self, v: &Value) -> &[u8] {
+        &self.key[v.from as usize..v.to as usize]
     }
 
     /// The value of placeholder `i` as a [`number`], if it is one.
@@ -218,14 +216,14 @@ fn append(out: &mut KeyBuf, b: &[u8]) {
 /// from the same position, then from any numeric placeholder. `v` is `next`'s placeholder
 /// `i`.
 fn fill_for<'a>(i: usize, v: &Value, next: &'a ParsedKey, current: &ParsedKey) -> Fill<&'a [u8]> {
-    let value = &next.key[v.from as usize..v.to as usize];
+    let value = next.bytes(v);
     // Numbers print back identically, so two values are equal as numbers when either is one
     // (-1 for the other), and only two non-numbers compare their bytes.
     let equal = |c: &Value| {
         if v.number >= 0 || c.number >= 0 {
             v.number == c.number
         } else {
-            &current.key[c.from as usize..c.to as usize] == value
+            current.bytes(c) == value
         }
     };
     if current.values.get(i).is_some_and(equal) {
@@ -374,17 +372,21 @@ mod tests {
         Templater::default().parse(Bytes::copy_from_slice(k.as_bytes()))
     }
 
+    fn values(p: &ParsedKey) -> Vec<&[u8]> {
+        p.values.iter().map(|v| p.bytes(v)).collect()
+    }
+
     #[test]
     fn numeric_uuid_and_hex_segments_become_placeholders() {
         let p = parse("user:42:profile");
         assert_eq!(&p.template.text()[..], b"user:{}:profile");
-        assert_eq!(p.values().collect::<Vec<_>>(), [b"42"]);
+        assert_eq!(values(&p), [b"42"]);
         let p = parse("/s/123e4567-e89b-12d3-a456-426614174000/a0b1c2d3e4f5a6b7/x");
         assert_eq!(&p.template.text()[..], b"/s/{}/{}/x");
-        assert_eq!(p.values().count(), 2);
+        assert_eq!(values(&p).len(), 2);
         let p = parse("plain/key:name");
         assert_eq!(&p.template.text()[..], b"plain/key:name");
-        assert_eq!(p.values().count(), 0);
+        assert!(values(&p).is_empty());
         assert_eq!(
             parse("user:42:profile").template,
             parse("user:7:profile").template
