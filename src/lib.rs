@@ -19,6 +19,7 @@
 //! metrics.rs: one Metrics struct; admin/http.rs serves /metrics, /health, /ready.
 //! ```
 pub mod admin;
+pub mod alloc;
 pub mod command;
 pub mod compression;
 pub mod config;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 // cloudPhysics trace went from 0.26 to 0.41 M reads/s. Its effect on the proxy's request path
 // has not been measured separately.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: prescient::alloc::Allocator = prescient::alloc::Allocator;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
