@@ -384,7 +384,7 @@ impl Parsed {
 /// With prefetching the work runs in three stages, each a thread going through the trace in
 /// order and handing the next one batches (the model and the contexts depend only on the
 /// trace, not on the cache): one parses the keys (once per key) and runs the template half
-/// of the model, one runs its key half (see [`Model::split`]) and makes the predictions,
+/// of the model, one runs its key half (see [`Model::key_half`]) and makes the predictions,
 /// one runs the cache on the reads and the predictions after each. The result is the same
 /// as one thread's.
 pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
@@ -399,18 +399,21 @@ pub fn simulate(trace: &[Access], opts: &SimOptions) -> SimResult {
     // Emptied batches go back, so their buffers are reused rather than reallocated.
     let (to_learner, from_cache) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT + 1);
     let (to_learner_parsed, parsed) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
-    let (keys_half, templates_half) = Model::split(opts.model.clone(), room);
     let (mut r, learned, (_keys, templates_half)) = std::thread::scope(|s| {
         // Named, so a profile (`perf report --comm replay-model`) tells the stages apart.
         let stage = |name: &str| std::thread::Builder::new().name(name.to_string());
         let parser = stage("replay-templates")
             .spawn_scoped(s, || {
-                template_stage(trace, opts, room, templates_half, to_learner_parsed)
+                let model = Model::template_half(opts.model.clone());
+                template_stage(trace, opts, room, model, to_learner_parsed)
             })
             .expect("spawn the replay's template stage");
         let learner = stage("replay-model")
             .spawn_scoped(s, || {
-                learn(trace, opts, keys_half, to_cache, from_cache, parsed)
+                // Built here, so laying out its tables overlaps the template stage's
+                // first batch.
+                let model = Model::key_half(opts.model.clone(), room);
+                learn(trace, opts, model, to_cache, from_cache, parsed)
             })
             .expect("spawn the replay's model thread");
         let r = run_cache(trace, opts, room, Some((from_learner, to_learner)));

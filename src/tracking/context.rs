@@ -145,7 +145,7 @@ impl<C: Hash + Eq> Contexts<C> {
     }
 
     /// [`Contexts::access`] for the key half of a split model (see
-    /// [`Model::split`]), given what the template half predicted after this read: its
+    /// [`Model::key_half`]), given what the template half predicted after this read: its
     /// predictions end the model's.
     pub fn access_then<'t>(
         &mut self,
@@ -296,7 +296,8 @@ mod tests {
             ..ModelConfig::default()
         };
         let mut whole = Model::new(cfg.clone());
-        let (mut keys, mut templates) = Model::split(cfg, 0);
+        let (mut keys, mut templates) =
+            (Model::key_half(cfg.clone(), 0), Model::template_half(cfg));
         // The halves keep contexts as the replay does (unbounded), the whole as the proxy.
         let (mut cw, mut ck, mut ct) = (
             Contexts::new(10, 60.0),

@@ -14,8 +14,9 @@
 //! Each state keeps at most `2 * top_k` successors, strongest first (so ranking needs no
 //! sort); a new successor replaces the weakest one.
 //!
-//! The tables never meet: [`Model::split`] gives the key levels and the template level as
-//! two models that learn apart (the replay runs them on two threads); the proxy keeps one.
+//! The tables never meet: [`Model::key_half`] and [`Model::template_half`] give the key
+//! levels and the template level as two models that learn apart (the replay runs them on
+//! two threads); the proxy keeps one.
 //!
 //! Pure and synchronous: the caller supplies the clock (seconds, any epoch), so the replay
 //! simulator runs on trace time and the proxy on wall time.
@@ -367,7 +368,7 @@ impl ModelSize {
 impl std::ops::Add for ModelSize {
     type Output = ModelSize;
 
-    /// The size of a model in parts (see [`Model::split`]).
+    /// The size of a model in parts (see [`Model::key_half`]).
     fn add(self, o: ModelSize) -> ModelSize {
         ModelSize {
             order2_states: self.order2_states + o.order2_states,
@@ -409,25 +410,29 @@ impl Model {
         }
     }
 
-    /// One model as two halves that learn apart: the key levels (order 2 and key, sized as
-    /// [`Model::with_capacity`]), and the template level. Their tables never meet, so each
-    /// half, fed the same reads, learns what the one model would; the key half's
-    /// [`Model::predict_each_then`], given the template half's predictions, predicts what
-    /// the one model would. The replay runs the halves on two threads. With templates off
-    /// the template half learns nothing.
-    pub fn split(cfg: ModelConfig, states: usize) -> (Model, Model) {
-        let keys = Model::with_capacity(
+    /// The key levels (order 2 and key, sized as [`Model::with_capacity`]) of one model in
+    /// two halves that learn apart, the other being [`Model::template_half`]. Their tables
+    /// never meet, so each half, fed the same reads, learns what the one model would; the
+    /// key half's [`Model::predict_each_then`], given the template half's predictions,
+    /// predicts what the one model would. The replay runs the halves on two threads, each
+    /// building its own (a large half's tables take milliseconds to lay out).
+    pub fn key_half(cfg: ModelConfig, states: usize) -> Model {
+        Model::with_capacity(
             ModelConfig {
                 templates: false,
-                ..cfg.clone()
+                ..cfg
             },
             states,
-        );
-        let templates = Model {
+        )
+    }
+
+    /// The template level of a model in two halves (see [`Model::key_half`]). With
+    /// templates off it learns nothing.
+    pub fn template_half(cfg: ModelConfig) -> Model {
+        Model {
             key_levels: false,
             ..Model::with_capacity(cfg, 0)
-        };
-        (keys, templates)
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -519,7 +524,7 @@ impl Model {
     }
 
     /// [`Model::predict_each`], its candidates followed by `then` (the template half's
-    /// predictions after the same reads: see [`Model::split`]) under the same limits: a
+    /// predictions after the same reads: see [`Model::key_half`]) under the same limits: a
     /// key offered already or beyond the limit is dropped, and whether to fetch is decided
     /// here.
     pub fn predict_each_then<'t>(
