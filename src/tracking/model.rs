@@ -172,6 +172,39 @@ impl Candidate<'_> {
     }
 }
 
+/// What [`Model::predict_each_then`] has handed out so far: each key once (and not the key
+/// just read), at most `most`; the first `max_predictions` at `min_probability` or above
+/// marked to fetch.
+struct Offers<'c, F> {
+    cfg: &'c ModelConfig,
+    /// The hash of the key just read.
+    last: u64,
+    most: usize,
+    made: SmallVec<[u64; 8]>,
+    fetches: usize,
+    emit: F,
+}
+
+impl<F: FnMut(&Candidate<'_>)> Offers<'_, F> {
+    /// Inlined into each level's loop: a call per candidate cost more than the work.
+    #[inline(always)]
+    fn offer(&mut self, key: &[u8], hash: u64, probability: f64, level: Level) {
+        if self.made.len() < self.most && hash != self.last && !self.made.contains(&hash) {
+            let cfg = self.cfg;
+            let fetch = probability >= cfg.min_probability && self.fetches < cfg.max_predictions;
+            self.fetches += usize::from(fetch);
+            self.made.push(hash);
+            (self.emit)(&Candidate {
+                key,
+                hash,
+                probability,
+                level,
+                fetch,
+            });
+        }
+    }
+}
+
 /// A successor and its aged count.
 struct Entry<S> {
     succ: S,
@@ -532,52 +565,45 @@ impl Model {
         history: &[Arc<ParsedKey>],
         now: f64,
         then: impl IntoIterator<Item = Candidate<'t>>,
-        mut emit: impl FnMut(&Candidate<'_>),
+        emit: impl FnMut(&Candidate<'_>),
     ) {
         let Some(last) = history.last() else {
             return;
         };
         let cfg = &self.cfg;
-        let most = cfg.max_predictions + cfg.top_k;
-        let mut made: SmallVec<[u64; 8]> = SmallVec::new();
-        let mut fetches = 0;
-        let mut offer = |key: &[u8], hash: u64, probability: f64, level: Level| {
-            if made.len() < most && hash != last.hash && !made.contains(&hash) {
-                let fetch = probability >= cfg.min_probability && fetches < cfg.max_predictions;
-                fetches += usize::from(fetch);
-                made.push(hash);
-                emit(&Candidate {
-                    key,
-                    hash,
-                    probability,
-                    level,
-                    fetch,
-                });
-            }
+        let mut offers = Offers {
+            cfg,
+            last: last.hash,
+            most: cfg.max_predictions + cfg.top_k,
+            made: SmallVec::new(),
+            fetches: 0,
+            emit,
         };
         if self.key_levels && cfg.order >= 2 && history.len() >= 2 {
             let ctx = pair(history[history.len() - 2].hash, last.hash);
             if let Some(c) = self.order2.peek(ctx) {
-                c.ranked(now, cfg, |s, p| offer(&s.key, s.hash, p, Level::Order2));
+                c.ranked(now, cfg, |s, p| {
+                    offers.offer(&s.key, s.hash, p, Level::Order2)
+                });
             }
         }
         if let Some(c) = self.key.peek(last.hash).filter(|_| self.key_levels) {
-            c.ranked(now, cfg, |s, p| offer(&s.key, s.hash, p, Level::Key));
+            c.ranked(now, cfg, |s, p| offers.offer(&s.key, s.hash, p, Level::Key));
         }
         if cfg.templates {
             if let Some(c) = self.template.peek(last.template.hash) {
                 let mut k = KeyBuf::new();
                 c.ranked(now, cfg, |t, p| {
                     if let Some((key, hash)) = t.template.literal() {
-                        offer(key, hash, p, Level::Template);
+                        offers.offer(key, hash, p, Level::Template);
                     } else if t.apply_into(last, &mut k).is_some() {
-                        offer(&k, hash_bytes(&k), p, Level::Template);
+                        offers.offer(&k, hash_bytes(&k), p, Level::Template);
                     }
                 });
             }
         }
         for c in then {
-            offer(c.key, c.hash, c.probability, c.level);
+            offers.offer(c.key, c.hash, c.probability, c.level);
         }
     }
 
