@@ -351,32 +351,26 @@ struct Parsed {
     keys: Vec<Arc<ParsedKey>>,
     /// Per read, where its predictions end in `predictions`.
     ends: Vec<u32>,
-    /// Key hash, probability, and where the key ends in `key_bytes`.
-    predictions: Vec<(u64, f64, u32)>,
-    key_bytes: Vec<u8>,
+    /// Key hash and probability. Not the key: the cache goes by hashes alone, so copying
+    /// each predicted key's bytes over (a URL of tens of bytes, several per read) would buy
+    /// nothing.
+    predictions: Vec<(u64, f64)>,
 }
 
 impl Parsed {
-    /// The template half's predictions after read `i` of the stretch.
+    /// The template half's predictions after read `i` of the stretch, without their keys
+    /// (empty).
     fn predictions(&self, i: usize) -> impl Iterator<Item = Candidate<'_>> {
         let from = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let mut start = match from {
-            0 => 0,
-            n => self.predictions[n - 1].2 as usize,
-        };
-        self.predictions[from..self.ends[i] as usize].iter().map(
-            move |&(hash, probability, end)| {
-                let key = &self.key_bytes[start..end as usize];
-                start = end as usize;
-                Candidate {
-                    key,
-                    hash,
-                    probability,
-                    level: Level::Template,
-                    fetch: false,
-                }
-            },
-        )
+        self.predictions[from..self.ends[i] as usize]
+            .iter()
+            .map(|&(hash, probability)| Candidate {
+                key: &[],
+                hash,
+                probability,
+                level: Level::Template,
+                fetch: false,
+            })
     }
 }
 
@@ -532,7 +526,6 @@ fn template_stage(
         keys: Vec::with_capacity(BATCH),
         ends: Vec::with_capacity(BATCH),
         predictions: Vec::with_capacity(4 * BATCH),
-        key_bytes: Vec::with_capacity(64 * BATCH),
     };
     let mut batch = new_batch();
     for (i, a) in trace.iter().enumerate() {
@@ -540,10 +533,9 @@ fn template_stage(
         let key = keys.get(a.hash, &a.key, &opts.templater);
         if opts.model.templates {
             let ctx = context_of(opts, a);
-            let (predictions, bytes) = (&mut batch.predictions, &mut batch.key_bytes);
+            let predictions = &mut batch.predictions;
             contexts.access(&mut model, ctx, key.clone(), a.time, |p| {
-                bytes.extend_from_slice(p.key);
-                predictions.push((p.hash, p.probability, bytes.len() as u32));
+                predictions.push((p.hash, p.probability));
             });
         }
         batch.keys.push(key);
