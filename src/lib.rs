@@ -17,6 +17,7 @@
 //!                  a learner thread keeps contexts, the Markov model, hot keys, the access log.
 //! replay/: `prescient replay`, the what-if simulator on the same model.
 //! metrics.rs: one Metrics struct; admin/http.rs serves /metrics, /health, /ready.
+//! alloc.rs: the global allocator (mimalloc, asked for alignment only where needed).
 //! ```
 pub mod admin;
 pub mod alloc;
