@@ -7,9 +7,8 @@
 //! 160, 320 bytes) takes the over-allocating path, which draws from the next size class up
 //! and so never refills the list: every such allocation pays about 130 more instructions
 //! and a fifth more memory (cloudPhysics replay: 53k of 53k successor-list allocations).
-//! A plain `mi_malloc` block is aligned to 8 bytes, and to 16 from 16 bytes up (on
-//! x86-64 and other 64-bit targets: mimalloc's `MI_MAX_ALIGN_SIZE`, asserted in its
-//! `alloc.c`). That covers almost every allocation; larger alignments (the model's
+//! A plain `mi_malloc` block is aligned to a machine word, and to 16 bytes from 16 bytes
+//! up (mimalloc's `MI_MAX_ALIGN_SIZE`, asserted in its `alloc.c`). That covers almost every allocation; larger alignments (the model's
 //! cache-line-aligned state tables) keep the aligned entry points. The test below checks
 //! the alignment of every size to 300 bytes.
 
@@ -24,10 +23,10 @@ const PLAIN_ALIGN: usize = 16;
 /// mimalloc, through its plain entry points where they give the alignment asked for.
 pub struct Allocator;
 
-/// Whether a plain block of `size` bytes is aligned to `align`: blocks are aligned to 8
-/// bytes, and to [`PLAIN_ALIGN`] from that size up.
+/// Whether a plain block of `size` bytes is aligned to `align`: blocks are aligned to a
+/// machine word, and to [`PLAIN_ALIGN`] from that size up.
 fn plain(size: usize, align: usize) -> bool {
-    align <= 8 || (align <= PLAIN_ALIGN && size >= align)
+    align <= size_of::<usize>() || (align <= PLAIN_ALIGN && size >= align)
 }
 
 // SAFETY: every path returns a block of at least `size` bytes aligned to `align` (see
