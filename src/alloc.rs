@@ -8,9 +8,10 @@
 //! and so never refills the list: every such allocation pays about 130 more instructions
 //! and a fifth more memory (cloudPhysics replay: 53k of 53k successor-list allocations).
 //! A plain `mi_malloc` block is aligned to a machine word, and to 16 bytes from 16 bytes
-//! up (mimalloc's `MI_MAX_ALIGN_SIZE`, asserted in its `alloc.c`). That covers almost every allocation; larger alignments (the model's
-//! cache-line-aligned state tables) keep the aligned entry points. The test below checks
-//! the alignment of every size to 300 bytes.
+//! up (mimalloc's `MI_MAX_ALIGN_SIZE`, asserted in its `alloc.c`). That covers almost
+//! every allocation; larger alignments (the model's cache-line-aligned state tables) keep
+//! the aligned entry points. The test below checks the alignment of every size to 300
+//! bytes.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
