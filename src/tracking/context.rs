@@ -62,8 +62,11 @@ struct Context {
 
 /// Where the contexts are kept.
 enum Table<C: Hash + Eq> {
-    /// At most `max_contexts`, the least recently active dropped first (the proxy's).
-    Lru(LruCache<C, Context>),
+    /// At most `max` contexts, the least recently active dropped first (the proxy's).
+    Lru {
+        table: LruCache<C, Context>,
+        max: usize,
+    },
     /// Unbounded, so no order is kept (the replay's: a trace's clients are finite, and an
     /// LRU's list costs more than the lookup).
     Map(HashMap<C, Context, foldhash::fast::FixedState>),
@@ -71,7 +74,6 @@ enum Table<C: Hash + Eq> {
 
 pub struct Contexts<C: Hash + Eq> {
     table: Table<C>,
-    max_contexts: usize,
     stale_gap_secs: f64,
     pub score: Score,
 }
@@ -88,8 +90,10 @@ pub enum Step {
 impl<C: Hash + Eq> Contexts<C> {
     pub fn new(max_contexts: usize, stale_gap_secs: f64) -> Self {
         Contexts {
-            table: Table::Lru(LruCache::unbounded()),
-            max_contexts: max_contexts.max(1),
+            table: Table::Lru {
+                table: LruCache::unbounded(),
+                max: max_contexts.max(1),
+            },
             stale_gap_secs,
             score: Score::default(),
         }
@@ -99,7 +103,6 @@ impl<C: Hash + Eq> Contexts<C> {
     pub fn unbounded(stale_gap_secs: f64) -> Self {
         Contexts {
             table: Table::Map(HashMap::default()),
-            max_contexts: usize::MAX,
             stale_gap_secs,
             score: Score::default(),
         }
@@ -107,7 +110,7 @@ impl<C: Hash + Eq> Contexts<C> {
 
     pub fn len(&self) -> usize {
         match &self.table {
-            Table::Lru(t) => t.len(),
+            Table::Lru { table, .. } => table.len(),
             Table::Map(t) => t.len(),
         }
     }
@@ -125,7 +128,7 @@ impl<C: Hash + Eq> Contexts<C> {
             c.predicted.clear();
         };
         match &mut self.table {
-            Table::Lru(t) => t.iter_mut().for_each(|(_, c)| restart(c)),
+            Table::Lru { table, .. } => table.iter_mut().for_each(|(_, c)| restart(c)),
             Table::Map(t) => t.values_mut().for_each(restart),
         }
     }
@@ -162,11 +165,11 @@ impl<C: Hash + Eq> Contexts<C> {
             predicted: Vec::new(),
         };
         let c = match &mut self.table {
-            Table::Lru(t) => {
-                if !t.contains(&ctx) && t.len() >= self.max_contexts {
-                    t.pop_lru();
+            Table::Lru { table, max } => {
+                if !table.contains(&ctx) && table.len() >= *max {
+                    table.pop_lru();
                 }
-                t.get_or_insert_mut(ctx, new)
+                table.get_or_insert_mut(ctx, new)
             }
             Table::Map(t) => t.entry(ctx).or_insert_with(new),
         };
