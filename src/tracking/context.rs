@@ -16,6 +16,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use lru::LruCache;
+use smallvec::SmallVec;
 
 use super::model::{Candidate, Model};
 use super::template::ParsedKey;
@@ -55,9 +56,10 @@ pub fn ratio(a: u64, b: u64) -> f64 {
 struct Context {
     history: Vec<Arc<ParsedKey>>,
     last_seen: f64,
-    /// The hashes of the predictions made after the last read, and whether each was one to
-    /// fetch (only those are scored).
-    predicted: Vec<(u64, bool)>,
+    /// The hashes of the predictions to fetch made after the last read, most likely first:
+    /// only those are scored (a touch-only prediction is not a claim). Inline up to the
+    /// default two, so a new context allocates nothing for them.
+    predicted: SmallVec<[u64; 2]>,
 }
 
 /// Where the contexts are kept.
@@ -162,7 +164,7 @@ impl<C: Hash + Eq> Contexts<C> {
         let new = || Context {
             history: Vec::with_capacity(2),
             last_seen: now,
-            predicted: Vec::new(),
+            predicted: SmallVec::new(),
         };
         let c = match &mut self.table {
             Table::Lru { table, max } => {
@@ -184,14 +186,12 @@ impl<C: Hash + Eq> Contexts<C> {
         if !c.history.is_empty() {
             self.score.transitions += 1;
         }
-        // Scored on what would be fetched; touch-only predictions are not claims.
-        let mut fetched = c.predicted.iter().filter(|p| p.1).peekable();
-        if let Some(first) = fetched.peek() {
+        if let Some(&first) = c.predicted.first() {
             self.score.predicted += 1;
-            if first.0 == key.hash {
+            if first == key.hash {
                 self.score.top1 += 1;
             }
-            if fetched.any(|p| p.0 == key.hash) {
+            if c.predicted.contains(&key.hash) {
                 self.score.topk += 1;
             }
         }
@@ -203,7 +203,9 @@ impl<C: Hash + Eq> Contexts<C> {
         c.predicted.clear();
         let predicted = &mut c.predicted;
         model.predict_each_then(&c.history, now, then, |p| {
-            predicted.push((p.hash, p.fetch));
+            if p.fetch {
+                predicted.push(p.hash);
+            }
             on_prediction(p);
         });
         Step::Moved
