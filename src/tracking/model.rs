@@ -347,17 +347,27 @@ impl<S: Id> Counts<S> {
         let floor = cfg.floor();
         let p = |e: &Entry<S>| (f64::from(e.count * f) / total).min(1.0);
         let succ = &self.succ[..];
+        let Some(first) = succ.first() else { return };
         let mut left = cfg.top_k;
-        let mut i = 0;
+        let (mut i, mut pi) = (0, p(first));
         // Successors are by count, so probabilities only fall along them; different counts
         // can give one probability (counts of a lookahead window clamp at 1), and such a
-        // run ranks by arrival, as equal counts do.
+        // run ranks by arrival, as equal counts do. Each probability is computed once: the
+        // one that ends a run starts the next.
         while left > 0 && i < succ.len() {
-            let pi = p(&succ[i]);
             if pi < floor {
                 return;
             }
-            let run = 1 + succ[i + 1..].iter().take_while(|e| p(e) == pi).count();
+            let mut end = i + 1;
+            let mut next = pi;
+            while end < succ.len() {
+                next = p(&succ[end]);
+                if next != pi {
+                    break;
+                }
+                end += 1;
+            }
+            let run = end - i;
             if run == 1 {
                 each(&succ[i].succ, pi);
                 left -= 1;
@@ -377,7 +387,7 @@ impl<S: Id> Counts<S> {
                     left -= 1;
                 }
             }
-            i += run;
+            (i, pi) = (end, next);
         }
     }
 }
