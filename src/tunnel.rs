@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::config::Tunables;
 use crate::connection::{Client, Io};
 use crate::metrics::Outcome;
-use crate::protocol::reply::reply_len;
+use crate::protocol::reply::ReplyScanner;
 use crate::protocol::Value;
 use crate::session::TunnelStart;
 
@@ -72,6 +72,7 @@ async fn relay(
     let proto = c.session.proto();
     let (mut urd, mut uwr) = up.split();
     let mut ubuf = BytesMut::with_capacity(16 * 1024);
+    let mut scanner = ReplyScanner::default();
     let mut uout = BytesMut::new();
     uout.extend_from_slice(&start.first.raw);
     c.sh.metrics.command(start.first.spec, Outcome::Ok);
@@ -123,7 +124,17 @@ async fn relay(
                     let _ = io.wr.write_all(&io.out).await;
                     return TunnelEnd::Close(None);
                 }
-                while let Ok(Some(n)) = reply_len(&ubuf, proto) {
+                loop {
+                    let n = match scanner.next_len(&ubuf, proto) {
+                        Ok(Some(n)) => n,
+                        Ok(None) => break,
+                        // Not RESP: nothing after it can be framed, so nothing is forwarded.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "bad reply from the upstream in a tunnel");
+                            let _ = io.wr.write_all(&io.out).await;
+                            return TunnelEnd::Close(Some("upstream_protocol_error"));
+                        }
+                    };
                     let frame = ubuf.split_to(n);
                     io.out.extend_from_slice(&frame);
                     if expect_reset && &frame[..] == b"+RESET\r\n" {

@@ -363,3 +363,74 @@ async fn corpus_matches_redis_byte_for_byte() {
         failures.join("\n")
     );
 }
+
+/// Replies of megabytes and hundreds of thousands of elements arrive at the proxy over many
+/// reads (a shared upstream connection reads 128 KiB at a time): each must reach its client
+/// whole and unchanged, and the reply after it must start where it ends, in both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_replies_arrive_whole_and_framed() {
+    let redis = Redis::start().await;
+    let p = proxy_with(common::settings(&redis.url())).await;
+    let mut setup = Raw::connect(redis.port).await;
+    for chunk in 0..30 {
+        let mut list: Vec<Vec<u8>> = vec![b"RPUSH".to_vec(), b"big:list".to_vec()];
+        let mut hash: Vec<Vec<u8>> = vec![b"HSET".to_vec(), b"big:hash".to_vec()];
+        for i in chunk * 10_000..(chunk + 1) * 10_000 {
+            list.push(format!("item:{i}").into_bytes());
+            if i < 100_000 {
+                hash.push(format!("field:{i}").into_bytes());
+                hash.push(vec![b'v'; i % 50]);
+            }
+        }
+        for args in [list, hash].iter().filter(|a| a.len() > 2) {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+            setup.send(&args).await;
+            let r = setup.read().await;
+            assert!(r.starts_with(b":"), "{}", show(&r));
+        }
+    }
+    for resp3 in [false, true] {
+        let mut replies = Vec::new();
+        for port in [redis.port, p.addr.port()] {
+            let mut c = Raw::connect(port).await;
+            if resp3 {
+                c.proto = Proto::Resp3;
+                c.cmd(&["HELLO", "3"]).await;
+            }
+            // One write: the PING's reply follows the large ones in the same reads.
+            let mut batch = Vec::new();
+            for args in [
+                &["LRANGE", "big:list", "0", "-1"][..],
+                &["HGETALL", "big:hash"],
+                &["PING"],
+            ] {
+                let args: Vec<Bytes> = args.iter().map(|a| Bytes::from(*a)).collect();
+                batch.extend_from_slice(&prescient::command::encode_request(&args));
+            }
+            c.send_raw(&batch).await;
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(c.read().await);
+            }
+            replies.push(got);
+        }
+        let (direct, proxied) = (&replies[0], &replies[1]);
+        assert!(direct[0].len() > 4_000_000, "{}", direct[0].len());
+        assert!(direct[0].starts_with(b"*300000\r\n"));
+        let map = if resp3 { "%100000\r\n" } else { "*200000\r\n" };
+        assert!(
+            direct[1].starts_with(map.as_bytes()),
+            "{}",
+            show(&direct[1][..20])
+        );
+        assert_eq!(&direct[2][..], b"+PONG\r\n");
+        for (i, (d, g)) in direct.iter().zip(proxied).enumerate() {
+            assert!(
+                d == g,
+                "resp3 {resp3}, reply {i}: {} bytes from Redis, {} through prescient",
+                d.len(),
+                g.len()
+            );
+        }
+    }
+}

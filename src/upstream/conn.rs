@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use super::{Connector, UpstreamError};
-use crate::protocol::reply::{is_push, reply_len, Proto};
+use crate::protocol::reply::{is_push, Proto, ReplyScanner};
 
 /// A reply from the upstream: the raw RESP bytes.
 pub type Reply = Result<Bytes, UpstreamError>;
@@ -178,6 +178,9 @@ async fn serve(
         128 * 1024
     };
     let mut rbuf = BytesMut::with_capacity(read_chunk);
+    // Where the reply at the front of `rbuf` has been scanned to: a large reply arrives over
+    // many reads, and each read scans only what it added.
+    let mut scanner = ReplyScanner::default();
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     // Deadlines of pending requests, front first (None = no deadline).
     let mut deadlines: VecDeque<Option<Instant>> = VecDeque::new();
@@ -203,7 +206,7 @@ async fn serve(
                     Err(e) => return connector.io_error(&e.to_string()),
                 }
                 loop {
-                    let n = match reply_len(&rbuf, proto) {
+                    let n = match scanner.next_len(&rbuf, proto) {
                         Ok(Some(n)) => n,
                         Ok(None) => break,
                         Err(e) => {

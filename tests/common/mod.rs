@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use prescient::config::Settings;
-use prescient::protocol::reply::{reply_len, Proto};
+use prescient::protocol::reply::{Proto, ReplyScanner};
 use prescient::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -188,6 +188,7 @@ pub async fn proxy_with(s: Settings) -> Server {
 pub struct Raw {
     pub stream: TcpStream,
     buf: BytesMut,
+    scanner: ReplyScanner,
     pub proto: Proto,
 }
 
@@ -200,6 +201,7 @@ impl Raw {
         Raw {
             stream,
             buf: BytesMut::new(),
+            scanner: ReplyScanner::default(),
             proto: Proto::Resp2,
         }
     }
@@ -230,7 +232,7 @@ impl Raw {
     /// Reads one reply, or `None` when the connection closes.
     pub async fn try_read(&mut self) -> Option<Bytes> {
         loop {
-            if let Ok(Some(n)) = reply_len(&self.buf, self.proto) {
+            if let Ok(Some(n)) = self.scanner.next_len(&self.buf, self.proto) {
                 return Some(self.buf.split_to(n).freeze());
             }
             match self.stream.read_buf(&mut self.buf).await {
