@@ -154,6 +154,72 @@ async fn paused_redis_gets_a_prompt_error_then_recovers() {
     assert!(p.shared.metrics.upstream_errors("timeout") >= 1);
 }
 
+/// A slow network in front of Redis: what Redis sends arrives `chunk` bytes every `pause`
+/// (what the proxy sends goes straight through). Returns the port to connect to.
+async fn slow_link(redis: u16, chunk: usize, pause: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", redis))
+                    .await
+                    .expect("connect to redis");
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let mut buf = vec![0; chunk];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_arriving_slower_than_the_timeout_is_delivered_not_failed() {
+    let redis = Redis::start().await;
+    let mut setup = redis.client().await;
+    for chunk in 0..20 {
+        let mut args = vec![b"RPUSH".to_vec(), b"big".to_vec()];
+        args.extend(
+            (chunk * 10_000..(chunk + 1) * 10_000).map(|i| format!("item:{i}").into_bytes()),
+        );
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        setup.send(&args).await;
+        assert!(setup.read().await.starts_with(b":"));
+    }
+    let want = setup.cmd(&["LRANGE", "big", "0", "-1"]).await;
+    assert!(want.len() > 3_000_000, "{}", want.len());
+    // 3.4 MB at 64 KiB per 20 ms takes over a second: more than three timeouts.
+    let link = slow_link(redis.port, 64 * 1024, Duration::from_millis(20)).await;
+    let mut s = settings(&format!("redis://127.0.0.1:{link}"));
+    s.upstream.timeout_ms = 300;
+    let p = proxy_with(s).await;
+    let mut c = Raw::to(&p).await;
+    let got = c.cmd(&["LRANGE", "big", "0", "-1"]).await;
+    assert!(
+        got == want,
+        "{} bytes: {}",
+        got.len(),
+        String::from_utf8_lossy(&got[..got.len().min(100)])
+    );
+    assert_eq!(p.shared.metrics.upstream_errors("timeout"), 0);
+    // A silent upstream still times out.
+    redis.signal("-STOP");
+    let r = c.text(&["GET", "a"]).await;
+    redis.signal("-CONT");
+    assert!(r.contains("did not answer within 300 ms"), "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_and_others_are_served() {
     let redis = Redis::start().await;

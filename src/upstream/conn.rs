@@ -190,6 +190,11 @@ async fn serve(
     let timer = sleep_until(Instant::now() + Duration::from_secs(86_400));
     tokio::pin!(timer);
     let mut armed = false;
+    // When bytes last arrived. Replies come in order, so bytes arriving while the front
+    // request is overdue are its reply on its way (a reply of many megabytes over a slow
+    // link), or the replies ahead of it: the connection fails only when the upstream has
+    // also been silent for the timeout.
+    let mut last_read = Instant::now();
     loop {
         if !armed {
             if let Some(d) = deadlines.front().copied().flatten() {
@@ -202,7 +207,7 @@ async fn serve(
             r = rd.read_buf(&mut rbuf) => {
                 match r {
                     Ok(0) => return connector.io_error("connection closed by server"),
-                    Ok(_) => {}
+                    Ok(_) => last_read = Instant::now(),
                     Err(e) => return connector.io_error(&e.to_string()),
                 }
                 loop {
@@ -268,9 +273,16 @@ async fn serve(
             }
             _ = &mut timer, if armed => {
                 armed = false;
-                if deadlines.front().copied().flatten().is_some_and(|d| d <= Instant::now()) {
-                    connector.metrics.upstream_error("timeout");
-                    return UpstreamError::Timeout(connector.display.clone(), connector.timeout_ms());
+                let now = Instant::now();
+                if deadlines.front().copied().flatten().is_some_and(|d| d <= now) {
+                    let silent_until = last_read + Duration::from_millis(connector.timeout_ms());
+                    if silent_until > now {
+                        timer.as_mut().reset(silent_until);
+                        armed = true;
+                    } else {
+                        connector.metrics.upstream_error("timeout");
+                        return UpstreamError::Timeout(connector.display.clone(), connector.timeout_ms());
+                    }
                 }
             }
         }
