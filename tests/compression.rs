@@ -235,3 +235,32 @@ async fn a_byte_level_command_on_another_database_leaves_no_connection_on_it() {
     b.text(&["EXEC"]).await;
     assert_eq!(b.text(&["GET", "k"]).await, "$1\r\nv\r\n");
 }
+
+/// Compressing a value of megabytes takes the proxy longer than the upstream timeout (in a
+/// debug build, several times): that time is the proxy's, not the upstream's, so the SET
+/// succeeds and the shared connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressing_a_large_value_does_not_count_against_the_upstream_timeout() {
+    let redis = Redis::start().await;
+    let mut s = settings(&redis.url());
+    s.upstream.timeout_ms = 100;
+    let p = proxy_with(s).await;
+    let mut c = Raw::to(&p).await;
+    let value = json(150_000);
+    assert!(value.len() > 6_000_000);
+    let r = bin(&mut c, &[b"SET", b"big", value.as_bytes()]).await;
+    assert_eq!(&r[..], b"+OK\r\n", "{}", String::from_utf8_lossy(&r));
+    assert_eq!(
+        bin(&mut c, &[b"GET", b"big"]).await,
+        Bytes::from(bulk(value.as_bytes()))
+    );
+    // Stored compressed.
+    let mut direct = Raw::connect(redis.port).await;
+    let stored = bin(&mut direct, &[b"STRLEN", b"big"]).await;
+    let stored: usize = String::from_utf8_lossy(&stored[1..])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(stored < value.len() / 4, "{stored}");
+    assert_eq!(p.shared.metrics.upstream_errors("timeout"), 0);
+}

@@ -14,16 +14,35 @@ use crate::connection::{Client, Pending};
 use crate::metrics::Outcome;
 use crate::protocol::Value;
 
+/// Commands this large (their raw request bytes) are compressed off the event loop.
+pub(super) const OFFLOAD_BYTES: usize = 1 << 20;
+
 impl Session {
-    /// Encodes the command's stored values and chooses how its reply is decoded.
-    pub(super) fn compress_layer(&self, cmd: Command, effect: Effect) -> (Command, Effect) {
-        let c = &self.sh.compressor;
+    /// Encodes the command's stored values and chooses how its reply is decoded. A command
+    /// of [`OFFLOAD_BYTES`] or more is encoded on a blocking-pool thread: compressing 50 MB
+    /// takes seconds, and the event loop serves every other client meanwhile. This client's
+    /// later commands wait for it, as they would have.
+    pub(super) async fn compress_layer(&self, cmd: Command, effect: Effect) -> (Command, Effect) {
         // Inside MULTI on a Redis upstream a later byte-level command in the same
         // transaction runs natively on what was queued before it: store those values raw.
         let compress = self.mem.is_some() || !self.st.in_multi;
-        let cmd = match plan::encode_args(c, &cmd, compress) {
+        let encode = move |c: &crate::compression::Compressor, cmd: Command| match plan::encode_args(
+            c, &cmd, compress,
+        ) {
             Some(args) => Command::from_args(args),
             None => cmd,
+        };
+        let cmd = if cmd.raw.len() >= OFFLOAD_BYTES && self.sh.compressor.enabled {
+            let c = self.sh.compressor.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let copy = cmd.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(encode(&c, copy));
+            });
+            // The pool runs every task it is given; should it fail, the value goes raw.
+            rx.await.unwrap_or(cmd)
+        } else {
+            encode(&self.sh.compressor, cmd)
         };
         let effect = match (cmd.known_name(), effect) {
             (Some("multi" | "discard"), Effect::None) => Effect::MultiReset,

@@ -405,7 +405,7 @@ impl Session {
         effect: Effect,
         pending: &mut VecDeque<Pending>,
     ) {
-        let (cmd, effect) = self.compress_layer(cmd, effect);
+        let (cmd, effect) = self.compress_layer(cmd, effect).await;
         if self.mem.is_none() {
             if let Some(t) = crate::compression::plan::byte_target(&cmd) {
                 if !self.st.in_multi {
@@ -427,7 +427,9 @@ impl Session {
             self.release_dedicated(true);
         }
         self.on_dedicated = dedicated;
-        let deadline = with_deadline.then(|| self.sh.upstream.deadline(start));
+        // From now, not from the command's arrival: the timeout is the upstream's to keep,
+        // and the proxy's own work (compressing a large value) is not.
+        let deadline = with_deadline.then(|| self.sh.upstream.deadline(Instant::now()));
         let sent = if dedicated {
             match self.ensure_dedicated().await {
                 Ok(d) => d.conn.send(cmd.raw.clone(), deadline),

@@ -282,7 +282,7 @@ impl Upstream {
         &pool[slot % pool.len()]
     }
 
-    /// The request deadline for an ordinary command that arrived at `start`.
+    /// The deadline of an ordinary command handed to an upstream connection at `start`.
     pub fn deadline(&self, start: Instant) -> Instant {
         start + Duration::from_millis(self.connector.timeout_ms())
     }
