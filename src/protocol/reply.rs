@@ -188,7 +188,7 @@ fn element(buf: &[u8], at: usize, proto: Proto) -> Result<Option<Element>, Strin
     }
 }
 
-/// A RESP integer: an optional minus sign, then decimal digits.
+/// A RESP integer: an optional sign, then decimal digits (as an `i64` parses).
 fn number(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(line).ok()?.parse().ok()
 }

@@ -15,7 +15,7 @@ use crate::metrics::Outcome;
 use crate::protocol::Value;
 
 /// Commands this large (their raw request bytes) are compressed off the event loop.
-pub(super) const OFFLOAD_BYTES: usize = 1 << 20;
+const OFFLOAD_BYTES: usize = 1 << 20;
 
 impl Session {
     /// Encodes the command's stored values and chooses how its reply is decoded. A command
