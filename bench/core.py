@@ -101,6 +101,21 @@ def start_prescient(binary, upstream, env, tmp, name, procs):
     return port
 
 
+def start_twemproxy(redis_port, tmp, procs):
+    """Starts twemproxy (nutcracker) on a free port in front of one redis-server; returns the
+    port."""
+    port = free_port()
+    conf = os.path.join(tmp, "nutcracker.yml")
+    with open(conf, "w") as f:
+        f.write(f"bench:\n  listen: 127.0.0.1:{port}\n  redis: true\n  preconnect: true\n"
+                f"  servers:\n    - 127.0.0.1:{redis_port}:1\n")
+    tw = subprocess.Popen(["nutcracker", "-c", conf, "-o", os.path.join(tmp, "nutcracker.log")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(tw)
+    wait_port(port, tw, "nutcracker")
+    return port
+
+
 def bench(port, test, pipeline, requests, clients=50, size=1024):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-n", str(requests),
            "-c", str(clients), "-d", str(size), "-P", str(pipeline), "-r", "100000", "--csv", "-q"]
@@ -139,7 +154,6 @@ def main():
     procs = []
     try:
         rport, _ = start_redis(procs)
-        tport = free_port()
         env = {**os.environ, "RUST_LOG": "warn"}
         for kv in args.extra_config:
             k, v = kv.split("=", 1)
@@ -162,15 +176,7 @@ def main():
                                     procs)
             targets.append(("memory", mport))
         if not args.no_twemproxy:
-            conf = os.path.join(tmp, "nutcracker.yml")
-            with open(conf, "w") as f:
-                f.write(f"bench:\n  listen: 127.0.0.1:{tport}\n  redis: true\n  preconnect: true\n"
-                        f"  servers:\n    - 127.0.0.1:{rport}:1\n")
-            tw = subprocess.Popen(["nutcracker", "-c", conf, "-o", os.path.join(tmp, "nutcracker.log")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(tw)
-            wait_port(tport, tw, "nutcracker")
-            targets.append(("twemproxy", tport))
+            targets.append(("twemproxy", start_twemproxy(rport, tmp, procs)))
 
         rows = [(t, p) for p in (1, 16) for t in ("set", "get")]
         results = {}

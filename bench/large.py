@@ -19,8 +19,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import (DEFAULT_PRESCIENT, ROOT, free_port, need, start_prescient,  # noqa: E402
-                  start_redis, stop, wait_port)
+from core import (DEFAULT_PRESCIENT, ROOT, need, start_prescient,  # noqa: E402
+                  start_redis, start_twemproxy, stop)
 
 
 def command(*args):
@@ -108,16 +108,7 @@ def main():
                    ("compressed", start_prescient(args.prescient, upstream, env, tmp,
                                                   "prescient-compressed", procs))]
         if not args.no_twemproxy:
-            tport = free_port()
-            conf = os.path.join(tmp, "nutcracker.yml")
-            with open(conf, "w") as f:
-                f.write(f"bench:\n  listen: 127.0.0.1:{tport}\n  redis: true\n  preconnect: true\n"
-                        f"  servers:\n    - 127.0.0.1:{rport}:1\n")
-            tw = subprocess.Popen(["nutcracker", "-c", conf, "-o", os.path.join(tmp, "nutcracker.log")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(tw)
-            wait_port(tport, tw, "nutcracker")
-            targets.append(("twemproxy", tport))
+            targets.append(("twemproxy", start_twemproxy(rport, tmp, procs)))
         load(rport, args.elements)
         cases = [("LRANGE", command("LRANGE", "big:list", 0, -1)),
                  ("HGETALL", command("HGETALL", "big:hash"))]
