@@ -9,7 +9,8 @@
 //!   -> compression (compression/, session/compress.rs): values encoded into envelopes on
 //!                  writes, replies decoded by shape, byte-level commands on original bytes
 //!   -> upstream    (upstream/): for redis://, shared pipelined connections, or a dedicated one
-//!                  while the client holds state; pub/sub and MONITOR become a tunnel
+//!                  while the client holds state, their replies framed as they arrive
+//!                  (protocol/reply.rs: ReplyScanner); pub/sub and MONITOR become a tunnel
 //!                  (tunnel.rs). For memory:// (the default), the embedded store
 //!                  (upstream/memory/): each client's MemConn runs commands in-process.
 //!   <- replies travel back in order

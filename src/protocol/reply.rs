@@ -1,4 +1,5 @@
-//! Replies: finding where one upstream reply ends (so it can be forwarded as raw bytes), and
+//! Replies: finding where each upstream reply ends as its bytes arrive (so it can be forwarded
+//! as raw bytes; [`ReplyScanner`]), and
 //! `Value`, the small tree of replies the proxy composes itself (errors, INFO, PROXY, HELLO),
 //! encoded for the client's protocol version through redis-protocol's encoders.
 
