@@ -98,6 +98,11 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Predictions per access at most, to fetch or to touch.
+    pub fn most_predictions(&self) -> usize {
+        self.max_predictions + self.top_k
+    }
+
     /// The lowest probability a prediction is made at.
     fn floor(&self) -> f64 {
         self.min_probability.min(self.touch_probability)
@@ -584,7 +589,7 @@ impl Model {
         let mut offers = Offers {
             cfg,
             last: last.hash,
-            most: cfg.max_predictions + cfg.top_k,
+            most: cfg.most_predictions(),
             made: SmallVec::new(),
             fetches: 0,
             emit,
