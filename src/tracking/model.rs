@@ -5,7 +5,12 @@
 //! - order 2 (optional): the last two keys -> next key;
 //! - order 1: the last key -> next key;
 //! - template: the last key's template -> [`Transition`] (next template and how to fill it),
-//!   which predicts keys never seen before (`user:77:orders` after `user:77:profile`).
+//!   which predicts keys never seen before (`user:77:orders` after `user:77:profile`). Only
+//!   templates with placeholders have states: a literal template (`/index.html`) names its
+//!   one key, so every transition from it names one key too and its state would repeat the
+//!   key's order-1 state (identically with `lookahead` 1; with more, the key's state also
+//!   counts later reads, and a literal template's state was a second ranking of immediate
+//!   successors, worth a little hit ratio for a quarter of the model's memory and time).
 //!
 //! Prediction is PPM style: the highest order whose state has at least `min_support`
 //! observations speaks first; lower levels add candidates after it. With `lookahead` > 1 a
@@ -511,7 +516,8 @@ impl Model {
             self.observe_keys(history, last, next, now);
         }
         let cfg = &self.cfg;
-        if cfg.templates {
+        // A literal template's state would repeat the key's (see the module doc).
+        if cfg.templates && last.template.literal().is_none() {
             let t = TransitionRef::between(last, next);
             self.template
                 .touch(last.template.hash, cfg.max_states, || Counts::new(now))
@@ -605,7 +611,7 @@ impl Model {
         if let Some(c) = self.key.peek(last.hash).filter(|_| self.key_levels) {
             c.ranked(now, cfg, |s, p| offers.offer(&s.key, s.hash, p, Level::Key));
         }
-        if cfg.templates {
+        if cfg.templates && last.template.literal().is_none() {
             if let Some(c) = self.template.peek(last.template.hash) {
                 let mut k = KeyBuf::new();
                 c.ranked(now, cfg, |t, p| {
@@ -767,6 +773,30 @@ mod tests {
             predicted(&m, &["feed:page:41"], 0.0),
             vec![("feed:page:42".into(), Level::Template)]
         );
+    }
+
+    #[test]
+    fn literal_templates_keep_no_state() {
+        let mut m = Model::new(ModelConfig {
+            templates: true,
+            ..cfg()
+        });
+        for id in [1, 2, 3] {
+            feed(&mut m, &["/index.html", "/logo.gif"], 0.0);
+            feed(&mut m, &[&format!("user:{id}:profile"), "home"], 0.0);
+        }
+        // From a literal key only the key level speaks: its template would repeat it.
+        assert_eq!(
+            predicted(&m, &["/index.html"], 0.0),
+            vec![("/logo.gif".into(), Level::Key)]
+        );
+        // A template with a placeholder learns, its literal successors included.
+        assert_eq!(
+            predicted(&m, &["user:9:profile"], 0.0),
+            vec![("home".into(), Level::Template)]
+        );
+        let size = m.size();
+        assert_eq!((size.key_states, size.template_states), (4, 1));
     }
 
     /// After 20 reads of a->old at t=0 and 5 of a->new at t=100, what follows a at t=100.
