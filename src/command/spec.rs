@@ -161,7 +161,7 @@ impl CommandSpec {
         }
     }
 
-    /// Argument indexes of the keys of a command with `args` (args[0] is the name).
+    /// Argument indexes of the keys of a command with `args` (`args[0]` is the name).
     pub fn key_indexes(&self, args: &[impl AsRef<[u8]>]) -> Vec<usize> {
         let n = args.len();
         match self.keys {

@@ -12,7 +12,7 @@
 //! idle; when it falls behind (the channel fills or drops reads), it learns from a sample of
 //! contexts: those whose hash has its top `shift` bits clear, 1/2^shift of them, whole
 //! sequences kept (dropping single reads would teach false transitions). The sample widens
-//! again after [`CALM_SECS`] calm seconds, and every context then starts afresh (one left
+//! again after `CALM_SECS` (10) calm seconds, and every context then starts afresh (one left
 //! out would otherwise learn a transition across its gap). In connection and client-name
 //! mode the request path skips unsampled reads before copying them; in key-segment mode the
 //! learner does.
