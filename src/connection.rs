@@ -262,9 +262,16 @@ impl Client {
         let limit = Tunables::load(&self.sh.tunables.client_output_buffer_limit) as usize;
         let now = Instant::now();
         self.session.take_direct(&mut io.out);
-        while let Some(p) = self.pending.front() {
-            if !matches!(p.slot, Slot::Ready(..)) {
+        while let Some(p) = self.pending.front_mut() {
+            let Slot::Ready(raw, outcome) = &p.slot else {
                 break;
+            };
+            // A large reply to decode goes to another thread; the replies after it wait.
+            if *outcome == Outcome::Ok {
+                if let Some(rx) = self.session.decode_later(&mut p.effect, raw) {
+                    p.slot = Slot::Waiting(rx);
+                    break;
+                }
             }
             let Some(p) = self.pending.pop_front() else {
                 break;
@@ -296,15 +303,12 @@ impl Client {
         }
     }
 
-    /// Waits for every reply in flight and moves them to the output buffer, so the next
-    /// command can go to another upstream connection without overtaking them.
+    /// Waits until every reply in flight is ready, so the next command can go to another
+    /// upstream connection without overtaking them. Every slot is checked, not only the
+    /// last: a large reply at the front may be out for decoding while those after it are
+    /// ready.
     pub(crate) async fn drain(pending: &mut VecDeque<Pending>) {
-        while let Some(p) = pending.back() {
-            if matches!(p.slot, Slot::Ready(..)) {
-                break;
-            }
-            all_ready(pending).await;
-        }
+        all_ready(pending).await;
     }
 }
 

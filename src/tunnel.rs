@@ -29,9 +29,16 @@ pub(crate) enum TunnelEnd {
 }
 
 pub(crate) async fn run(c: &mut Client, io: &mut Io, start: TunnelStart) -> TunnelEnd {
-    Client::drain(&mut c.pending).await;
-    if let Err(r) = c.deliver(io) {
-        return TunnelEnd::Close(Some(r));
+    // Every reply owed goes out first (delivering may hand a large one to another thread to
+    // decode: then wait again).
+    loop {
+        Client::drain(&mut c.pending).await;
+        if let Err(r) = c.deliver(io) {
+            return TunnelEnd::Close(Some(r));
+        }
+        if c.pending.is_empty() {
+            break;
+        }
     }
     let proto = c.session.proto();
     let mut up = match c.sh.upstream.raw(proto, start.db).await {

@@ -17,6 +17,10 @@ use crate::protocol::Value;
 /// Commands this large (their raw request bytes) are compressed off the event loop.
 const OFFLOAD_BYTES: usize = 1 << 20;
 
+/// Replies this large (as stored, compressed) are decoded off the event loop: they inflate
+/// to several times as many bytes, a millisecond or more of zlib.
+const DECODE_OFFLOAD_BYTES: usize = 64 << 10;
+
 impl Session {
     /// Encodes the command's stored values and chooses how its reply is decoded. A command
     /// of [`OFFLOAD_BYTES`] or more is encoded on a blocking-pool thread: compressing 50 MB
@@ -57,6 +61,31 @@ impl Session {
             (_, e) => e,
         };
         (cmd, effect)
+    }
+
+    /// A reply of [`DECODE_OFFLOAD_BYTES`] or more whose stored values are to be decoded is
+    /// decoded on a blocking-pool thread, as a large value is encoded (a GET of 50 MB took
+    /// ~100 ms on the event loop): the receiver gets the decoded reply, and `effect` is
+    /// spent. None for any other reply, which [`Session::apply`] handles on the spot.
+    pub(crate) fn decode_later(
+        &self,
+        effect: &mut Effect,
+        raw: &Bytes,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::upstream::Reply>> {
+        if raw.len() < DECODE_OFFLOAD_BYTES || !matches!(effect, Effect::Decode(_)) {
+            return None;
+        }
+        let Effect::Decode(s) = std::mem::replace(effect, Effect::None) else {
+            return None;
+        };
+        let (c, raw) = (self.sh.compressor.clone(), raw.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Should the task fail (decoding does not panic on any input), the client gets
+        // "upstream connection closed" for this reply, in its place.
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Ok(reply::decode(&c, &raw, &s.0, &s.1)));
+        });
+        Some(rx)
     }
 
     /// Applies a compression effect to a reply.
