@@ -3,7 +3,8 @@
 (50 MB of hex digits by default) while another client PINGs every 10 ms through the same
 endpoint. Against Redis directly, through prescient (compression on, all defaults), through a
 second prescient build if given (--before), and through twemproxy (nutcracker), all in front
-of the same redis-server, in interleaved rounds.
+of the same redis-server, and against prescient on its embedded store (`memory`), in
+interleaved rounds.
 
 Prints, per endpoint, the median SET and GET times and the worst PING seen while they ran,
 with the ratios of the times to direct. A proxy that compresses or decodes a large value on
@@ -122,6 +123,8 @@ def main():
             targets.append(("before", start_prescient(args.before, upstream, env, tmp,
                                                       "before", procs)))
         targets.append(("twemproxy", start_twemproxy(rport, tmp, procs)))
+        targets.append(("memory", start_prescient(args.prescient, "memory://", env, tmp,
+                                                  "memory", procs)))
         rows = {name: [] for name, _ in targets}
         for r in range(args.rounds):
             for name, port in targets:

@@ -69,6 +69,19 @@ impl Pending {
         }
     }
 
+    /// A reply at hand whose `effect` is still to be applied (when it is delivered).
+    pub(crate) fn undecoded(
+        spec: Option<&'static CommandSpec>,
+        start: Instant,
+        raw: Bytes,
+        effect: Effect,
+    ) -> Self {
+        Pending {
+            effect,
+            ..Pending::ready(spec, start, raw, Outcome::Ok)
+        }
+    }
+
     pub(crate) fn waiting(
         spec: Option<&'static CommandSpec>,
         start: Instant,

@@ -285,14 +285,7 @@ fn noisy(n: usize, seed: u64) -> String {
 async fn large_replies_decoded_off_the_event_loop_arrive_whole_and_in_order() {
     let redis = Redis::start().await;
     let p = compressing(&redis.url()).await;
-    let mut c = Raw::to(&p).await;
-    let (a, b) = (noisy(400_000, 7), noisy(600_000, 11));
-    for (k, v) in [("a", &a), ("b", &b), ("small", &"x".repeat(100))] {
-        assert_eq!(
-            &bin(&mut c, &[b"SET", k.as_bytes(), v.as_bytes()]).await[..],
-            b"+OK\r\n"
-        );
-    }
+    let (a, b) = large_values(&p).await;
     // Stored compressed, and still large enough to be decoded on another thread.
     let mut direct = Raw::connect(redis.port).await;
     let stored = bin(&mut direct, &[b"STRLEN", b"a"]).await;
@@ -301,6 +294,33 @@ async fn large_replies_decoded_off_the_event_loop_arrive_whole_and_in_order() {
         .parse()
         .unwrap();
     assert!(stored < a.len() && stored > 64 << 10, "{stored}");
+    pipelined_large_replies(&p, &a, &b).await;
+}
+
+/// The same on the embedded store, where the first GET's reply is written on the spot
+/// (nothing is queued before it) unless it is large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_replies_from_the_embedded_store_arrive_whole_and_in_order() {
+    let p = compressing("memory://").await;
+    let (a, b) = large_values(&p).await;
+    pipelined_large_replies(&p, &a, &b).await;
+}
+
+/// SETs `a` and `b` (noisy, 400 and 600 KB: they compress to about half) and `small`.
+async fn large_values(p: &Server) -> (String, String) {
+    let mut c = Raw::to(p).await;
+    let (a, b) = (noisy(400_000, 7), noisy(600_000, 11));
+    for (k, v) in [("a", &a), ("b", &b), ("small", &"x".repeat(100))] {
+        assert_eq!(
+            &bin(&mut c, &[b"SET", k.as_bytes(), v.as_bytes()]).await[..],
+            b"+OK\r\n"
+        );
+    }
+    (a, b)
+}
+
+async fn pipelined_large_replies(p: &Server, a: &str, b: &str) {
+    let mut c = Raw::to(p).await;
     let small = bulk("x".repeat(100).as_bytes());
     let mut mget = b"*3\r\n".to_vec();
     for v in [a.as_bytes(), b"x".repeat(100).as_slice(), b.as_bytes()] {
@@ -332,7 +352,7 @@ async fn large_replies_decoded_off_the_event_loop_arrive_whole_and_in_order() {
         );
     }
     // The tunnel works: a message published now arrives.
-    let mut other = Raw::to(&p).await;
+    let mut other = Raw::to(p).await;
     assert_eq!(
         &bin(&mut other, &[b"PUBLISH", b"ch", b"hi"]).await[..],
         b":1\r\n"

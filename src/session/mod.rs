@@ -481,6 +481,12 @@ impl Session {
                         && crate::compression::envelope::has_magic(written)
                     {
                         let raw = self.direct.split_off(before).freeze();
+                        if Self::decodes_later(&effect, raw.len()) {
+                            // Large: it joins the queue, where delivery decodes it on
+                            // another thread (the direct bytes before it go out first).
+                            pending.push_back(Pending::undecoded(cmd.spec, start, raw, effect));
+                            return;
+                        }
                         let raw = self.apply(effect, raw);
                         self.direct.extend_from_slice(&raw);
                     }
@@ -493,8 +499,14 @@ impl Session {
         }
         match mem.execute(&cmd, proto) {
             Exec::Ready(raw) => {
-                let raw = self.apply(effect, raw);
-                pending.push_back(Pending::ready(cmd.spec, start, raw, Outcome::Ok));
+                let p = if Self::decodes_later(&effect, raw.len()) {
+                    // Large: delivery decodes it on another thread.
+                    Pending::undecoded(cmd.spec, start, raw, effect)
+                } else {
+                    let raw = self.apply(effect, raw);
+                    Pending::ready(cmd.spec, start, raw, Outcome::Ok)
+                };
+                pending.push_back(p);
             }
             Exec::Later(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
         }
