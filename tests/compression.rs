@@ -279,8 +279,9 @@ fn noisy(n: usize, seed: u64) -> String {
 }
 
 /// Replies of 64 KiB or more (as stored) are decoded on another thread, off the event
-/// loop: pipelined with small replies (and a SUBSCRIBE, whose tunnel starts only once every
-/// reply owed has gone out), each still arrives whole and in its place.
+/// loop: pipelined with small replies, transactions (an EXEC's shapes are taken as it is
+/// delivered) and a SUBSCRIBE (whose tunnel starts only once every reply owed has gone
+/// out), each still arrives whole and in its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_replies_decoded_off_the_event_loop_arrive_whole_and_in_order() {
     let redis = Redis::start().await;
@@ -326,12 +327,25 @@ async fn pipelined_large_replies(p: &Server, a: &str, b: &str) {
     for v in [a.as_bytes(), b"x".repeat(100).as_slice(), b.as_bytes()] {
         mget.extend_from_slice(&bulk(v));
     }
-    let sent: [(&[&[u8]], Vec<u8>); 7] = [
+    let mut exec = b"*2\r\n".to_vec();
+    exec.extend_from_slice(&bulk(a.as_bytes()));
+    exec.extend_from_slice(&small);
+    let ok = || b"+OK\r\n".to_vec();
+    let queued = || b"+QUEUED\r\n".to_vec();
+    let sent: [(&[&[u8]], Vec<u8>); 14] = [
         (&[b"GET", b"a"], bulk(a.as_bytes())),
         (&[b"GET", b"small"], small.clone()),
         (&[b"GET", b"b"], bulk(b.as_bytes())),
         (&[b"PING"], b"+PONG\r\n".to_vec()),
         (&[b"MGET", b"a", b"small", b"b"], mget),
+        // A large EXEC reply, then a transaction after it, whose shapes are its own.
+        (&[b"MULTI"], ok()),
+        (&[b"GET", b"a"], queued()),
+        (&[b"GET", b"small"], queued()),
+        (&[b"EXEC"], exec),
+        (&[b"MULTI"], ok()),
+        (&[b"GET", b"small"], queued()),
+        (&[b"EXEC"], [b"*1\r\n".as_slice(), &small].concat()),
         (&[b"GET", b"a"], bulk(a.as_bytes())),
         (
             &[b"SUBSCRIBE", b"ch"],

@@ -63,32 +63,44 @@ impl Session {
         (cmd, effect)
     }
 
-    /// Whether a reply of `len` bytes with this effect is decoded by [`Self::decode_later`].
-    pub(super) fn decodes_later(effect: &Effect, len: usize) -> bool {
+    /// Whether the embedded store leaves a reply of `len` bytes with this effect for delivery
+    /// to decode (on another thread, by [`Self::decode_later`]). Only a plain decode: an
+    /// EXEC's shapes are session state, which the store's next commands change on the spot.
+    pub(super) fn decoded_on_delivery(effect: &Effect, len: usize) -> bool {
         len >= DECODE_OFFLOAD_BYTES && matches!(effect, Effect::Decode(_))
     }
 
-    /// A reply of [`DECODE_OFFLOAD_BYTES`] or more whose stored values are to be decoded is
-    /// decoded on a blocking-pool thread, as a large value is encoded (a GET of a 50 MB value
-    /// held the event loop ~0.45 s): the receiver gets the decoded reply, and `effect` is
-    /// spent. None for any other reply, which [`Session::apply`] handles on the spot.
+    /// A reply of [`DECODE_OFFLOAD_BYTES`] or more whose stored values are to be decoded (a
+    /// GET's, an EXEC's) is decoded on a blocking-pool thread, as a large value is encoded (a
+    /// GET of a 50 MB value held the event loop ~0.45 s): the receiver gets the decoded reply,
+    /// and `effect` is spent. None for any other reply, which [`Session::apply`] handles on
+    /// the spot. Called as the reply reaches the front of the queue, so an EXEC takes the
+    /// shapes its QUEUED replies left.
     pub(crate) fn decode_later(
-        &self,
+        &mut self,
         effect: &mut Effect,
         raw: &Bytes,
     ) -> Option<tokio::sync::oneshot::Receiver<crate::upstream::Reply>> {
-        if !Self::decodes_later(effect, raw.len()) {
+        if raw.len() < DECODE_OFFLOAD_BYTES || !matches!(effect, Effect::Decode(_) | Effect::Exec) {
             return None;
         }
-        let Effect::Decode(s) = std::mem::replace(effect, Effect::None) else {
-            return None;
+        let (shape, keys) = match std::mem::replace(effect, Effect::None) {
+            Effect::Decode(s) => *s,
+            _ => {
+                // EXEC: as `apply_compression` does, on another thread.
+                let parts = std::mem::take(&mut self.queued);
+                if parts.iter().all(Option::is_none) {
+                    return None;
+                }
+                (reply::Shape::Exec(parts), Vec::new())
+            }
         };
         let (c, raw) = (self.sh.compressor.clone(), raw.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Should the task fail (decoding does not panic on any input), the client gets
         // "upstream connection closed" for this reply, in its place.
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send(Ok(reply::decode(&c, &raw, &s.0, &s.1)));
+            let _ = tx.send(Ok(reply::decode(&c, &raw, &shape, &keys)));
         });
         Some(rx)
     }

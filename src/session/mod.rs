@@ -481,7 +481,7 @@ impl Session {
                         && crate::compression::envelope::has_magic(written)
                     {
                         let raw = self.direct.split_off(before).freeze();
-                        if Self::decodes_later(&effect, raw.len()) {
+                        if Self::decoded_on_delivery(&effect, raw.len()) {
                             // Large: it joins the queue, where delivery decodes it on
                             // another thread (the direct bytes before it go out first).
                             pending.push_back(Pending::undecoded(cmd.spec, start, raw, effect));
@@ -499,7 +499,7 @@ impl Session {
         }
         match mem.execute(&cmd, proto) {
             Exec::Ready(raw) => {
-                let p = if Self::decodes_later(&effect, raw.len()) {
+                let p = if Self::decoded_on_delivery(&effect, raw.len()) {
                     // Large: delivery decodes it on another thread.
                     Pending::undecoded(cmd.spec, start, raw, effect)
                 } else {
