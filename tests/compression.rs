@@ -307,7 +307,8 @@ async fn large_replies_from_the_embedded_store_arrive_whole_and_in_order() {
     pipelined_large_replies(&p, &a, &b).await;
 }
 
-/// SETs `a` and `b` (noisy, 400 and 600 KB: they compress to about half) and `small`.
+/// SETs `a` and `b` (noisy, 400 and 600 KB: they compress to about half), `small`, and
+/// `raw`, 200 KB that do not compress (stored as they are: no thread decodes them).
 async fn large_values(p: &Server) -> (String, String) {
     let mut c = Raw::to(p).await;
     let (a, b) = (noisy(400_000, 7), noisy(600_000, 11));
@@ -317,7 +318,24 @@ async fn large_values(p: &Server) -> (String, String) {
             b"+OK\r\n"
         );
     }
+    assert_eq!(
+        &bin(&mut c, &[b"SET", b"raw", &incompressible()]).await[..],
+        b"+OK\r\n"
+    );
     (a, b)
+}
+
+/// 200 KB of pseudo-random bytes.
+fn incompressible() -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
 }
 
 async fn pipelined_large_replies(p: &Server, a: &str, b: &str) {
@@ -332,9 +350,10 @@ async fn pipelined_large_replies(p: &Server, a: &str, b: &str) {
     exec.extend_from_slice(&small);
     let ok = || b"+OK\r\n".to_vec();
     let queued = || b"+QUEUED\r\n".to_vec();
-    let sent: [(&[&[u8]], Vec<u8>); 14] = [
+    let sent: [(&[&[u8]], Vec<u8>); 15] = [
         (&[b"GET", b"a"], bulk(a.as_bytes())),
         (&[b"GET", b"small"], small.clone()),
+        (&[b"GET", b"raw"], bulk(&incompressible())),
         (&[b"GET", b"b"], bulk(b.as_bytes())),
         (&[b"PING"], b"+PONG\r\n".to_vec()),
         (&[b"MGET", b"a", b"small", b"b"], mget),

@@ -73,15 +73,20 @@ impl Session {
     /// A reply of [`DECODE_OFFLOAD_BYTES`] or more whose stored values are to be decoded (a
     /// GET's, an EXEC's) is decoded on a blocking-pool thread, as a large value is encoded (a
     /// GET of a 50 MB value held the event loop ~0.45 s): the receiver gets the decoded reply,
-    /// and `effect` is spent. None for any other reply, which [`Session::apply`] handles on
-    /// the spot. Called as the reply reaches the front of the queue, so an EXEC takes the
-    /// shapes its QUEUED replies left.
+    /// and `effect` is spent. None for any other reply (or one with no envelope in it), which
+    /// [`Session::apply`] handles on the spot. Called as the reply reaches the front of the
+    /// queue, so an EXEC takes the shapes its QUEUED replies left.
     pub(crate) fn decode_later(
         &mut self,
         effect: &mut Effect,
         raw: &Bytes,
     ) -> Option<tokio::sync::oneshot::Receiver<crate::upstream::Reply>> {
-        if raw.len() < DECODE_OFFLOAD_BYTES || !matches!(effect, Effect::Decode(_) | Effect::Exec) {
+        if raw.len() < DECODE_OFFLOAD_BYTES
+            || !matches!(effect, Effect::Decode(_) | Effect::Exec)
+            || !crate::compression::envelope::has_magic(raw)
+        {
+            // Nothing of it stored compressed (a large incompressible value, say): `apply`
+            // passes it on as it is, no thread needed.
             return None;
         }
         let (shape, keys) = match std::mem::replace(effect, Effect::None) {
