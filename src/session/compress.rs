@@ -91,14 +91,7 @@ impl Session {
         }
         let (shape, keys) = match std::mem::replace(effect, Effect::None) {
             Effect::Decode(s) => *s,
-            _ => {
-                // EXEC: as `apply_compression` does, on another thread.
-                let parts = std::mem::take(&mut self.queued);
-                if parts.iter().all(Option::is_none) {
-                    return None;
-                }
-                (reply::Shape::Exec(parts), Vec::new())
-            }
+            _ => (self.exec_shape()?, Vec::new()),
         };
         let (c, raw) = (self.sh.compressor.clone(), raw.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -108,6 +101,13 @@ impl Session {
             let _ = tx.send(Ok(reply::decode(&c, &raw, &shape, &keys)));
         });
         Some(rx)
+    }
+
+    /// The shape of an EXEC's reply, from the shapes its QUEUED replies left (taken: the
+    /// transaction is over); None when none of its commands reads a stored value.
+    fn exec_shape(&mut self) -> Option<reply::Shape> {
+        let parts = std::mem::take(&mut self.queued);
+        (!parts.iter().all(Option::is_none)).then_some(reply::Shape::Exec(parts))
     }
 
     /// Applies a compression effect to a reply.
@@ -125,13 +125,10 @@ impl Session {
                 self.queued.clear();
                 raw
             }
-            Effect::Exec => {
-                let parts = std::mem::take(&mut self.queued);
-                if parts.iter().all(Option::is_none) {
-                    return raw;
-                }
-                reply::decode(c, &raw, &reply::Shape::Exec(parts), &[])
-            }
+            Effect::Exec => match self.exec_shape() {
+                Some(shape) => reply::decode(&self.sh.compressor, &raw, &shape, &[]),
+                None => raw,
+            },
             Effect::KeyInfo(key) => {
                 let v = crate::admin::proxy_cmd::keyinfo(c, &key, &raw);
                 v.encode(self.proto)
