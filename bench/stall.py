@@ -26,13 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core import (DEFAULT_PRESCIENT, ROOT, need, start_prescient,  # noqa: E402
                   start_redis, start_twemproxy, stop)
-
-
-def command(*args):
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
+from large import command  # noqa: E402
 
 
 def round_trip(sock, cmd, want):

@@ -255,14 +255,16 @@ async fn compressing_a_large_value_does_not_count_against_the_upstream_timeout()
         Bytes::from(bulk(value.as_bytes()))
     );
     // Stored compressed.
-    let mut direct = Raw::connect(redis.port).await;
-    let stored = bin(&mut direct, &[b"STRLEN", b"big"]).await;
-    let stored: usize = String::from_utf8_lossy(&stored[1..])
-        .trim()
-        .parse()
-        .unwrap();
+    let stored = stored_len(&redis, b"big").await;
     assert!(stored < value.len() / 4, "{stored}");
     assert_eq!(p.shared.metrics.upstream_errors("timeout"), 0);
+}
+
+/// The length of `key`'s value as Redis holds it (STRLEN straight to Redis).
+async fn stored_len(redis: &Redis, key: &[u8]) -> usize {
+    let mut direct = Raw::connect(redis.port).await;
+    let r = bin(&mut direct, &[b"STRLEN", key]).await;
+    String::from_utf8_lossy(&r[1..]).trim().parse().unwrap()
 }
 
 /// Hex digits of a pseudo-random sequence: they compress to about half.
@@ -288,12 +290,7 @@ async fn large_replies_decoded_off_the_event_loop_arrive_whole_and_in_order() {
     let p = compressing(&redis.url()).await;
     let (a, b) = large_values(&p).await;
     // Stored compressed, and still large enough to be decoded on another thread.
-    let mut direct = Raw::connect(redis.port).await;
-    let stored = bin(&mut direct, &[b"STRLEN", b"a"]).await;
-    let stored: usize = String::from_utf8_lossy(&stored[1..])
-        .trim()
-        .parse()
-        .unwrap();
+    let stored = stored_len(&redis, b"a").await;
     assert!(stored < a.len() && stored > 64 << 10, "{stored}");
     pipelined_large_replies(&p, &a, &b).await;
 }
