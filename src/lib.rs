@@ -7,7 +7,9 @@
 //!   -> session     (session/): AUTH/HELLO/INFO/PROXY/CLIENT answered here, deny list and
 //!                  user rules, connection state decides the route
 //!   -> compression (compression/, session/compress.rs): values encoded into envelopes on
-//!                  writes, replies decoded by shape, byte-level commands on original bytes
+//!                  writes, replies decoded by shape, byte-level commands on original bytes;
+//!                  a request of 1 MiB or a compressed reply of 64 KiB is coded on tokio's
+//!                  blocking pool, off the event loop
 //!   -> upstream    (upstream/): for redis://, shared pipelined connections, or a dedicated one
 //!                  while the client holds state, their replies framed as they arrive
 //!                  (protocol/reply.rs: ReplyScanner); pub/sub and MONITOR become a tunnel
