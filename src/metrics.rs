@@ -51,12 +51,13 @@ const CLASSES: [&str; 8] = [
 ];
 
 /// Why a client connection was closed by the proxy.
-pub const CLOSE_REASONS: [&str; 5] = [
+pub const CLOSE_REASONS: [&str; 6] = [
     "protocol_error",
     "output_buffer_limit",
     "idle_timeout",
     "shutdown",
     "max_clients",
+    "killed",
 ];
 
 /// Upstream error kinds.
@@ -77,6 +78,7 @@ pub struct Metrics {
     pub upstream_connections: IntGaugeVec,
     upstream_errors: IntCounterVec,
     pub upstream_up: IntGauge,
+    pub upstream_busy_waits: IntCounter,
     pub pinned_clients: IntGauge,
 }
 
@@ -177,6 +179,11 @@ impl Metrics {
                 &r,
                 "prescient_upstream_up",
                 "1 when the upstream answers, 0 while it is unreachable.",
+            ),
+            upstream_busy_waits: counter(
+                &r,
+                "prescient_upstream_busy_waits_total",
+                "Overdue commands waited for rather than failed, because a script or KEYS held the upstream.",
             ),
             pinned_clients: gauge(
                 &r,

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::config::Tunables;
-use crate::connection::{Client, Io};
+use crate::connection::{Client, Stop, Wire};
 use crate::metrics::Outcome;
 use crate::protocol::reply::ReplyScanner;
 use crate::protocol::Value;
@@ -28,17 +28,12 @@ pub(crate) enum TunnelEnd {
     Close(Option<&'static str>),
 }
 
-pub(crate) async fn run(c: &mut Client, io: &mut Io, start: TunnelStart) -> TunnelEnd {
-    // Every reply owed goes out first (delivering may hand a large one to another thread to
-    // decode: then wait again).
-    loop {
-        Client::drain(&mut c.pending).await;
-        if let Err(r) = c.deliver(io) {
-            return TunnelEnd::Close(Some(r));
-        }
-        if c.pending.is_empty() {
-            break;
-        }
+pub(crate) async fn run(c: &mut Client, start: TunnelStart) -> TunnelEnd {
+    // Every reply owed goes out first, each as soon as it is ready.
+    match c.wire.barrier(&mut c.session).await {
+        Ok(()) => {}
+        Err(Stop::Shutdown) => return TunnelEnd::Close(Some("shutdown")),
+        Err(Stop::Closed(r)) => return TunnelEnd::Close(r),
     }
     let proto = c.session.proto();
     let mut up = match c.sh.upstream.raw(proto, start.db).await {
@@ -51,7 +46,7 @@ pub(crate) async fn run(c: &mut Client, io: &mut Io, start: TunnelStart) -> Tunn
                 Value::err(e.to_string()).encode(proto),
                 Outcome::UpstreamFailed,
             );
-            c.finish(p, now, &mut io.out);
+            c.wire.finish(&mut c.session, p, now);
             return TunnelEnd::Resume;
         }
     };
@@ -59,7 +54,15 @@ pub(crate) async fn run(c: &mut Client, io: &mut Io, start: TunnelStart) -> Tunn
         .upstream_connections
         .with_label_values(&["tunnel"])
         .inc();
-    let end = relay(c, io, &mut up, start).await;
+    if let Some(id) = c.sh.upstream.connector.client_id(&mut up, proto).await {
+        c.entry
+            .upstream_id
+            .store(id, std::sync::atomic::Ordering::Relaxed);
+    }
+    let end = relay(c, &mut up, start).await;
+    c.entry
+        .upstream_id
+        .store(-1, std::sync::atomic::Ordering::Relaxed);
     c.sh.metrics
         .upstream_connections
         .with_label_values(&["tunnel"])
@@ -70,13 +73,9 @@ pub(crate) async fn run(c: &mut Client, io: &mut Io, start: TunnelStart) -> Tunn
     end
 }
 
-async fn relay(
-    c: &mut Client,
-    io: &mut Io,
-    up: &mut tokio::net::TcpStream,
-    start: TunnelStart,
-) -> TunnelEnd {
+async fn relay(c: &mut Client, up: &mut tokio::net::TcpStream, start: TunnelStart) -> TunnelEnd {
     let proto = c.session.proto();
+    let io: &mut Wire = &mut c.wire;
     let (mut urd, mut uwr) = up.split();
     let mut ubuf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = ReplyScanner::default();
@@ -125,6 +124,7 @@ async fn relay(
                 let _ = io.wr.write_all(&io.out).await;
                 return TunnelEnd::Close(Some("shutdown"));
             }
+            _ = c.entry.killed.cancelled() => return TunnelEnd::Close(Some("killed")),
             r = urd.read_buf(&mut ubuf), if io.out.len() < SOFT => {
                 if !matches!(r, Ok(n) if n > 0) {
                     // The upstream closed (QUIT, or it went away): the client follows.

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::command::CommandSpec;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,15 @@ pub struct ClientEntry {
     pub name: Mutex<String>,
     /// Table index of the last command (usize::MAX: unknown; past the table: none yet).
     pub last_command: AtomicUsize,
+    /// Cancelled by a proxy-side `CLIENT KILL`: the connection closes.
+    pub killed: CancellationToken,
+    /// Redis's id for the upstream connection this client has to itself (dedicated or
+    /// tunnel), -1 when it has none: `CLIENT UNBLOCK` and `CLIENT TRACKING ... REDIRECT` name
+    /// clients by prescient's ids, which Redis must be given as its own.
+    pub upstream_id: AtomicI64,
+    /// The user it authenticated as: an index into the configured users, `usize::MAX` for
+    /// the default user (CLIENT KILL USER).
+    pub user: AtomicUsize,
 }
 
 impl ClientEntry {
@@ -96,6 +107,9 @@ impl Registry {
             pinned: AtomicBool::new(false),
             name: Mutex::new(String::new()),
             last_command: AtomicUsize::new(usize::MAX - 1),
+            killed: CancellationToken::new(),
+            upstream_id: AtomicI64::new(-1),
+            user: AtomicUsize::new(usize::MAX),
         });
         self.lock().insert(id, e.clone());
         e
@@ -111,6 +125,15 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Every entry, in id order.
+    pub fn all(&self) -> Vec<Arc<ClientEntry>> {
+        self.lock().values().cloned().collect()
     }
 
     pub fn lines(&self) -> Vec<String> {

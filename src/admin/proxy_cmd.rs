@@ -215,6 +215,10 @@ fn stats(sh: &Shared) -> String {
     for r in CLOSE_REASONS {
         lines.push(format!("clients_closed_{r}:{}", m.clients_closed(r)));
     }
+    lines.push(format!(
+        "upstream_busy_waits:{}",
+        m.upstream_busy_waits.get()
+    ));
     for (k, v) in sh.compressor.report() {
         lines.push(format!("{k}:{v}"));
     }

@@ -110,6 +110,44 @@ impl Command {
         self.spec.is_some_and(|s| s.has(flag))
     }
 
+    /// Whether this command may hold Redis itself for long: a script or function runs to its
+    /// end before Redis serves anyone (past `busy-reply-threshold` it answers others `BUSY`),
+    /// KEYS and a synchronous FLUSHALL walk the whole keyspace, DEBUG SLEEP and SAVE stop it.
+    /// While one is in flight the upstream's silence is expected (see `upstream::Patience`).
+    pub fn holds_server(&self) -> bool {
+        matches!(
+            self.known_name(),
+            Some(
+                "eval"
+                    | "evalsha"
+                    | "eval_ro"
+                    | "evalsha_ro"
+                    | "fcall"
+                    | "fcall_ro"
+                    | "keys"
+                    | "flushall"
+                    | "flushdb"
+                    | "debug"
+                    | "save"
+            )
+        )
+    }
+
+    /// Whether Redis runs this command while a script holds it (the `ALLOW_BUSY` commands a
+    /// proxy client can send: SCRIPT KILL, FUNCTION KILL, FUNCTION STATS, SHUTDOWN). They go
+    /// to Redis on a connection of their own, since a shared one may be queued behind the
+    /// very script they are meant to stop.
+    pub fn runs_while_busy(&self) -> bool {
+        match self.known_name() {
+            Some("shutdown") => true,
+            Some("script") => self.args.len() == 2 && self.arg_is(1, "kill"),
+            Some("function") => {
+                self.args.len() == 2 && (self.arg_is(1, "kill") || self.arg_is(1, "stats"))
+            }
+            _ => false,
+        }
+    }
+
     /// Where this command needs its connection state handled.
     pub fn state(&self) -> State {
         match self.spec {

@@ -218,7 +218,7 @@ async fn roundtrip(
     d: &Dedicated,
     cmds: &[Vec<Bytes>],
 ) -> Result<Vec<Bytes>, String> {
-    let deadline = Some(up.deadline(tokio::time::Instant::now()));
+    let deadline = crate::upstream::Patience::Until(up.deadline(tokio::time::Instant::now()));
     let mut rxs = Vec::with_capacity(cmds.len());
     for c in cmds {
         let raw = crate::command::encode_request(c);

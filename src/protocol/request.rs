@@ -175,7 +175,7 @@ enum Parsed {
 
 /// The line starting at `from`, without its CRLF, and the index after the CRLF.
 fn line_at(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
-    let rel = memchr(b'\r', &buf[from.min(buf.len())..])?;
+    let rel = c_strchr(&buf[from.min(buf.len())..], b'\r')?;
     let cr = from + rel;
     if cr + 1 >= buf.len() {
         return None;
@@ -183,8 +183,12 @@ fn line_at(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
     Some((&buf[from..cr], cr + 2))
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+/// Where `needle` first occurs in `hay`, as C's `strchr` finds it: Redis searches its query
+/// buffer (a NUL-terminated string) with `strchr`, so a NUL byte before the needle hides it,
+/// and Redis waits for more bytes (until the line limit) rather than answering. `None` then.
+fn c_strchr(hay: &[u8], needle: u8) -> Option<usize> {
+    let i = memchr::memchr2(needle, 0, hay)?;
+    (hay[i] == needle).then_some(i)
 }
 
 /// Parses a decimal length as Redis's `string2ll` does (no sign but '-', no spaces).
@@ -204,7 +208,7 @@ fn parse_len(s: &[u8]) -> Option<i64> {
 
 /// Parses one inline command line (`SET a b\r\n`, as telnet sends it).
 fn inline(buf: &mut BytesMut) -> Result<Parsed, ProtocolError> {
-    let Some(nl) = memchr(b'\n', buf) else {
+    let Some(nl) = c_strchr(buf, b'\n') else {
         if buf.len() > INLINE_MAX {
             return perr("too big inline request");
         }
@@ -226,12 +230,15 @@ fn inline(buf: &mut BytesMut) -> Result<Parsed, ProtocolError> {
 /// Splits a line into arguments the way Redis's `sdssplitargs` does: whitespace separates,
 /// "double quotes" understand \n \r \t \b \a \\ \" and \xHH, 'single quotes' only \'.
 /// `None` on unbalanced quotes or a closing quote not followed by a space.
+///
+/// The line is read as the C string it is in Redis: it ends at its first NUL byte, if any.
 pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    let line = &line[..memchr::memchr(0, line).unwrap_or(line.len())];
     let mut args = Vec::new();
     let mut i = 0;
     let n = line.len();
     loop {
-        while i < n && line[i].is_ascii_whitespace() {
+        while i < n && c_isspace(line[i]) {
             i += 1;
         }
         if i >= n {
@@ -263,7 +270,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         c => c,
                     });
                 } else if line[i] == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !c_isspace(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -279,7 +286,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                     i += 1;
                     cur.push(b'\'');
                 } else if line[i] == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !c_isspace(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -302,6 +309,12 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         }
         args.push(Bytes::from(cur));
     }
+}
+
+/// C's `isspace` in the "C" locale, as `sdssplitargs` uses it (Rust's `is_ascii_whitespace`
+/// leaves out the vertical tab).
+fn c_isspace(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn is_hex(c: u8) -> bool {

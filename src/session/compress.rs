@@ -1,8 +1,6 @@
 //! The compression layer of a session: values encoded on the way in, replies decoded on the
 //! way out, byte-level commands run on the original bytes.
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -10,7 +8,7 @@ use super::{Effect, Session};
 use crate::command::Command;
 use crate::compression::plan::{self, Target};
 use crate::compression::{reply, rmw};
-use crate::connection::{Client, Pending};
+use crate::connection::{Pending, Stop, Wire};
 use crate::metrics::Outcome;
 use crate::protocol::Value;
 
@@ -159,9 +157,9 @@ impl Session {
         cmd: Command,
         target: Target,
         start: Instant,
-        pending: &mut VecDeque<Pending>,
-    ) {
-        Client::drain(pending).await;
+        w: &mut Wire,
+    ) -> Result<(), Stop> {
+        w.barrier(self).await?;
         let r = rmw::run(
             &self.sh.upstream,
             &self.sh.compressor,
@@ -175,6 +173,7 @@ impl Session {
             Ok(raw) => Pending::ready(cmd.spec, start, raw, Outcome::Ok),
             Err(e) => self.ready(&cmd, start, Value::err(e), Outcome::UpstreamFailed),
         };
-        pending.push_back(p);
+        w.push(p);
+        Ok(())
     }
 }

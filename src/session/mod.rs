@@ -7,7 +7,6 @@
 //! route. When the route changes (shared <-> dedicated), the replies in flight are awaited
 //! first so no command overtakes an earlier one.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -18,14 +17,15 @@ use crate::admin::clients::ClientEntry;
 use crate::command::CommandSpec;
 use crate::command::{Command, State};
 use crate::compression::reply::Shape;
-use crate::connection::{suppress_last, Client, Pending};
+use crate::connection::{Pending, Stop, Wire};
 use crate::metrics::{Metrics, Outcome};
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::server::Shared;
 use crate::upstream::memory::{Exec, MemConn};
-use crate::upstream::{Dedicated, UpstreamError};
+use crate::upstream::{Dedicated, Patience, UpstreamError};
 
 mod compress;
+mod peers;
 
 /// Work to do on a reply when it comes back, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,8 @@ pub struct Session {
     direct_done: Vec<(Option<&'static CommandSpec>, Outcome, Instant)>,
     /// Whether the command being dispatched has its reply suppressed (CLIENT REPLY).
     suppressing: bool,
+    /// The connection closes once the replies queued are written (CLIENT KILL of itself).
+    close_after_reply: bool,
 }
 
 impl Session {
@@ -131,6 +133,7 @@ impl Session {
             direct: BytesMut::new(),
             direct_done: Vec::new(),
             suppressing: false,
+            close_after_reply: false,
             sh,
             entry,
         }
@@ -177,6 +180,11 @@ impl Session {
         self.tunnel.take()
     }
 
+    /// Whether the connection is to close after the replies queued (CLIENT KILL of itself).
+    pub fn closes_after_reply(&self) -> bool {
+        self.close_after_reply
+    }
+
     pub fn tunnel_pending(&self) -> bool {
         self.tunnel.is_some()
     }
@@ -212,8 +220,8 @@ impl Session {
         &mut self,
         cmd: Command,
         start: Instant,
-        pending: &mut VecDeque<Pending>,
-    ) {
+        w: &mut Wire,
+    ) -> Result<(), Stop> {
         self.entry.touch(cmd.spec, start.into_std());
         // CLIENT REPLY decides about its own reply (ON answers even after OFF).
         let own_reply = cmd.known_name() == Some("client") && cmd.arg_is(1, "reply");
@@ -226,19 +234,20 @@ impl Session {
                 true
             }
         };
-        let before = pending.len();
+        let before = w.pending.len();
         self.suppressing = suppress;
         if let Err(v) = self.check_access(&cmd) {
-            pending.push_back(self.ready(&cmd, start, v, Outcome::Refused));
+            w.push(self.ready(&cmd, start, v, Outcome::Refused));
         } else {
             self.sh
                 .tracker
                 .record(self.entry.id, self.track_name.as_ref(), &cmd);
-            self.route(cmd, start, pending).await;
+            self.route(cmd, start, w).await?;
         }
-        if suppress && pending.len() > before {
-            suppress_last(pending);
+        if suppress && w.pending.len() > before {
+            w.suppress_last();
         }
+        Ok(())
     }
 
     fn ready(&self, cmd: &Command, start: Instant, v: Value, outcome: Outcome) -> Pending {
@@ -272,19 +281,20 @@ impl Session {
         Ok(())
     }
 
-    async fn route(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+    async fn route(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
+        if cmd.runs_while_busy() && self.mem.is_none() && !self.st.in_multi {
+            let rx = self.sh.upstream.out_of_band(cmd.args.clone(), self.proto);
+            w.push(Pending::waiting(cmd.spec, start, rx, Effect::None));
+            return Ok(());
+        }
         match cmd.state() {
-            State::Local => self.local(cmd, start, pending).await,
-            State::Client => self.client_command(cmd, start, pending).await,
+            State::Local => self.local(cmd, start, w).await,
+            State::Client => self.client_command(cmd, start, w).await,
             State::Reset => {
-                Client::drain(pending).await;
+                w.barrier(self).await?;
                 self.reset();
-                pending.push_back(self.ready(
-                    &cmd,
-                    start,
-                    Value::Simple("RESET".into()),
-                    Outcome::Ok,
-                ));
+                w.push(self.ready(&cmd, start, Value::Simple("RESET".into()), Outcome::Ok));
+                Ok(())
             }
             State::Transaction => {
                 let before = self.needs_dedicated();
@@ -299,36 +309,35 @@ impl Session {
                     _ => {}
                 }
                 let dedicated = before || self.needs_dedicated();
-                self.send(cmd, start, dedicated, true, Effect::None, pending)
-                    .await;
-            }
-            State::PubSub | State::Monitor if self.mem.is_some() => {
-                self.send(cmd, start, false, true, Effect::None, pending)
+                self.send(cmd, start, dedicated, true, Effect::None, w)
                     .await
             }
-            State::PubSub => self.pubsub(cmd, start, pending).await,
+            State::PubSub | State::Monitor if self.mem.is_some() => {
+                self.send(cmd, start, false, true, Effect::None, w).await
+            }
+            State::PubSub => self.pubsub(cmd, start, w).await,
             State::Monitor if !self.st.in_multi => {
-                Client::drain(pending).await;
+                w.barrier(self).await?;
                 self.tunnel = Some(TunnelStart {
                     first: cmd,
                     db: self.st.db,
                 });
+                Ok(())
             }
-            State::Select => self.select(cmd, start, pending).await,
+            State::Select => self.select(cmd, start, w).await,
             State::Blocking => {
                 // Inside MULTI a blocking command does not block.
                 let deadline = self.st.in_multi;
-                self.send(cmd, start, true, deadline, Effect::None, pending)
-                    .await;
+                self.send(cmd, start, true, deadline, Effect::None, w).await
             }
             _ => {
                 let d = self.needs_dedicated();
-                self.send(cmd, start, d, true, Effect::None, pending).await;
+                self.send(cmd, start, d, true, Effect::None, w).await
             }
         }
     }
 
-    async fn select(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+    async fn select(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
         let requested = cmd
             .args
             .get(1)
@@ -342,20 +351,18 @@ impl Session {
             None => Effect::None,
         };
         // A new dedicated connection opens on the current database; this SELECT moves it.
-        self.send(cmd, start, dedicated, true, effect, pending)
-            .await;
+        self.send(cmd, start, dedicated, true, effect, w).await?;
         if let Some(n) = requested {
             self.st.db = n;
         }
+        Ok(())
     }
 
-    async fn pubsub(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+    async fn pubsub(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
         let name = cmd.known_name().unwrap_or("");
         if self.st.in_multi {
             // Queued inside the transaction like any other command.
-            return self
-                .send(cmd, start, true, true, Effect::None, pending)
-                .await;
+            return self.send(cmd, start, true, true, Effect::None, w).await;
         }
         if name.contains("unsubscribe") {
             // Not subscribed (a subscribed client is tunnelled): Redis answers one
@@ -380,19 +387,20 @@ impl Session {
                     out[i] = b'>';
                 }
             }
-            pending.push_back(Pending::ready(
+            w.push(Pending::ready(
                 cmd.spec,
                 start,
                 Bytes::from(out),
                 Outcome::Ok,
             ));
-            return;
+            return Ok(());
         }
-        Client::drain(pending).await;
+        w.barrier(self).await?;
         self.tunnel = Some(TunnelStart {
             first: cmd,
             db: self.st.db,
         });
+        Ok(())
     }
 
     /// Sends a command upstream: on the client's shared connection, or its dedicated one.
@@ -403,25 +411,26 @@ impl Session {
         dedicated: bool,
         with_deadline: bool,
         effect: Effect,
-        pending: &mut VecDeque<Pending>,
-    ) {
+        w: &mut Wire,
+    ) -> Result<(), Stop> {
         let (cmd, effect) = self.compress_layer(cmd, effect).await;
         if self.mem.is_none() {
             if let Some(t) = crate::compression::plan::byte_target(&cmd) {
                 if !self.st.in_multi {
-                    return self.byte_level(cmd, t, start, pending).await;
+                    return self.byte_level(cmd, t, start, w).await;
                 }
                 if let Some(e) = self.demote_for_multi(&t).await {
                     let outcome = Outcome::UpstreamFailed;
-                    return pending.push_back(self.ready(&cmd, start, Value::err(e), outcome));
+                    w.push(self.ready(&cmd, start, Value::err(e), outcome));
+                    return Ok(());
                 }
             }
         }
         if self.mem.is_some() {
-            return self.mem_send(cmd, start, effect, pending).await;
+            return self.mem_send(cmd, start, effect, w).await;
         }
-        if dedicated != self.on_dedicated && !pending.is_empty() {
-            Client::drain(pending).await;
+        if dedicated != self.on_dedicated && !w.pending.is_empty() {
+            w.barrier(self).await?;
         }
         if !dedicated && self.dedicated.is_some() && !self.needs_dedicated() {
             self.release_dedicated(true);
@@ -429,27 +438,34 @@ impl Session {
         self.on_dedicated = dedicated;
         // From now, not from the command's arrival: the timeout is the upstream's to keep,
         // and the proxy's own work (compressing a large value) is not.
-        let deadline = with_deadline.then(|| self.sh.upstream.deadline(Instant::now()));
+        let patience = if !with_deadline {
+            Patience::Blocking
+        } else if cmd.holds_server() {
+            Patience::HoldsServer
+        } else {
+            Patience::Until(self.sh.upstream.deadline(Instant::now()))
+        };
         let sent = if dedicated {
             match self.ensure_dedicated().await {
-                Ok(d) => d.conn.send(cmd.raw.clone(), deadline),
+                Ok(d) => d.conn.send(cmd.raw.clone(), patience),
                 Err(e) => Err(e),
             }
         } else {
             self.sh
                 .upstream
                 .shared(self.slot, self.proto)
-                .send(cmd.raw.clone(), deadline)
+                .send(cmd.raw.clone(), patience)
         };
         match sent {
-            Ok(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
-            Err(e) => pending.push_back(self.ready(
+            Ok(rx) => w.push(Pending::waiting(cmd.spec, start, rx, effect)),
+            Err(e) => w.push(self.ready(
                 &cmd,
                 start,
                 Value::err(e.to_string()),
                 Outcome::UpstreamFailed,
             )),
         }
+        Ok(())
     }
 
     /// Runs a command on the embedded store. A blocked command holds the connection, as in
@@ -459,14 +475,16 @@ impl Session {
         cmd: Command,
         start: Instant,
         effect: Effect,
-        pending: &mut VecDeque<Pending>,
-    ) {
-        if pending.back().is_some_and(Pending::is_waiting) {
-            Client::drain(pending).await;
+        w: &mut Wire,
+    ) -> Result<(), Stop> {
+        if w.pending.back().is_some_and(Pending::is_waiting) {
+            w.barrier(self).await?;
         }
         let proto = self.proto;
-        let Some(mem) = self.mem.as_mut() else { return };
-        let direct = pending.is_empty()
+        let Some(mem) = self.mem.as_mut() else {
+            return Ok(());
+        };
+        let direct = w.pending.is_empty()
             && matches!(effect, Effect::None | Effect::Decode(_))
             && !self.suppressing
             && self.direct.len() < DIRECT_MAX;
@@ -484,8 +502,8 @@ impl Session {
                         if Self::decoded_on_delivery(&effect, raw.len()) {
                             // Large: it joins the queue, where delivery decodes it on
                             // another thread (the direct bytes before it go out first).
-                            pending.push_back(Pending::undecoded(cmd.spec, start, raw, effect));
-                            return;
+                            w.push(Pending::undecoded(cmd.spec, start, raw, effect));
+                            return Ok(());
                         }
                         let raw = self.apply(effect, raw);
                         self.direct.extend_from_slice(&raw);
@@ -493,9 +511,9 @@ impl Session {
                     let outcome = Metrics::outcome_of(Outcome::Ok, &self.direct[before..]);
                     self.direct_done.push((cmd.spec, outcome, start));
                 }
-                Some(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
+                Some(rx) => w.push(Pending::waiting(cmd.spec, start, rx, effect)),
             }
-            return;
+            return Ok(());
         }
         match mem.execute(&cmd, proto) {
             Exec::Ready(raw) => {
@@ -506,10 +524,11 @@ impl Session {
                     let raw = self.apply(effect, raw);
                     Pending::ready(cmd.spec, start, raw, Outcome::Ok)
                 };
-                pending.push_back(p);
+                w.push(p);
             }
-            Exec::Later(rx) => pending.push_back(Pending::waiting(cmd.spec, start, rx, effect)),
+            Exec::Later(rx) => w.push(Pending::waiting(cmd.spec, start, rx, effect)),
         }
+        Ok(())
     }
 
     async fn ensure_dedicated(&mut self) -> Result<&Dedicated, UpstreamError> {
@@ -523,6 +542,8 @@ impl Session {
             let d = self.sh.upstream.dedicated(self.proto, self.st.db).await?;
             self.sh.metrics.pinned_clients.inc();
             self.entry.pinned.store(true, Ordering::Relaxed);
+            let id = d.redis_id.unwrap_or(-1);
+            self.entry.upstream_id.store(id, Ordering::Relaxed);
             self.dedicated = Some(d);
         }
         self.dedicated.as_ref().ok_or(UpstreamError::Closed)
@@ -534,6 +555,7 @@ impl Session {
         if let Some(d) = self.dedicated.take() {
             self.sh.metrics.pinned_clients.dec();
             self.entry.pinned.store(false, Ordering::Relaxed);
+            self.entry.upstream_id.store(-1, Ordering::Relaxed);
             if reuse && !self.needs_dedicated() {
                 self.sh.upstream.release(d);
             }
@@ -555,6 +577,7 @@ impl Session {
         }
         self.authed = self.sh.settings.auth.password.is_empty();
         self.user = None;
+        self.entry.user.store(usize::MAX, Ordering::Relaxed);
         self.entry.set_name("");
         self.track_name = None;
         self.entry.db.store(self.default_db, Ordering::Relaxed);
@@ -591,11 +614,11 @@ impl Session {
         }
     }
 
-    async fn local(&mut self, cmd: Command, start: Instant, pending: &mut VecDeque<Pending>) {
+    async fn local(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
         let v = match cmd.known_name().unwrap_or("") {
             "auth" => self.auth(&cmd),
             "hello" => {
-                Client::drain(pending).await;
+                w.barrier(self).await?;
                 self.hello(&cmd)
             }
             "quit" => Value::ok(),
@@ -608,7 +631,7 @@ impl Session {
                         Effect::None
                     };
                     let d = self.needs_dedicated();
-                    return self.send(cmd, start, d, true, effect, pending).await;
+                    return self.send(cmd, start, d, true, effect, w).await;
                 }
                 crate::admin::info::proxy_only(&self.sh)
             }
@@ -618,7 +641,7 @@ impl Session {
                 let get = Command::from_args([Bytes::from_static(b"GET"), key.clone()]);
                 let d = self.needs_dedicated();
                 let effect = Effect::KeyInfo(key);
-                return self.send(get, start, d, true, effect, pending).await;
+                return self.send(get, start, d, true, effect, w).await;
             }
             "proxy" => crate::admin::proxy_cmd::handle(&self.sh, &cmd),
             _ => Value::err("ERR unknown command"),
@@ -628,7 +651,8 @@ impl Session {
         } else {
             Outcome::Ok
         };
-        pending.push_back(self.ready(&cmd, start, v, outcome));
+        w.push(self.ready(&cmd, start, v, outcome));
+        Ok(())
     }
 
     fn auth(&mut self, cmd: &Command) -> Value {
@@ -650,6 +674,7 @@ impl Session {
             if auth.password.is_empty() || auth.password.as_bytes() == pass {
                 self.authed = true;
                 self.user = None;
+                self.entry.user.store(usize::MAX, Ordering::Relaxed);
                 return Value::ok();
             }
         } else if let Some(i) = self
@@ -661,6 +686,7 @@ impl Session {
             if self.sh.users[i].password.as_bytes() == pass {
                 self.authed = true;
                 self.user = Some(i);
+                self.entry.user.store(i, Ordering::Relaxed);
                 return Value::ok();
             }
         }
@@ -758,8 +784,8 @@ impl Session {
         &mut self,
         cmd: Command,
         start: Instant,
-        pending: &mut VecDeque<Pending>,
-    ) {
+        w: &mut Wire,
+    ) -> Result<(), Stop> {
         let sub = cmd.subcommand().unwrap_or_default();
         let argc = cmd.args.len();
         let arity_err = || {
@@ -801,23 +827,44 @@ impl Session {
                             ReplyMode::Skip
                         };
                         // The CLIENT REPLY OFF/SKIP command itself gets no reply.
-                        pending.push_back(self.ready(&cmd, start, Value::ok(), Outcome::Ok));
-                        suppress_last(pending);
-                        return;
+                        w.push(self.ready(&cmd, start, Value::ok(), Outcome::Ok));
+                        w.suppress_last();
+                        return Ok(());
                     }
                     _ => Value::err("ERR syntax error"),
                 }
             }
+            "kill" => {
+                let (v, close) = self.kill(&cmd);
+                self.close_after_reply |= close;
+                v
+            }
+            "unblock" if argc == 3 || argc == 4 => match self.unblock(&cmd) {
+                Ok(fwd) => {
+                    let d = self.needs_dedicated();
+                    return self.send(fwd, start, d, true, Effect::None, w).await;
+                }
+                Err(v) => v,
+            },
             "id" | "getname" | "setname" | "setinfo" | "info" | "reply" => arity_err(),
             "tracking" | "caching" | "trackinginfo" | "getredir" | "no-touch" | "no-evict" => {
+                let cmd = if sub == "tracking" && argc >= 3 {
+                    match self.tracking_redirect(&cmd) {
+                        Ok(fwd) => fwd,
+                        Err(v) => {
+                            w.push(self.ready(&cmd, start, v, Outcome::Error));
+                            return Ok(());
+                        }
+                    }
+                } else {
+                    cmd
+                };
                 self.st.sticky = true;
-                return self
-                    .send(cmd, start, true, true, Effect::None, pending)
-                    .await;
+                return self.send(cmd, start, true, true, Effect::None, w).await;
             }
             _ => {
                 let d = self.needs_dedicated();
-                return self.send(cmd, start, d, true, Effect::None, pending).await;
+                return self.send(cmd, start, d, true, Effect::None, w).await;
             }
         };
         let outcome = if matches!(v, Value::Error(_)) {
@@ -825,7 +872,8 @@ impl Session {
         } else {
             Outcome::Ok
         };
-        pending.push_back(self.ready(&cmd, start, v, outcome));
+        w.push(self.ready(&cmd, start, v, outcome));
+        Ok(())
     }
 }
 

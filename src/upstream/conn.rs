@@ -7,8 +7,11 @@
 //! backoff. A dedicated connection (one client's transaction, blocking command, database) dies
 //! with its socket, because the state it carried is gone.
 //!
-//! A request whose deadline passes (a paused or overloaded Redis) fails the whole connection:
-//! the replies still owed cannot be told apart from later ones, so the socket is dropped.
+//! A request whose deadline passes fails the whole connection (the replies still owed cannot
+//! be told apart from later ones, so the socket is dropped), but only when the upstream is
+//! also silent: nothing has arrived on this connection for the timeout, and no command that
+//! may legitimately hold Redis (a script, KEYS: [`Patience::HoldsServer`]) is in flight on any
+//! connection to it. A paused or hung Redis is detected; a busy one is waited for.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,13 +29,33 @@ use crate::protocol::reply::{is_push, Proto, ReplyScanner};
 /// A reply from the upstream: the raw RESP bytes.
 pub type Reply = Result<Bytes, UpstreamError>;
 
-/// One request: its raw bytes, where the reply goes, and when to give up (`None` for a
-/// blocking command, which may legitimately wait forever).
+/// How long a request may wait for its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// An ordinary command: overdue after this instant (when the upstream is also silent).
+    Until(Instant),
+    /// A blocking command (BLPOP): may wait for data forever while Redis serves others.
+    Blocking,
+    /// A command that may hold Redis itself for long (a script, KEYS, a synchronous FLUSHALL):
+    /// no deadline, and while it is in flight the upstream's silence is not a fault.
+    HoldsServer,
+}
+
+impl Patience {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Patience::Until(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// One request: its raw bytes, where the reply goes, and how long it may wait.
 #[derive(Debug)]
 pub struct Request {
     pub raw: Bytes,
     pub reply: oneshot::Sender<Reply>,
-    pub deadline: Option<Instant>,
+    pub patience: Patience,
 }
 
 /// Write batches stop growing at this size so one burst cannot hold the reader back.
@@ -49,14 +72,14 @@ impl ConnHandle {
     pub fn send(
         &self,
         raw: Bytes,
-        deadline: Option<Instant>,
+        patience: Patience,
     ) -> Result<oneshot::Receiver<Reply>, UpstreamError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .try_send(Request {
                 raw,
                 reply: tx,
-                deadline,
+                patience,
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => UpstreamError::Busy,
@@ -182,8 +205,11 @@ async fn serve(
     // many reads, and each read scans only what it added.
     let mut scanner = ReplyScanner::default();
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
-    // Deadlines of pending requests, front first (None = no deadline).
-    let mut deadlines: VecDeque<Option<Instant>> = VecDeque::new();
+    // Patience of pending requests, front first.
+    let mut deadlines: VecDeque<Patience> = VecDeque::new();
+    // Commands holding the server in flight here, also counted in the upstream's health (for
+    // every connection to it); given back when this connection ends.
+    let holding = HoldGuard::new(&connector.health);
     // One timer, armed for the front request's deadline. It is not moved when the front moves
     // on (deadlines only grow), only re-armed after it fires: one timer operation per timeout
     // period instead of one per reply.
@@ -197,7 +223,7 @@ async fn serve(
     let mut last_read = Instant::now();
     loop {
         if !armed {
-            if let Some(d) = deadlines.front().copied().flatten() {
+            if let Some(d) = deadlines.front().and_then(|p| p.deadline()) {
                 timer.as_mut().reset(d);
                 armed = true;
             }
@@ -228,7 +254,9 @@ async fn serve(
                     }
                     match pending.pop_front() {
                         Some(tx) => {
-                            deadlines.pop_front();
+                            if deadlines.pop_front() == Some(Patience::HoldsServer) {
+                                holding.release();
+                            }
                             let _ = tx.send(Ok(raw));
                         }
                         None => {
@@ -259,7 +287,10 @@ async fn serve(
                     // it disconnected, and so does the proxy.
                     wbuf.extend_from_slice(&req.raw);
                     pending.push_back(req.reply);
-                    deadlines.push_back(req.deadline);
+                    if req.patience == Patience::HoldsServer {
+                        holding.hold();
+                    }
+                    deadlines.push_back(req.patience);
                     if wbuf.len() < WRITE_HIGH {
                         next = rx.try_recv().ok();
                     }
@@ -274,10 +305,17 @@ async fn serve(
             _ = &mut timer, if armed => {
                 armed = false;
                 let now = Instant::now();
-                if deadlines.front().copied().flatten().is_some_and(|d| d <= now) {
-                    let silent_until = last_read + Duration::from_millis(connector.timeout_ms());
+                if deadlines.front().and_then(|p| p.deadline()).is_some_and(|d| d <= now) {
+                    let period = Duration::from_millis(connector.timeout_ms());
+                    let silent_until = last_read + period;
                     if silent_until > now {
                         timer.as_mut().reset(silent_until);
+                        armed = true;
+                    } else if connector.health.holding() > 0 {
+                        // A script or KEYS holds Redis: its silence is expected. Look again
+                        // in a period (the hold may end with this request still unanswered).
+                        connector.metrics.upstream_busy_waits.inc();
+                        timer.as_mut().reset(now + period);
                         armed = true;
                     } else {
                         connector.metrics.upstream_error("timeout");
@@ -286,5 +324,40 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// This connection's share of the upstream's count of commands holding the server: each
+/// `hold` is matched by a `release` when its reply arrives, and whatever is still held when
+/// the connection ends (failed, closed) is given back on drop.
+struct HoldGuard<'a> {
+    health: &'a super::Health,
+    here: std::cell::Cell<usize>,
+}
+
+impl<'a> HoldGuard<'a> {
+    fn new(health: &'a super::Health) -> Self {
+        HoldGuard {
+            health,
+            here: std::cell::Cell::new(0),
+        }
+    }
+
+    fn hold(&self) {
+        self.here.set(self.here.get() + 1);
+        self.health.hold(1);
+    }
+
+    fn release(&self) {
+        if self.here.get() > 0 {
+            self.here.set(self.here.get() - 1);
+            self.health.release(1);
+        }
+    }
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        self.health.release(self.here.get());
     }
 }

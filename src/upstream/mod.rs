@@ -8,22 +8,27 @@
 mod conn;
 pub mod memory;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
-pub use conn::{ConnHandle, Reply};
+pub use conn::{ConnHandle, Patience, Reply};
 
 use crate::command::encode_request;
 use crate::config::{Settings, Tunables, UpstreamUrl};
 use crate::metrics::Metrics;
 use crate::protocol::reply::{is_error, reply_len, Proto};
+
+/// How long a command sent out of band (SCRIPT KILL and the like) may take, handshake and
+/// reply each: longer than Redis's default `busy-reply-threshold`, before which a script
+/// holding Redis keeps it from reading anything.
+const OUT_OF_BAND_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Why the upstream could not answer. The display form is the error reply's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +47,8 @@ pub enum UpstreamError {
 #[derive(Debug, Default)]
 pub struct Health {
     connected: AtomicI64,
+    /// Commands in flight that may hold Redis for long (scripts, KEYS), on any connection.
+    holding: AtomicUsize,
     pub version: Mutex<String>,
 }
 
@@ -54,6 +61,19 @@ impl Health {
     }
     pub fn is_up(&self) -> bool {
         self.connected.load(Ordering::Relaxed) > 0
+    }
+
+    fn hold(&self, n: usize) {
+        self.holding.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn release(&self, n: usize) {
+        self.holding.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Commands in flight that may hold the upstream for long.
+    pub fn holding(&self) -> usize {
+        self.holding.load(Ordering::Relaxed)
     }
 
     /// The upstream's version as it reports it ("" until learned).
@@ -90,6 +110,17 @@ impl Connector {
 
     /// Opens a connection speaking `proto`, authenticated and on database `db`.
     pub async fn connect_db(&self, proto: Proto, db: u32) -> Result<TcpStream, UpstreamError> {
+        self.connect_with(proto, db, self.connect_timeout).await
+    }
+
+    /// As [`Self::connect_db`], giving each handshake step up to `handshake` to answer (the
+    /// TCP connect still gets `connect_timeout`).
+    async fn connect_with(
+        &self,
+        proto: Proto,
+        db: u32,
+        handshake: Duration,
+    ) -> Result<TcpStream, UpstreamError> {
         let fail = |what: String| {
             self.metrics.upstream_error("connect");
             UpstreamError::Unavailable(format!("{} unavailable: {what}", self.display))
@@ -123,7 +154,7 @@ impl Connector {
             steps.push(vec![Bytes::from_static(b"SELECT"), db.to_string().into()]);
         }
         for step in steps {
-            let reply = timeout(self.connect_timeout, roundtrip(&mut s, &step, proto))
+            let reply = timeout(handshake, roundtrip(&mut s, &step, proto))
                 .await
                 .map_err(|_| fail("handshake timed out".into()))?
                 .map_err(fail)?;
@@ -140,6 +171,20 @@ impl Connector {
 
     pub async fn connect(&self, proto: Proto) -> Result<TcpStream, UpstreamError> {
         self.connect_db(proto, self.db).await
+    }
+
+    /// Redis's id for an established connection with nothing in flight (`CLIENT ID`); None
+    /// when it does not answer with one in time.
+    pub async fn client_id(&self, s: &mut TcpStream, proto: Proto) -> Option<i64> {
+        let args = [Bytes::from_static(b"CLIENT"), Bytes::from_static(b"ID")];
+        let r = timeout(self.connect_timeout, roundtrip(s, &args, proto))
+            .await
+            .ok()?
+            .ok()?;
+        std::str::from_utf8(r.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
+            .ok()?
+            .parse()
+            .ok()
     }
 }
 
@@ -164,7 +209,7 @@ pub struct Upstream {
     pub connector: Arc<Connector>,
     shared2: Vec<ConnHandle>,
     shared3: Vec<ConnHandle>,
-    spare: Mutex<Vec<(Proto, ConnHandle, mpsc::Receiver<Bytes>)>>,
+    spare: Mutex<Vec<Dedicated>>,
     spare_max: usize,
     next: AtomicU64,
     /// The embedded store, when `upstream.url` is `memory://`.
@@ -176,6 +221,8 @@ pub struct Dedicated {
     pub conn: ConnHandle,
     pub pushes: mpsc::Receiver<Bytes>,
     pub proto: Proto,
+    /// Redis's id for the connection (`CLIENT ID`), when it gave one.
+    pub redis_id: Option<i64>,
 }
 
 impl Upstream {
@@ -292,24 +339,22 @@ impl Upstream {
     pub async fn dedicated(&self, proto: Proto, db: u32) -> Result<Dedicated, UpstreamError> {
         if db == self.connector.db {
             let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-            while let Some(i) = spare.iter().position(|(p, _, _)| *p == proto) {
-                let (proto, conn, pushes) = spare.swap_remove(i);
-                if !conn.is_closed() {
-                    return Ok(Dedicated {
-                        conn,
-                        pushes,
-                        proto,
-                    });
+            while let Some(i) = spare.iter().position(|d| d.proto == proto) {
+                let d = spare.swap_remove(i);
+                if !d.conn.is_closed() {
+                    return Ok(d);
                 }
             }
         }
-        let stream = self.connector.connect_db(proto, db).await?;
+        let mut stream = self.connector.connect_db(proto, db).await?;
+        let redis_id = self.connector.client_id(&mut stream, proto).await;
         let (ptx, prx) = mpsc::channel(1024);
         let conn = conn::spawn_dedicated(self.connector.clone(), stream, proto, ptx);
         Ok(Dedicated {
             conn,
             pushes: prx,
             proto,
+            redis_id,
         })
     }
 
@@ -318,8 +363,38 @@ impl Upstream {
     pub fn release(&self, d: Dedicated) {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < self.spare_max && !d.conn.is_closed() {
-            spare.push((d.proto, d.conn, d.pushes));
+            spare.push(d);
         }
+    }
+
+    /// Runs one command on a connection of its own, opened for it and closed after: for the
+    /// commands Redis runs while a script holds it (SCRIPT KILL), which on a shared connection
+    /// would queue behind that very script. Redis reads nothing from a new connection until
+    /// the script passes `busy-reply-threshold` (5 s by default), so the handshake and the
+    /// reply get [`OUT_OF_BAND_PATIENCE`]; the attempt ends early if the client goes away.
+    pub fn out_of_band(&self, args: Vec<Bytes>, proto: Proto) -> oneshot::Receiver<Reply> {
+        let (mut tx, rx) = oneshot::channel();
+        let c = self.connector.clone();
+        tokio::spawn(async move {
+            let work = async {
+                let mut s = c.connect_with(proto, 0, OUT_OF_BAND_PATIENCE).await?;
+                match timeout(OUT_OF_BAND_PATIENCE, roundtrip(&mut s, &args, proto)).await {
+                    Ok(Ok(r)) => Ok(r),
+                    // SHUTDOWN succeeds by closing the connection, as it does for a client.
+                    Ok(Err(_)) => Err(UpstreamError::Closed),
+                    Err(_) => Err(UpstreamError::Timeout(
+                        c.display.clone(),
+                        OUT_OF_BAND_PATIENCE.as_millis() as u64,
+                    )),
+                }
+            };
+            let r = tokio::select! {
+                r = work => r,
+                _ = tx.closed() => return,
+            };
+            let _ = tx.send(r);
+        });
+        rx
     }
 
     /// A raw, authenticated connection for a tunnel (pub/sub, MONITOR).
