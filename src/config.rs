@@ -243,6 +243,22 @@ impl Settings {
             }
             b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
+        Self::build(b, overrides, env)
+    }
+
+    /// Settings from the text of a TOML file alone (no environment, no overrides), validated:
+    /// what `check-config` does with a file, for callers that hold the text.
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let b = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml));
+        Self::build(b, &Overrides::default(), Default::default())
+    }
+
+    fn build(
+        mut b: config::ConfigBuilder<config::builder::DefaultState>,
+        overrides: &Overrides,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
         b = b.add_source(
             config::Environment::with_prefix("PRESCIENT")
                 .prefix_separator("__")

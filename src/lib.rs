@@ -27,6 +27,7 @@ pub mod alloc;
 pub mod command;
 pub mod compression;
 pub mod config;
+pub mod fuzz_checks;
 pub mod connection;
 pub mod metrics;
 pub mod protocol;

@@ -1,0 +1,4 @@
+//! Fuzz target: see `prescient::fuzz_checks::request_parser` for the property checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| prescient::fuzz_checks::request_parser(data));
