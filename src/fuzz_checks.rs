@@ -98,7 +98,10 @@ pub fn reply_scanner(data: &[u8]) {
     let whole_end = loop {
         match reply_len(&rest[at..], proto) {
             Ok(Some(n)) => {
-                assert!(n > 0 && at + n <= rest.len(), "reply length past the buffer");
+                assert!(
+                    n > 0 && at + n <= rest.len(),
+                    "reply length past the buffer"
+                );
                 whole.push(n);
                 at += n;
             }
@@ -137,8 +140,9 @@ pub fn reply_scanner(data: &[u8]) {
         Proto::Resp2 => {
             redis_protocol::resp2::decode::decode_range(rest).map(|o| o.map(|(_, n)| n))
         }
-        Proto::Resp3 => redis_protocol::resp3::decode::complete::decode_range(rest)
-            .map(|o| o.map(|(_, n)| n)),
+        Proto::Resp3 => {
+            redis_protocol::resp3::decode::complete::decode_range(rest).map(|o| o.map(|(_, n)| n))
+        }
     };
     if let Ok(Some(n)) = decoded {
         assert_eq!(
@@ -173,7 +177,11 @@ pub fn envelope(data: &[u8]) {
     };
     if let Some(packed) = envelope::compress(codec, 1, rest) {
         let back = envelope::decode(&packed, ENVELOPE_MAX.max(rest.len()));
-        assert_eq!(back.as_deref().ok(), Some(rest), "round trip through {codec:?}");
+        assert_eq!(
+            back.as_deref().ok(),
+            Some(rest),
+            "round trip through {codec:?}"
+        );
     }
 }
 

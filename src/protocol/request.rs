@@ -16,6 +16,10 @@ use crate::command::Command;
 /// Longest inline line or length header Redis accepts before the newline (PROTO_INLINE_MAX_SIZE).
 pub const INLINE_MAX: usize = 64 * 1024;
 
+/// Room made for a large argument before any of its bytes have arrived (see
+/// [`RequestParser::wanted`]).
+pub const PREALLOC_FREE: usize = 1 << 20;
+
 /// Limits a request must respect.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -92,13 +96,17 @@ impl RequestParser {
         }
     }
 
-    /// How many more bytes the request in progress is known to need (to reserve buffer space
-    /// for large arguments in one allocation).
+    /// How many more bytes to make room for, for the request in progress: what it is known to
+    /// need, so a large argument is read into one allocation, but never more than
+    /// [`PREALLOC_FREE`] or what has already arrived, whichever is more. A length header alone
+    /// (`$536870912`) is twenty bytes a client can send on every connection: room follows the
+    /// bytes that come, doubling at most, not the header's promise.
     pub fn wanted(&self, buffered: usize) -> usize {
         self.partial
             .as_ref()
             .map(|p| p.need.saturating_sub(buffered))
             .unwrap_or(0)
+            .min(PREALLOC_FREE.max(buffered))
     }
 
     fn multibulk(&mut self, buf: &mut BytesMut) -> Result<Parsed, ProtocolError> {
@@ -408,6 +416,50 @@ mod tests {
         let mut long = b"*1\r\n$".to_vec();
         long.extend(vec![b'1'; INLINE_MAX + 1]);
         assert_eq!(e(&long), "Protocol error: too big bulk count string");
+    }
+
+    #[test]
+    fn room_follows_the_bytes_not_the_header() {
+        let mut big = RequestParser::default();
+        let mut buf = BytesMut::from(&b"*1\r\n$536870912\r\nab"[..]);
+        assert!(big.next(&mut buf).unwrap().is_none());
+        assert_eq!(big.wanted(buf.len()), PREALLOC_FREE);
+        // Once many bytes are in, room may double them.
+        assert_eq!(big.wanted(4 << 20), 4 << 20);
+        let mut small = RequestParser::default();
+        let mut buf = BytesMut::from(&b"*1\r\n$100\r\nab"[..]);
+        assert!(small.next(&mut buf).unwrap().is_none());
+        assert_eq!(small.wanted(buf.len()), 4 + 6 + 102 - buf.len());
+    }
+
+    #[test]
+    fn a_nul_hides_the_line_end_as_in_redis() {
+        let e = |i: &[u8]| parse_all(i).map_err(|e| e.to_string());
+        // Incomplete until the line limit, whatever follows.
+        assert_eq!(e(b"a\x00b\r\nPING\r\n"), Ok(vec![]));
+        assert_eq!(e(b"*1\x00\r\n$4\r\nPING\r\n"), Ok(vec![]));
+        assert_eq!(e(b"*1\r\n$4\x00\r\nPING\r\n"), Ok(vec![]));
+        let mut long = b"a\x00b\r\n".to_vec();
+        long.extend(vec![b'x'; INLINE_MAX]);
+        assert_eq!(
+            e(&long),
+            Err("Protocol error: too big inline request".to_string())
+        );
+        let mut long = b"*1\x00\r\n".to_vec();
+        long.extend(vec![b'x'; INLINE_MAX]);
+        assert_eq!(
+            e(&long),
+            Err("Protocol error: too big mbulk count string".to_string())
+        );
+        // After a line end, a NUL is an argument byte like any other.
+        assert_eq!(
+            e(b"*1\r\n$3\r\na\x00b\r\n"),
+            Ok(vec![vec![b"a\x00b".to_vec()]])
+        );
+        // split_args reads a C string: it ends at the NUL.
+        assert_eq!(split_args(b"a \x00 b").map(|v| v.len()), Some(1));
+        assert_eq!(split_args(b"a\x0bb").map(|v| v.len()), Some(1));
+        assert_eq!(split_args(b"\x0ba").map(|v| v.len()), Some(1));
     }
 
     #[test]
