@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! client socket
-//!   -> connection  (connection.rs): requests parsed once (protocol/request.rs) into a Command
-//!                  (command/), pipelined, replies written in request order
-//!   -> session     (session/): AUTH/HELLO/INFO/PROXY/CLIENT answered here, deny list and
-//!                  user rules, connection state decides the route
+//!   -> connection  (connection/): requests parsed once (protocol/request.rs) into a Command
+//!                  (command/), pipelined; the reply queue (connection/wire.rs) writes each
+//!                  reply once it and those before it are ready, also while a command waits
+//!                  its turn at a barrier (a route change, a tunnel, RESET)
+//!   -> session     (session/): AUTH/HELLO/INFO/PROXY/CLIENT answered here (CLIENT KILL,
+//!                  UNBLOCK, TRACKING REDIRECT by prescient ids: session/peers.rs), deny list
+//!                  and user rules, connection state decides the route; SCRIPT KILL and the
+//!                  like go out of band
 //!   -> compression (compression/, session/compress.rs): values encoded into envelopes on
 //!                  writes, replies decoded by shape, byte-level commands on original bytes;
 //!                  a request of 1 MiB or a compressed reply of 64 KiB is coded on tokio's
@@ -21,6 +25,7 @@
 //! replay/: `prescient replay`, the what-if simulator on the same model.
 //! metrics.rs: one Metrics struct; admin/http.rs serves /metrics, /health, /ready.
 //! alloc.rs: the global allocator (mimalloc, asked for alignment only where needed).
+//! fuzz_checks.rs: the properties the fuzz targets (fuzz/) check, shared with cargo test.
 //! ```
 pub mod admin;
 pub mod alloc;

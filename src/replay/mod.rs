@@ -135,9 +135,32 @@ fn options(a: &ReplayArgs, capacity: Capacity, distinct: usize) -> Result<SimOpt
     })
 }
 
+/// Largest trace the replay inflates from gzip: a bound, since a small file can claim any size.
+const MAX_TRACE_BYTES: u64 = 8 << 30;
+
+/// A trace file as read, or inflated when it is gzip (the shipped copies in tests/data are),
+/// failing past `max` bytes.
+pub fn gunzip_if_gzipped(data: Vec<u8>, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    if !data.starts_with(&[0x1f, 0x8b]) {
+        return Ok(data);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&data[..])
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("bad gzip: {e}"))?;
+    if out.len() as u64 > max {
+        return Err(format!("inflates past {max} bytes"));
+    }
+    Ok(out)
+}
+
 /// Runs the replay and returns what it prints.
 pub fn run(a: &ReplayArgs) -> Result<String, String> {
     let data = std::fs::read(&a.trace).map_err(|e| format!("{}: {e}", a.trace.display()))?;
+    let data = gunzip_if_gzipped(data, MAX_TRACE_BYTES)
+        .map_err(|e| format!("{}: {e}", a.trace.display()))?;
     let trace = trace::read(&data, a.format)?;
     let distinct = trace
         .accesses
@@ -298,6 +321,23 @@ impl Figures {
             coverage: r.prefetch_hits as f64 / base_misses,
             load: (r.misses + r.prefetches) as f64 / base_misses,
         }
+    }
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::gunzip_if_gzipped;
+    use std::io::Write;
+
+    #[test]
+    fn gzip_is_inflated_within_its_bound() {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&[b'a'; 1000]).unwrap();
+        let gz = z.finish().unwrap();
+        assert_eq!(gunzip_if_gzipped(gz.clone(), 1000).unwrap().len(), 1000);
+        assert!(gunzip_if_gzipped(gz.clone(), 999).is_err());
+        assert_eq!(gunzip_if_gzipped(b"plain".to_vec(), 1).unwrap(), b"plain");
+        assert!(gunzip_if_gzipped(gz[..10].to_vec(), 1000).is_err());
     }
 }
 
