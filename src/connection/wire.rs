@@ -225,19 +225,58 @@ impl Wire {
     /// # Cancel safety
     /// Cancel safe: replies received are stored in the queue or the output buffer.
     pub(crate) async fn barrier(&mut self, s: &mut Session) -> Result<(), Stop> {
+        self.serve_until(s, None::<std::future::Pending<()>>)
+            .await
+            .map(|_| ())
+    }
+
+    /// Awaits `work` (the proxy's own work for the command being dispatched: compressing a
+    /// large value, a read-modify-write's round trips) while the replies owed before it are
+    /// written as they become ready. Ends early as [`Wire::barrier`] does.
+    ///
+    /// # Cancel safety
+    /// Cancel safe as far as the queue goes; `work` is dropped.
+    pub(crate) async fn while_serving<T>(
+        &mut self,
+        s: &mut Session,
+        work: impl Future<Output = T>,
+    ) -> Result<T, Stop> {
+        match self.serve_until(s, Some(work)).await? {
+            Some(v) => Ok(v),
+            // serve_until returns None only without work.
+            None => Err(Stop::Closed(None)),
+        }
+    }
+
+    /// Delivers and writes replies until `work` is done (`Some` of its output) or, without
+    /// work, until every reply owed is delivered (`None`).
+    async fn serve_until<T>(
+        &mut self,
+        s: &mut Session,
+        work: Option<impl Future<Output = T>>,
+    ) -> Result<Option<T>, Stop> {
         let shutdown = self.sh.shutdown.clone();
         let killed = self.killed.clone();
+        let has_work = work.is_some();
+        let work = async move {
+            match work {
+                Some(w) => w.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(work);
         loop {
             self.deliver(s).map_err(|r| Stop::Closed(Some(r)))?;
-            if self.pending.is_empty() {
-                return Ok(());
+            if !has_work && self.pending.is_empty() {
+                return Ok(None);
             }
             let can_read = self.inbuf.len() < BARRIER_READ_MAX;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = killed.cancelled() => return Err(Stop::Closed(Some("killed"))),
-                _ = front_ready(&mut self.pending) => {}
+                v = &mut work => return Ok(Some(v)),
+                _ = front_ready(&mut self.pending), if !self.pending.is_empty() => {}
                 w = self.wr.write(&self.out), if !self.out.is_empty() => match w {
                     Ok(n) if n > 0 => {
                         self.out.advance(n);

@@ -23,8 +23,14 @@ impl Session {
     /// Encodes the command's stored values and chooses how its reply is decoded. A command
     /// of [`OFFLOAD_BYTES`] or more is encoded on a blocking-pool thread: compressing 50 MB
     /// takes seconds, and the event loop serves every other client meanwhile. This client's
-    /// later commands wait for it, as they would have.
-    pub(super) async fn compress_layer(&self, cmd: Command, effect: Effect) -> (Command, Effect) {
+    /// later commands wait for it, as they would have; its replies owed from before go out
+    /// meanwhile.
+    pub(super) async fn compress_layer(
+        &mut self,
+        cmd: Command,
+        effect: Effect,
+        w: &mut Wire,
+    ) -> Result<(Command, Effect), Stop> {
         // Inside MULTI on a Redis upstream a later byte-level command in the same
         // transaction runs natively on what was queued before it: store those values raw.
         let compress = self.mem.is_some() || !self.st.in_multi;
@@ -42,7 +48,7 @@ impl Session {
                 let _ = tx.send(encode(&c, copy));
             });
             // The pool runs every task it is given; should it fail, the value goes raw.
-            rx.await.unwrap_or(cmd)
+            w.while_serving(self, rx).await?.unwrap_or(cmd)
         } else {
             encode(&self.sh.compressor, cmd)
         };
@@ -58,7 +64,7 @@ impl Session {
             },
             (_, e) => e,
         };
-        (cmd, effect)
+        Ok((cmd, effect))
     }
 
     /// Whether the embedded store leaves a reply of `len` bytes with this effect for delivery
@@ -138,16 +144,19 @@ impl Session {
     /// A byte-level command inside MULTI on a Redis upstream: its keys' values are put back
     /// uncompressed first (on another connection), then it is queued like any other.
     /// Returns the error that replaces it when that fails.
-    pub(super) async fn demote_for_multi(&mut self, target: &Target) -> Option<String> {
-        rmw::demote(
-            &self.sh.upstream,
-            &self.sh.compressor,
-            self.st.db,
-            self.proto,
-            target,
-        )
-        .await
-        .err()
+    /// The replies owed from before go out meanwhile.
+    pub(super) async fn demote_for_multi(
+        &mut self,
+        target: &Target,
+        w: &mut Wire,
+    ) -> Result<Option<String>, Stop> {
+        let (sh, db, proto) = (self.sh.clone(), self.st.db, self.proto);
+        let work = async move {
+            rmw::demote(&sh.upstream, &sh.compressor, db, proto, target)
+                .await
+                .err()
+        };
+        w.while_serving(self, work).await
     }
 
     /// A byte-level command on a Redis upstream: after the replies before it, as a

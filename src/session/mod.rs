@@ -413,13 +413,13 @@ impl Session {
         effect: Effect,
         w: &mut Wire,
     ) -> Result<(), Stop> {
-        let (cmd, effect) = self.compress_layer(cmd, effect).await;
+        let (cmd, effect) = self.compress_layer(cmd, effect, w).await?;
         if self.mem.is_none() {
             if let Some(t) = crate::compression::plan::byte_target(&cmd) {
                 if !self.st.in_multi {
                     return self.byte_level(cmd, t, start, w).await;
                 }
-                if let Some(e) = self.demote_for_multi(&t).await {
+                if let Some(e) = self.demote_for_multi(&t, w).await? {
                     let outcome = Outcome::UpstreamFailed;
                     w.push(self.ready(&cmd, start, Value::err(e), outcome));
                     return Ok(());
