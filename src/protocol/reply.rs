@@ -118,7 +118,8 @@ fn element(buf: &[u8], at: usize, proto: Proto) -> Result<Option<Element>, Strin
     let Some(nl) = memchr::memchr(b'\n', &buf[at..]).map(|i| at + i) else {
         return Ok(None);
     };
-    if nl == at + 1 || buf[nl - 1] != b'\r' {
+    // `nl == at`: the element's type byte is itself a newline.
+    if nl <= at + 1 || buf[nl - 1] != b'\r' {
         return Err(format!(
             "line not ended by CRLF in a {:?} frame",
             kind as char
@@ -378,6 +379,11 @@ mod tests {
             b"*x\r\n",
             b"$-2\r\n",
             b"?\r\n",
+            // A newline as the type byte (found by the reply_scanner fuzz target: the line
+            // check read the byte before the buffer).
+            b"\n",
+            b"\n+OK\r\n",
+            b"*2\r\n+a\r\n\n",
         ] {
             assert!(reply_len(bad, Proto::Resp2).is_err(), "{bad:?}");
         }
