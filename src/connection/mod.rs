@@ -134,8 +134,16 @@ impl Client {
                     }
                     _ => return reason,
                 },
-                r = w.rd.read_buf(&mut w.inbuf), if can_read => match r {
-                    Ok(n) if n > 0 => self.sh.metrics.bytes_in.inc_by(n as u64),
+                r = w.rd.read_buf(&mut w.inbuf), if can_read || self.closing => match r {
+                    Ok(n) if n > 0 => {
+                        self.sh.metrics.bytes_in.inc_by(n as u64);
+                        // Closing (after a protocol error, QUIT, shutdown): nothing more is
+                        // parsed, but reading on notices the client leave while a reply is
+                        // still owed (a BLPOP that may never end), as Redis notices it.
+                        if self.closing {
+                            w.inbuf.clear();
+                        }
+                    }
                     _ => return reason, // the client closed its side or reset
                 },
                 _ = &mut idle_timer, if idle.is_some() => {
