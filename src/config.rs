@@ -42,7 +42,7 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct Compression {
     pub enabled: bool,
-    pub codec: String,
+    pub codec: CodecName,
     pub level: i32,
     pub threshold_bytes: u64,
     pub min_saving_percent: u32,
@@ -55,7 +55,7 @@ impl Default for Compression {
     fn default() -> Self {
         Compression {
             enabled: true,
-            codec: "zlib".into(),
+            codec: CodecName::Zlib,
             level: 1,
             threshold_bytes: 1024,
             min_saving_percent: 10,
@@ -63,6 +63,77 @@ impl Default for Compression {
             include: vec!["*".into()],
             exclude: Vec::new(),
         }
+    }
+}
+
+/// `compression.codec`: how new values are compressed (every stored value names its own codec,
+/// so any of them reads back whatever this says).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum CodecName {
+    Zlib,
+    Zstd,
+    Lz4,
+}
+
+impl CodecName {
+    pub fn name(self) -> &'static str {
+        match self {
+            CodecName::Zlib => "zlib",
+            CodecName::Zstd => "zstd",
+            CodecName::Lz4 => "lz4",
+        }
+    }
+}
+
+/// `memory.maxmemory_policy`: what the embedded store evicts when `maxmemory` is reached, named
+/// as Redis names its policies.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum EvictionPolicy {
+    #[serde(rename = "allkeys-lru")]
+    AllkeysLru,
+    #[serde(rename = "volatile-lru")]
+    VolatileLru,
+    #[serde(rename = "allkeys-random")]
+    AllkeysRandom,
+    #[serde(rename = "noeviction")]
+    NoEviction,
+}
+
+impl EvictionPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvictionPolicy::AllkeysLru => "allkeys-lru",
+            EvictionPolicy::VolatileLru => "volatile-lru",
+            EvictionPolicy::AllkeysRandom => "allkeys-random",
+            EvictionPolicy::NoEviction => "noeviction",
+        }
+    }
+}
+
+/// Reads a name from a closed set; the error lists the set (the loader adds the key).
+fn one_of<T: Copy>(s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
+    all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|&v| name(v)).collect();
+        format!("'{s}' is not one of {}", names.join(", "))
+    })
+}
+
+impl TryFrom<String> for CodecName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use CodecName::*;
+        one_of(&s, &[Zlib, Zstd, Lz4], CodecName::name)
+    }
+}
+
+impl TryFrom<String> for EvictionPolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use EvictionPolicy::*;
+        let all = [AllkeysLru, VolatileLru, AllkeysRandom, NoEviction];
+        one_of(&s, &all, EvictionPolicy::name)
     }
 }
 
@@ -75,14 +146,14 @@ pub const MIN_COMPRESSION_THRESHOLD: u64 = 32;
 #[serde(default, deny_unknown_fields)]
 pub struct Memory {
     pub maxmemory: u64,
-    pub maxmemory_policy: String,
+    pub maxmemory_policy: EvictionPolicy,
 }
 
 impl Default for Memory {
     fn default() -> Self {
         Memory {
             maxmemory: 1024 * 1024 * 1024,
-            maxmemory_policy: "allkeys-lru".into(),
+            maxmemory_policy: EvictionPolicy::AllkeysLru,
         }
     }
 }
@@ -284,16 +355,20 @@ impl Settings {
     /// Checks every value that has a valid range or form; the error names the key.
     fn validate_compression(&self) -> Result<(), ConfigError> {
         let c = &self.compression;
-        let levels = match c.codec.as_str() {
-            "zlib" => 0..=9,
-            "zstd" => 1..=22,
-            "lz4" => 0..=0,
-            _ => return Err(invalid("compression.codec", "expected zlib, zstd or lz4")),
+        let levels = match c.codec {
+            CodecName::Zlib => 0..=9,
+            CodecName::Zstd => 1..=22,
+            CodecName::Lz4 => 0..=0,
         };
-        if c.codec != "lz4" && !levels.contains(&c.level) {
+        if c.codec != CodecName::Lz4 && !levels.contains(&c.level) {
             return Err(invalid(
                 "compression.level",
-                format!("{} takes {} to {}", c.codec, levels.start(), levels.end()),
+                format!(
+                    "{} takes {} to {}",
+                    c.codec.name(),
+                    levels.start(),
+                    levels.end()
+                ),
             ));
         }
         if c.threshold_bytes < MIN_COMPRESSION_THRESHOLD {
@@ -346,12 +421,6 @@ impl Settings {
             return Err(invalid("limits.max_pipeline", "must be at least 1"));
         }
         UpstreamUrl::parse(&self.upstream.url).map_err(|r| invalid("upstream.url", r))?;
-        if crate::upstream::memory::Policy::parse(&self.memory.maxmemory_policy).is_none() {
-            return Err(invalid(
-                "memory.maxmemory_policy",
-                "expected allkeys-lru, volatile-lru, allkeys-random or noeviction",
-            ));
-        }
         self.validate_compression()?;
         if self.upstream.pool_size == 0 || self.upstream.pool_size > 64 {
             return Err(invalid("upstream.pool_size", "must be between 1 and 64"));
@@ -663,6 +732,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("deny_commands"), "{e}");
+    }
+
+    #[test]
+    fn closed_sets_are_parsed_once_and_errors_list_them() {
+        let e = Settings::from_toml("[compression]\ncodec = \"gzip\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("compression.codec") && e.contains("zlib, zstd, lz4"),
+            "{e}"
+        );
+        let e = Settings::from_toml("[memory]\nmaxmemory_policy = \"allkeys-lfu\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("memory.maxmemory_policy") && e.contains("noeviction"),
+            "{e}"
+        );
+        let s = Settings::from_toml(
+            "[compression]\ncodec = \"zstd\"\nlevel = 3\n[memory]\nmaxmemory_policy = \"noeviction\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.compression.codec, CodecName::Zstd);
+        assert_eq!(s.memory.maxmemory_policy, EvictionPolicy::NoEviction);
+        // What check-config prints loads back to the same settings.
+        assert_eq!(Settings::from_toml(&s.to_toml()).unwrap(), s);
     }
 
     #[test]

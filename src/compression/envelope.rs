@@ -93,6 +93,16 @@ pub enum Codec {
     Lz4 = 3,
 }
 
+impl From<crate::config::CodecName> for Codec {
+    fn from(c: crate::config::CodecName) -> Codec {
+        match c {
+            crate::config::CodecName::Zlib => Codec::Zlib,
+            crate::config::CodecName::Zstd => Codec::Zstd,
+            crate::config::CodecName::Lz4 => Codec::Lz4,
+        }
+    }
+}
+
 impl Codec {
     pub fn from_id(id: u8) -> Option<Codec> {
         Some(match id {
@@ -100,15 +110,6 @@ impl Codec {
             1 => Codec::Zlib,
             2 => Codec::Zstd,
             3 => Codec::Lz4,
-            _ => return None,
-        })
-    }
-
-    pub fn parse(name: &str) -> Option<Codec> {
-        Some(match name {
-            "zlib" => Codec::Zlib,
-            "zstd" => Codec::Zstd,
-            "lz4" => Codec::Lz4,
             _ => return None,
         })
     }

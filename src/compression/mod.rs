@@ -123,7 +123,7 @@ impl Compressor {
     pub fn new(c: &config::Compression, r: &Registry) -> Compressor {
         Compressor {
             enabled: c.enabled,
-            codec: Codec::parse(&c.codec).unwrap_or(Codec::Zlib),
+            codec: c.codec.into(),
             level: c.level,
             threshold: c.threshold_bytes as usize,
             min_saving_percent: c.min_saving_percent,

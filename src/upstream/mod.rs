@@ -256,9 +256,7 @@ impl Upstream {
         });
         let memory = (url == UpstreamUrl::Memory).then(|| {
             let m = &settings.memory;
-            let policy =
-                memory::Policy::parse(&m.maxmemory_policy).unwrap_or(memory::Policy::AllkeysLru);
-            let store = memory::Store::new(m.maxmemory, policy);
+            let store = memory::Store::new(m.maxmemory, m.maxmemory_policy);
             store.start_expiry();
             connector.health.connected();
             *connector

@@ -42,35 +42,8 @@ pub const NOT_FLOAT: &str = "ERR value is not a valid float";
 pub const SYNTAX: &str = "ERR syntax error";
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
-/// What to evict when `maxmemory` is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    AllkeysLru,
-    VolatileLru,
-    AllkeysRandom,
-    NoEviction,
-}
-
-impl Policy {
-    pub fn parse(s: &str) -> Option<Policy> {
-        Some(match s {
-            "allkeys-lru" => Policy::AllkeysLru,
-            "volatile-lru" => Policy::VolatileLru,
-            "allkeys-random" => Policy::AllkeysRandom,
-            "noeviction" => Policy::NoEviction,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::AllkeysLru => "allkeys-lru",
-            Policy::VolatileLru => "volatile-lru",
-            Policy::AllkeysRandom => "allkeys-random",
-            Policy::NoEviction => "noeviction",
-        }
-    }
-}
+/// What to evict when `maxmemory` is reached (parsed once, with the settings).
+pub use crate::config::EvictionPolicy as Policy;
 
 /// The store's notion of now. Tests pause it.
 #[derive(Debug, Default)]
