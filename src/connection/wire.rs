@@ -316,7 +316,10 @@ fn poll_slot(slot: &mut Slot, cx: &mut std::task::Context<'_>) -> Poll<()> {
         Poll::Ready(r) => {
             let (raw, outcome) = match r {
                 Ok(Ok(raw)) => (raw, Outcome::Ok),
-                Ok(Err(e)) => (Bytes::from(format!("-{e}\r\n")), Outcome::UpstreamFailed),
+                Ok(Err(e)) => {
+                    let line = crate::protocol::reply::error_line(&e.to_string()).into_owned();
+                    (Bytes::from(format!("-{line}\r\n")), Outcome::UpstreamFailed)
+                }
                 Err(_) => (
                     Bytes::from_static(b"-ERR upstream connection closed\r\n"),
                     Outcome::UpstreamFailed,

@@ -324,7 +324,17 @@ impl Value {
 
 /// Simple strings and errors cannot hold line breaks.
 fn one_line(s: &str) -> String {
-    s.replace(['\r', '\n'], " ")
+    error_line(s).into_owned()
+}
+
+/// An error or status message made one RESP line as Redis makes it (`addReplyErrorFormat`):
+/// line breaks at the end trimmed, those inside turned to spaces, so text a client sent (an
+/// option name with a newline in it) cannot break the reply's framing.
+pub fn error_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\r', '\n']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.trim_end_matches(['\r', '\n']).replace(['\r', '\n'], " "))
 }
 
 #[cfg(test)]
@@ -368,6 +378,16 @@ mod tests {
         let streamed = b"*?\r\n:1\r\n.\r\n";
         assert!(reply_len(streamed, Proto::Resp3).is_err());
         assert!(decoded_len(streamed, Proto::Resp3).is_err());
+    }
+
+    #[test]
+    fn error_lines_are_one_line() {
+        assert_eq!(error_line("ERR fine"), "ERR fine");
+        assert_eq!(
+            error_line("ERR Unsupported option \nN"),
+            "ERR Unsupported option  N"
+        );
+        assert_eq!(error_line("ERR x\r\n"), "ERR x");
     }
 
     #[test]

@@ -38,7 +38,8 @@ impl Out {
     /// An error; `msg` includes its code (`ERR ...`, `WRONGTYPE ...`).
     pub fn err(&mut self, msg: &str) {
         self.buf.put_u8(b'-');
-        self.buf.put_slice(msg.as_bytes());
+        self.buf
+            .put_slice(crate::protocol::reply::error_line(msg).as_bytes());
         self.buf.put_slice(b"\r\n");
     }
 
