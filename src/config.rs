@@ -113,7 +113,11 @@ impl EvictionPolicy {
 }
 
 /// Reads a name from a closed set; the error lists the set (the loader adds the key).
-fn one_of<T: Copy>(s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
+pub(crate) fn one_of<T: Copy>(
+    s: &str,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<T, String> {
     all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
         let names: Vec<&str> = all.iter().map(|&v| name(v)).collect();
         format!("'{s}' is not one of {}", names.join(", "))

@@ -123,7 +123,7 @@ async fn each_connection_is_its_own_context() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_name_context_joins_pooled_connections() {
     let mut s = settings("memory://");
-    s.tracking.context = "client_name".into();
+    s.tracking.context = prescient::tracking::settings::ContextBy::ClientName;
     let p = proxy_with(s).await;
     let (mut a, mut b) = (Raw::to(&p).await, Raw::to(&p).await);
     for c in [&mut a, &mut b] {

@@ -7,12 +7,72 @@ use serde::{Deserialize, Serialize};
 use super::model::ModelConfig;
 use super::template::Templater;
 
+/// `tracking.context`: what a sequence of reads is grouped by.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum ContextBy {
+    /// Each client connection.
+    Connection,
+    /// The CLIENT SETNAME name (pooled connections that serve one user each).
+    ClientName,
+    /// A key segment captured by `context_pattern`.
+    KeySegment,
+}
+
+impl ContextBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ContextBy::Connection => "connection",
+            ContextBy::ClientName => "client_name",
+            ContextBy::KeySegment => "key_segment",
+        }
+    }
+}
+
+impl TryFrom<String> for ContextBy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use ContextBy::*;
+        crate::config::one_of(&s, &[Connection, ClientName, KeySegment], ContextBy::name)
+    }
+}
+
+/// `tracking.learner_priority`: the learner thread's CPU priority.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum LearnerPriority {
+    /// SCHED_IDLE: only CPU nothing else wants.
+    Idle,
+    /// nice 19.
+    Low,
+    /// The proxy's own.
+    Normal,
+}
+
+impl LearnerPriority {
+    pub fn name(self) -> &'static str {
+        match self {
+            LearnerPriority::Idle => "idle",
+            LearnerPriority::Low => "low",
+            LearnerPriority::Normal => "normal",
+        }
+    }
+}
+
+impl TryFrom<String> for LearnerPriority {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use LearnerPriority::*;
+        crate::config::one_of(&s, &[Idle, Low, Normal], LearnerPriority::name)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tracking {
     pub enabled: bool,
-    /// connection | client_name | key_segment
-    pub context: String,
+    /// What a sequence of reads is grouped by.
+    pub context: ContextBy,
     /// For `key_segment`: a regex whose first capture group names the context.
     pub context_pattern: String,
     pub stale_after_secs: u64,
@@ -20,7 +80,7 @@ pub struct Tracking {
     pub channel_capacity: usize,
     /// The learner thread's CPU priority: idle (SCHED_IDLE: only CPU nothing else wants),
     /// low (nice 19) or normal (the proxy's own).
-    pub learner_priority: String,
+    pub learner_priority: LearnerPriority,
     /// The most of one core the learner uses, in percent (100 = no limit): past it, it rests,
     /// reads pile up and it learns from a narrower sample of contexts.
     pub learner_cpu_percent: u32,
@@ -45,12 +105,12 @@ impl Default for Tracking {
     fn default() -> Self {
         Tracking {
             enabled: true,
-            context: "connection".into(),
+            context: ContextBy::Connection,
             context_pattern: String::new(),
             stale_after_secs: 1800,
             max_contexts: 100_000,
             channel_capacity: 65_536,
-            learner_priority: "idle".into(),
+            learner_priority: LearnerPriority::Idle,
             learner_cpu_percent: 10,
             order: 2,
             lookahead: 2,
@@ -90,24 +150,15 @@ impl Tracking {
     /// The first invalid key and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let bad = |k: &'static str, why: &str| Err((k, why.to_string()));
-        match self.context.as_str() {
-            "connection" | "client_name" => {}
-            "key_segment" => {
+        match self.context {
+            ContextBy::Connection | ContextBy::ClientName => {}
+            ContextBy::KeySegment => {
                 let re = regex::bytes::Regex::new(&self.context_pattern)
                     .map_err(|e| ("tracking.context_pattern", e.to_string()))?;
                 if re.captures_len() < 2 {
                     return bad("tracking.context_pattern", "needs a capture group");
                 }
             }
-            _ => {
-                return bad(
-                    "tracking.context",
-                    "expected connection, client_name or key_segment",
-                )
-            }
-        }
-        if !matches!(self.learner_priority.as_str(), "idle" | "low" | "normal") {
-            return bad("tracking.learner_priority", "expected idle, low or normal");
         }
         if !(1..=100).contains(&self.learner_cpu_percent) {
             return bad("tracking.learner_cpu_percent", "must be 1 to 100");

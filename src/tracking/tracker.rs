@@ -32,7 +32,7 @@ use super::accesslog;
 use super::context::{Contexts, Score};
 use super::hotkeys::HotKeys;
 use super::model::{Model, ModelSize, Prediction};
-use super::settings::Tracking;
+use super::settings::{ContextBy, LearnerPriority, Tracking};
 use super::template::{hash_bytes, Templater};
 use crate::command::{Command, Keys};
 
@@ -298,13 +298,13 @@ fn unix_now() -> f64 {
 impl Tracker {
     /// Starts the tracker thread (unless tracking is off). Settings were validated.
     pub fn start(cfg: &Tracking, registry: &Registry) -> std::io::Result<Tracker> {
-        let mode = match cfg.context.as_str() {
-            "client_name" => Mode::ClientName,
-            "key_segment" => Mode::KeySegment(
+        let mode = match cfg.context {
+            ContextBy::ClientName => Mode::ClientName,
+            ContextBy::KeySegment => Mode::KeySegment(
                 Regex::new(&cfg.context_pattern)
                     .map_err(|e| std::io::Error::other(e.to_string()))?,
             ),
-            _ => Mode::Connection,
+            ContextBy::Connection => Mode::Connection,
         };
         let log = if cfg.access_log.is_empty() {
             None
@@ -329,12 +329,12 @@ impl Tracker {
         let tx = if cfg.enabled {
             let (tx, rx) = sync_channel(cfg.channel_capacity);
             let (l, s, sh) = (learner.clone(), stats.clone(), shift.clone());
-            let (capacity, priority) = (cfg.channel_capacity as u64, cfg.learner_priority.clone());
+            let (capacity, priority) = (cfg.channel_capacity as u64, cfg.learner_priority);
             let budget = cfg.learner_cpu_percent as f64 / 100.0;
             std::thread::Builder::new()
                 .name("prescient-tracker".into())
                 .spawn(move || {
-                    lower_priority(&priority);
+                    lower_priority(priority);
                     drain(rx, &l, &s, &sh, capacity, budget)
                 })?;
             Some(tx)
@@ -345,8 +345,8 @@ impl Tracker {
             tx,
             learner,
             stats,
-            mode_name: cfg.context == "client_name",
-            sample_early: cfg.context != "key_segment",
+            mode_name: cfg.context == ContextBy::ClientName,
+            sample_early: cfg.context != ContextBy::KeySegment,
             shift,
         })
     }
@@ -473,22 +473,24 @@ const POLL: Duration = Duration::from_millis(5);
 
 /// Lowers the calling thread's CPU priority (Linux: per thread): "idle" is SCHED_IDLE,
 /// "low" nice 19. Best effort: a refusal is logged and the learner runs at normal priority.
-fn lower_priority(priority: &str) {
+fn lower_priority(priority: LearnerPriority) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: plain integers and a parameter struct that outlives the call.
         let rc = unsafe {
             match priority {
-                "idle" => {
+                LearnerPriority::Idle => {
                     let p = libc::sched_param { sched_priority: 0 };
                     libc::sched_setscheduler(0, libc::SCHED_IDLE, &p)
                 }
-                "low" => libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19),
-                _ => 0,
+                LearnerPriority::Low => {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19)
+                }
+                LearnerPriority::Normal => 0,
             }
         };
         if rc != 0 {
-            tracing::warn!(priority, error = %std::io::Error::last_os_error(),
+            tracing::warn!(priority = priority.name(), error = %std::io::Error::last_os_error(),
                 "could not lower the tracker thread's priority");
         }
     }
@@ -675,7 +677,7 @@ mod tests {
     #[test]
     fn an_idle_priority_learner_still_learns() {
         let cfg = Tracking {
-            learner_priority: "idle".into(),
+            learner_priority: LearnerPriority::Idle,
             ..Tracking::default()
         };
         let t = Tracker::start(&cfg, &Registry::new()).unwrap();

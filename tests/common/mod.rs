@@ -163,7 +163,7 @@ pub fn settings(upstream: &str) -> Settings {
     // The tests wait for what the learner learned; at the default idle priority it would run
     // only when the machine is idle, which a parallel test run rarely is. The unit test
     // `an_idle_priority_learner_still_learns` (src/tracking/tracker.rs) covers the default.
-    s.tracking.learner_priority = "normal".into();
+    s.tracking.learner_priority = prescient::tracking::settings::LearnerPriority::Normal;
     s
 }
 
