@@ -212,7 +212,7 @@ pub struct User {
     pub name: String,
     pub password: String,
     /// Rules applied in order: `+@all`, `+@read`, `+get`, `-@admin`, `-flushall`.
-    pub commands: Vec<String>,
+    pub commands: crate::command::acl::CommandRules,
 }
 
 impl Default for Server {
@@ -451,8 +451,6 @@ impl Settings {
                     "must not be empty",
                 ));
             }
-            crate::admin::acl::Rules::parse(&u.commands)
-                .map_err(|r| invalid(&format!("auth.users[{i}].commands"), r))?;
         }
         Ok(())
     }

@@ -14,8 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::acl::{Denylist, Rules};
 use crate::admin::clients::Registry;
+use crate::command::acl::{Denylist, Rules};
 use crate::compression::Compressor;
 use crate::config::{Settings, Tunables};
 use crate::metrics::Metrics;
@@ -67,7 +67,7 @@ impl Shared {
             .map(|u| User {
                 name: u.name.clone(),
                 password: u.password.clone(),
-                rules: Rules::parse(&u.commands).unwrap_or_default(),
+                rules: u.commands.rules().clone(),
             })
             .collect();
         let tracker = Tracker::start(&settings.tracking, &metrics.registry)?;

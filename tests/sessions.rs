@@ -16,7 +16,9 @@ async fn password_and_users() {
     s.auth.users = vec![User {
         name: "reader".into(),
         password: "r".into(),
-        commands: vec!["+@read".into(), "+ping".into()],
+        commands: vec!["+@read".to_string(), "+ping".to_string()]
+            .try_into()
+            .expect("valid rules"),
     }];
     let p = proxy_with(s).await;
     let mut c = Raw::to(&p).await;

@@ -1,6 +1,5 @@
-//! Administration: access control, the client registry, PROXY commands, the INFO section and
+//! Administration: the client registry, PROXY commands, the INFO section and
 //! the HTTP endpoints.
-pub mod acl;
 pub mod clients;
 pub mod http;
 pub mod info;

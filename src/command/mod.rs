@@ -2,6 +2,7 @@
 //! request parsed once at the edge. Routing, pinning, access control, compression and tracking
 //! all read the table; nothing else hard-codes command names.
 
+pub mod acl;
 mod spec;
 mod table;
 

@@ -2,7 +2,38 @@
 //! rules in Redis ACL style (`+@all`, `+@read`, `+get`, `-@admin`, `-flushall`), applied in
 //! order, later rules winning. The denied-command list for everyone lives in `Denylist`.
 
+use serde::{Deserialize, Serialize};
+
 use crate::command::{self, cat, CommandSpec};
+
+/// A user's rules as configured (`auth.users[].commands`): the text, kept so the settings print
+/// back as written, and the rules it parses to, once, at load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct CommandRules {
+    text: Vec<String>,
+    rules: Rules,
+}
+
+impl CommandRules {
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+}
+
+impl TryFrom<Vec<String>> for CommandRules {
+    type Error = String;
+    fn try_from(text: Vec<String>) -> Result<Self, String> {
+        let rules = Rules::parse(&text)?;
+        Ok(CommandRules { text, rules })
+    }
+}
+
+impl From<CommandRules> for Vec<String> {
+    fn from(r: CommandRules) -> Vec<String> {
+        r.text
+    }
+}
 
 /// One user's command rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
