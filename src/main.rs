@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
-// The tracking model allocates many small buffers; with mimalloc, `prescient replay` on the
-// cloudPhysics trace went from 0.26 to 0.41 M reads/s (see src/alloc.rs for how it is
-// called). Its effect on the proxy's request path has not been measured separately.
+// mimalloc serves the whole binary (see src/alloc.rs for how it is called). It was chosen for
+// the tracking model's many small buffers (`prescient replay` on cloudPhysics: 0.26 -> 0.41 M
+// reads/s), and it helps the request path too: bench/core.py, alternating builds with and
+// without it, gave prescient/direct 0.56-0.59x against 0.47-0.50x for GET -P 16 in front of
+// Redis and 0.98-1.07x against 0.80-0.87x on memory://, the other rows level or better.
 #[global_allocator]
 static ALLOC: prescient::alloc::Allocator = prescient::alloc::Allocator;
 use std::process::ExitCode;
