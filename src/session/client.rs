@@ -66,8 +66,10 @@ impl Session {
             }
             "unblock" if argc == 3 || argc == 4 => match self.unblock(&cmd) {
                 Ok(fwd) => {
-                    let d = self.needs_dedicated();
-                    return self.send(fwd, start, d, true, Effect::None, w).await;
+                    let d = self.conn_for_state();
+                    return self
+                        .send(fwd, start, d, Wait::Deadline, Effect::None, w)
+                        .await;
                 }
                 Err(v) => v,
             },
@@ -85,11 +87,15 @@ impl Session {
                     cmd
                 };
                 self.st.sticky = true;
-                return self.send(cmd, start, true, true, Effect::None, w).await;
+                return self
+                    .send(cmd, start, Conn::Dedicated, Wait::Deadline, Effect::None, w)
+                    .await;
             }
             _ => {
-                let d = self.needs_dedicated();
-                return self.send(cmd, start, d, true, Effect::None, w).await;
+                let d = self.conn_for_state();
+                return self
+                    .send(cmd, start, d, Wait::Deadline, Effect::None, w)
+                    .await;
             }
         };
         let outcome = if matches!(v, Value::Error(_)) {

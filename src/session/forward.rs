@@ -9,11 +9,12 @@ impl Session {
         &mut self,
         cmd: Command,
         start: Instant,
-        dedicated: bool,
-        with_deadline: bool,
+        conn: Conn,
+        wait: Wait,
         effect: Effect,
         w: &mut Wire,
     ) -> Result<(), Stop> {
+        let dedicated = conn == Conn::Dedicated;
         let (cmd, effect) = self.compress_layer(cmd, effect, w).await?;
         if self.mem.is_none() {
             if let Some(t) = crate::compression::plan::byte_target(&cmd) {
@@ -39,7 +40,7 @@ impl Session {
         self.on_dedicated = dedicated;
         // From now, not from the command's arrival: the timeout is the upstream's to keep,
         // and the proxy's own work (compressing a large value) is not.
-        let patience = if !with_deadline {
+        let patience = if wait == Wait::Block {
             Patience::Blocking
         } else if cmd.holds_server() {
             Patience::HoldsServer

@@ -19,8 +19,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::admin::clients::ClientEntry;
+use crate::command::Command;
 use crate::command::CommandSpec;
-use crate::command::{Command, State};
 use crate::compression::reply::Shape;
 use crate::connection::{Pending, Stop, Wire};
 use crate::metrics::{Metrics, Outcome};
@@ -35,6 +35,9 @@ mod compress;
 mod forward;
 mod peers;
 mod pubsub;
+mod routing;
+
+use routing::{Conn, ConnState, Route, Wait};
 
 /// Work to do on a reply when it comes back, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,16 +60,6 @@ pub enum Effect {
     Exec,
     /// PROXY KEYINFO: the reply is the stored value of this key, to be described.
     KeyInfo(Bytes),
-}
-
-/// Connection state that Redis keeps per connection.
-#[derive(Debug, Clone, Copy, Default)]
-struct ConnState {
-    in_multi: bool,
-    watching: bool,
-    db: u32,
-    /// CLIENT TRACKING, NO-TOUCH and the like: kept until RESET or disconnect.
-    sticky: bool,
 }
 
 /// Bytes of replies written straight out before the rest go through the reply queue, where
@@ -199,8 +192,15 @@ impl Session {
     }
 
     fn needs_dedicated(&self) -> bool {
-        let s = &self.st;
-        s.in_multi || s.watching || s.sticky || s.db != self.default_db
+        self.st.needs_dedicated(self.default_db)
+    }
+
+    /// The connection the client's state puts an ordinary command on.
+    fn conn_for_state(&self) -> Conn {
+        match self.needs_dedicated() {
+            true => Conn::Dedicated,
+            false => Conn::Shared,
+        }
     }
 
     /// The next RESP3 push from the dedicated connection (client-side caching invalidations).
@@ -264,41 +264,23 @@ impl Session {
     }
 
     async fn route(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
-        if cmd.runs_while_busy() && self.mem.is_none() && !self.st.in_multi {
-            let rx = self.sh.upstream.out_of_band(cmd.args.clone(), self.proto);
-            w.push(Pending::waiting(cmd.spec, start, rx, Effect::None));
-            return Ok(());
-        }
-        match cmd.state() {
-            State::Local => self.local(cmd, start, w).await,
-            State::Client => self.client_command(cmd, start, w).await,
-            State::Reset => {
+        let (route, next) = routing::decide(self.st, self.default_db, self.mem.is_some(), &cmd);
+        match route {
+            Route::OutOfBand => {
+                let rx = self.sh.upstream.out_of_band(cmd.args.clone(), self.proto);
+                w.push(Pending::waiting(cmd.spec, start, rx, Effect::None));
+                Ok(())
+            }
+            Route::Local => self.local(cmd, start, w).await,
+            Route::Client => self.client_command(cmd, start, w).await,
+            Route::Reset => {
                 w.barrier(self).await?;
                 self.reset();
                 w.push(self.ready(&cmd, start, Value::Simple("RESET".into()), Outcome::Ok));
                 Ok(())
             }
-            State::Transaction => {
-                let before = self.needs_dedicated();
-                match cmd.known_name() {
-                    Some("multi") => self.st.in_multi = true,
-                    Some("exec" | "discard") => {
-                        self.st.in_multi = false;
-                        self.st.watching = false;
-                    }
-                    Some("watch") if !self.st.in_multi => self.st.watching = true,
-                    Some("unwatch") if !self.st.in_multi => self.st.watching = false,
-                    _ => {}
-                }
-                let dedicated = before || self.needs_dedicated();
-                self.send(cmd, start, dedicated, true, Effect::None, w)
-                    .await
-            }
-            State::PubSub | State::Monitor if self.mem.is_some() => {
-                self.send(cmd, start, false, true, Effect::None, w).await
-            }
-            State::PubSub => self.pubsub(cmd, start, w).await,
-            State::Monitor if !self.st.in_multi => {
+            Route::PubSub => self.pubsub(cmd, start, w).await,
+            Route::Monitor => {
                 w.barrier(self).await?;
                 self.tunnel = Some(TunnelStart {
                     first: cmd,
@@ -306,38 +288,26 @@ impl Session {
                 });
                 Ok(())
             }
-            State::Select => self.select(cmd, start, w).await,
-            State::Blocking => {
-                // Inside MULTI a blocking command does not block.
-                let deadline = self.st.in_multi;
-                self.send(cmd, start, true, deadline, Effect::None, w).await
+            Route::Select { conn, db } => {
+                let effect = match db {
+                    Some(n) => Effect::Select {
+                        prev: self.st.db,
+                        requested: n,
+                    },
+                    None => Effect::None,
+                };
+                // A new dedicated connection opens on the current database; this SELECT
+                // moves it, and the state follows once it is sent.
+                self.send(cmd, start, conn, Wait::Deadline, effect, w)
+                    .await?;
+                self.st = next;
+                Ok(())
             }
-            _ => {
-                let d = self.needs_dedicated();
-                self.send(cmd, start, d, true, Effect::None, w).await
+            Route::Forward { conn, wait } => {
+                self.st = next;
+                self.send(cmd, start, conn, wait, Effect::None, w).await
             }
         }
-    }
-
-    async fn select(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
-        let requested = cmd
-            .args
-            .get(1)
-            .and_then(|a| std::str::from_utf8(a).ok())
-            .and_then(|s| s.parse::<u32>().ok())
-            .filter(|_| cmd.args.len() == 2);
-        let prev = self.st.db;
-        let dedicated = self.needs_dedicated() || requested.is_some_and(|n| n != self.default_db);
-        let effect = match requested {
-            Some(n) => Effect::Select { prev, requested: n },
-            None => Effect::None,
-        };
-        // A new dedicated connection opens on the current database; this SELECT moves it.
-        self.send(cmd, start, dedicated, true, effect, w).await?;
-        if let Some(n) = requested {
-            self.st.db = n;
-        }
-        Ok(())
     }
 
     /// Drops every piece of connection state (RESET, or before a protocol change).
@@ -408,8 +378,8 @@ impl Session {
                     } else {
                         Effect::None
                     };
-                    let d = self.needs_dedicated();
-                    return self.send(cmd, start, d, true, effect, w).await;
+                    let d = self.conn_for_state();
+                    return self.send(cmd, start, d, Wait::Deadline, effect, w).await;
                 }
                 crate::admin::info::proxy_only(&self.sh)
             }
@@ -417,9 +387,9 @@ impl Session {
                 // The stored bytes, read past the compression layer.
                 let key = cmd.args[2].clone();
                 let get = Command::from_args([Bytes::from_static(b"GET"), key.clone()]);
-                let d = self.needs_dedicated();
+                let d = self.conn_for_state();
                 let effect = Effect::KeyInfo(key);
-                return self.send(get, start, d, true, effect, w).await;
+                return self.send(get, start, d, Wait::Deadline, effect, w).await;
             }
             "proxy" => crate::admin::proxy_cmd::handle(&self.sh, &cmd),
             _ => Value::err("ERR unknown command"),

@@ -13,7 +13,9 @@ impl Session {
         let name = cmd.known_name().unwrap_or("");
         if self.st.in_multi {
             // Queued inside the transaction like any other command.
-            return self.send(cmd, start, true, true, Effect::None, w).await;
+            return self
+                .send(cmd, start, Conn::Dedicated, Wait::Deadline, Effect::None, w)
+                .await;
         }
         if name.contains("unsubscribe") {
             // Not subscribed (a subscribed client is tunnelled): Redis answers one
