@@ -6,10 +6,11 @@
 //!                  (command/), pipelined; the reply queue (connection/wire.rs) writes each
 //!                  reply once it and those before it are ready, also while a command waits
 //!                  its turn at a barrier (a route change, a tunnel, RESET)
-//!   -> session     (session/): AUTH/HELLO/INFO/PROXY/CLIENT answered here (CLIENT KILL,
-//!                  UNBLOCK, TRACKING REDIRECT by prescient ids: session/peers.rs), deny list
-//!                  and user rules, connection state decides the route; SCRIPT KILL and the
-//!                  like go out of band
+//!   -> session     (session/): AUTH/HELLO (auth.rs), CLIENT (client.rs; KILL, UNBLOCK and
+//!                  TRACKING REDIRECT by prescient ids: peers.rs), INFO/PROXY answered here;
+//!                  the deny list and user rules (command/acl.rs); a pure routing decision
+//!                  (routing.rs) sends each command to the shared or a dedicated connection,
+//!                  a tunnel, or out of band (SCRIPT KILL and the like)
 //!   -> compression (compression/, session/compress.rs): values encoded into envelopes on
 //!                  writes, replies decoded by shape, byte-level commands on original bytes;
 //!                  a request of 1 MiB or a compressed reply of 64 KiB is coded on tokio's
