@@ -1,6 +1,6 @@
 //! One client connection: read requests, dispatch them, write replies in request order.
 //!
-//! The task owns both socket halves and its buffers (in [`Wire`], so every read is cancel
+//! The task owns both socket halves and its buffers (in `Wire`, so every read is cancel
 //! safe) and runs one `select!` loop: shutdown first, then replies that are ready, pushes from
 //! a dedicated connection, writes, and reads. Reading pauses while `limits.max_pipeline`
 //! requests are in flight or unwritten output passes a soft mark; a client whose unwritten

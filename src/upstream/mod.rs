@@ -369,7 +369,7 @@ impl Upstream {
     /// commands Redis runs while a script holds it (SCRIPT KILL), which on a shared connection
     /// would queue behind that very script. Redis reads nothing from a new connection until
     /// the script passes `busy-reply-threshold` (5 s by default), so the handshake and the
-    /// reply get [`OUT_OF_BAND_PATIENCE`]; the attempt ends early if the client goes away.
+    /// reply get `OUT_OF_BAND_PATIENCE` (30 s); the attempt ends early if the client goes away.
     pub fn out_of_band(&self, args: Vec<Bytes>, proto: Proto) -> oneshot::Receiver<Reply> {
         let (mut tx, rx) = oneshot::channel();
         let c = self.connector.clone();
