@@ -93,14 +93,8 @@ async fn relay(c: &mut Client, up: &mut tokio::net::TcpStream, start: TunnelStar
                 Ok(Some(cmd)) => {
                     c.sh.metrics.command(cmd.spec, Outcome::Ok);
                     let name = cmd.known_name();
-                    if let Some(what) = cmd
-                        .spec
-                        .and_then(|s| c.sh.deny.check(s, cmd.args.get(1).map(|a| &a[..])))
-                    {
-                        let e = Value::err(format!(
-                            "ERR command '{what}' is disabled by the proxy (server.deny_commands)"
-                        ));
-                        io.out.extend_from_slice(&e.encode(proto));
+                    if let Some(e) = c.sh.deny.refusal(&cmd) {
+                        io.out.extend_from_slice(&Value::err(e).encode(proto));
                         continue;
                     }
                     expect_reset |= name == Some("reset");

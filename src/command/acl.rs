@@ -115,6 +115,15 @@ impl Denylist {
     }
 
     /// The denied entry a command (its subcommand as sent) matches.
+    /// The error a refused command gets (the same text wherever it is refused), or None when
+    /// `cmd` may run.
+    pub fn refusal(&self, cmd: &command::Command) -> Option<String> {
+        let what = self.check(cmd.spec?, cmd.args.get(1).map(|b| &b[..]))?;
+        Some(format!(
+            "ERR command '{what}' is disabled by the proxy (server.deny_commands)"
+        ))
+    }
+
     pub fn check(&self, spec: &'static CommandSpec, sub: Option<&[u8]>) -> Option<String> {
         let (whole, subs) = self.rows.get(command::index_of(spec))?;
         if *whole {

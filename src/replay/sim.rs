@@ -304,7 +304,7 @@ impl IdMap {
         id
     }
 
-    fn prefetch(&self, hash: u64) {
+    fn warm_cache(&self, hash: u64) {
         prefetch_line(self.slots.as_ptr().wrapping_add(self.home(hash)));
     }
 }
@@ -473,7 +473,7 @@ fn learn(
         if c >= last_ahead.len() {
             last_ahead.resize(c + 1, None);
         }
-        model.prefetch(last_ahead[c].replace(a.hash), a.hash);
+        model.warm_cache(last_ahead[c].replace(a.hash), a.hash);
     };
     let mut batch = Batch::with_room(&opts.model);
     let mut parsed = Parsed::default();
@@ -543,7 +543,7 @@ fn template_stage(
     };
     let mut batch = new_batch();
     for (i, a) in trace.iter().enumerate() {
-        read_ahead(trace, i, |b| keys.ids.prefetch(b.hash));
+        read_ahead(trace, i, |b| keys.ids.warm_cache(b.hash));
         let key = keys.get(a.hash, &a.key, &opts.templater);
         if opts.model.templates {
             let ctx = context_of(opts, a);
@@ -590,7 +590,7 @@ fn run_cache(
     let (mut at, mut from) = (0, 0);
     for (i, a) in trace.iter().enumerate() {
         r.accesses += 1;
-        read_ahead(trace, i, |b| keys.ids.prefetch(b.hash));
+        read_ahead(trace, i, |b| keys.ids.warm_cache(b.hash));
         let id = keys.intern(a.hash);
         keys.sizes[id as usize] = a.size;
         if cache.cached(id) {
@@ -627,7 +627,7 @@ fn run_cache(
         from = to;
         // Start every prediction's key-slot lookup before acting on the first.
         for &(hash, _) in predicted {
-            keys.ids.prefetch(hash);
+            keys.ids.warm_cache(hash);
         }
         for &(hash, fetch) in predicted {
             let known = keys.ids.get(hash);

@@ -19,10 +19,8 @@ impl Session {
                 _ => Ok(()),
             };
         };
-        if let Some(what) = self.sh.deny.check(spec, cmd.args.get(1).map(|b| &b[..])) {
-            return Err(Value::err(format!(
-                "ERR command '{what}' is disabled by the proxy (server.deny_commands)"
-            )));
+        if let Some(e) = self.sh.deny.refusal(cmd) {
+            return Err(Value::err(e));
         }
         if let Some(u) = self.user {
             if !self.sh.users[u].rules.allows(Some(spec)) {

@@ -501,10 +501,10 @@ impl Model {
     /// (by the same context) will use, so that [`Model::observe`] and
     /// [`Model::predict_each`] find them in the CPU cache: for a caller that knows its
     /// reads ahead, as the replay does. Changes nothing.
-    pub fn prefetch(&self, prev: Option<u64>, key: u64) {
-        self.key.prefetch(key);
+    pub fn warm_cache(&self, prev: Option<u64>, key: u64) {
+        self.key.warm_cache(key);
         if let Some(prev) = prev.filter(|_| self.cfg.order >= 2) {
-            self.order2.prefetch(pair(prev, key));
+            self.order2.warm_cache(pair(prev, key));
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Written here rather than taken from std's map for two things a large model needs: a
 //! state's place is computable from its context alone, so a caller that knows which states
-//! it will need soon (the replay reads its trace ahead) can [`Table::prefetch`] them while
+//! it will need soon (the replay reads its trace ahead) can [`Table::warm_cache`] them while
 //! it works on the current read; and eviction samples slots directly, reading each
 //! candidate's last use from the slot array instead of probing the map for it. Hashes and
 //! last uses live in one dense array (probing reads few cache lines); the states in a
@@ -169,7 +169,7 @@ impl<V: Default> Table<V> {
 
     /// Asks the CPU to start loading the cache lines `ctx`'s state would be found in, so a
     /// lookup soon after finds them loaded. No effect on the table's contents.
-    pub fn prefetch(&self, ctx: u64) {
+    pub fn warm_cache(&self, ctx: u64) {
         let i = self.home(ctx);
         prefetch_line(self.meta.as_ptr().wrapping_add(i));
         prefetch_line(self.states.as_ptr().wrapping_add(i));
