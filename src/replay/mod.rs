@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::tracking::model::ModelConfig;
+use crate::tracking::model::{ModelConfig, DEFAULTS};
 use crate::tracking::template::Templater;
 use sim::{simulate, Capacity, SimOptions, SimResult};
 use trace::Format;
@@ -34,14 +34,14 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub no_prefetch: bool,
     /// Minimum probability of a prediction.
-    #[arg(long, default_value_t = 0.35)]
+    #[arg(long, default_value_t = DEFAULTS.min_probability)]
     pub threshold: f64,
     /// Predicted keys at or above this probability are touched (kept warm, no origin load)
     /// when already cached; the threshold itself decides what is fetched.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = DEFAULTS.touch_probability)]
     pub touch_threshold: f64,
     /// Model order: 1, or 2 (falls back to 1).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DEFAULTS.order)]
     pub order: u8,
     /// Learn key-level transitions only.
     #[arg(long)]
@@ -50,10 +50,10 @@ pub struct ReplayArgs {
     #[arg(long = "template-pattern")]
     pub template_patterns: Vec<String>,
     /// Predictions per access at most.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DEFAULTS.max_predictions)]
     pub max_predictions: usize,
     /// Observations a state needs before it predicts.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DEFAULTS.min_support)]
     pub min_support: f64,
     /// Half-life of counts in trace seconds; 0 (the default here) disables aging. On the
     /// shipped traces aging only adds load (README); the proxy ages by default because live
@@ -61,13 +61,13 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 0.0)]
     pub half_life: f64,
     /// A read within this many reads after a key counts as its successor (1: plain Markov).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DEFAULTS.lookahead)]
     pub lookahead: usize,
     /// Successors kept per state.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DEFAULTS.top_k)]
     pub top_k: usize,
     /// States per model table.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = DEFAULTS.max_states)]
     pub max_states: usize,
     /// client: one context per client; global: all reads in one context.
     #[arg(long, default_value = "client")]

@@ -114,20 +114,24 @@ impl ModelConfig {
     }
 }
 
+/// The model's defaults, in one place: the `[tracking]` settings and `prescient replay`'s
+/// flags start from these (the replay leaves aging off: see its `--half-life`).
+pub const DEFAULTS: ModelConfig = ModelConfig {
+    order: 2,
+    templates: true,
+    min_support: 2.0,
+    half_life_secs: 3600.0,
+    top_k: 4,
+    max_states: 100_000,
+    min_probability: 0.35,
+    max_predictions: 2,
+    touch_probability: 0.05,
+    lookahead: 2,
+};
+
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig {
-            order: 2,
-            templates: true,
-            min_support: 2.0,
-            half_life_secs: 3600.0,
-            top_k: 4,
-            max_states: 100_000,
-            min_probability: 0.25,
-            max_predictions: 2,
-            touch_probability: 0.1,
-            lookahead: 1,
-        }
+        DEFAULTS
     }
 }
 

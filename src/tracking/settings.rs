@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::ModelConfig;
+use super::model::{ModelConfig, DEFAULTS};
 use super::template::Templater;
 
 /// `tracking.context`: what a sequence of reads is grouped by.
@@ -112,17 +112,17 @@ impl Default for Tracking {
             channel_capacity: 65_536,
             learner_priority: LearnerPriority::Idle,
             learner_cpu_percent: 10,
-            order: 2,
-            lookahead: 2,
-            templates: true,
+            order: DEFAULTS.order,
+            lookahead: DEFAULTS.lookahead,
+            templates: DEFAULTS.templates,
             template_patterns: Vec::new(),
-            min_support: 2.0,
-            half_life_secs: 3600.0,
-            top_k: 4,
-            max_states: 100_000,
-            min_probability: 0.35,
-            touch_probability: 0.05,
-            max_predictions: 2,
+            min_support: DEFAULTS.min_support,
+            half_life_secs: DEFAULTS.half_life_secs,
+            top_k: DEFAULTS.top_k,
+            max_states: DEFAULTS.max_states,
+            min_probability: DEFAULTS.min_probability,
+            touch_probability: DEFAULTS.touch_probability,
+            max_predictions: DEFAULTS.max_predictions,
             hotkeys_capacity: 256,
             hotkeys_window_secs: 60,
             access_log: String::new(),
