@@ -37,6 +37,7 @@ pub mod connection;
 pub mod fuzz_checks;
 pub mod metrics;
 pub mod protocol;
+pub mod redis_glob;
 pub mod replay;
 pub mod server;
 pub(crate) mod session;

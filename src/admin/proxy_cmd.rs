@@ -168,9 +168,6 @@ fn predict(sh: &Shared, key: &bytes::Bytes, k: usize) -> Value {
 }
 
 fn config_get(sh: &Shared, pattern: &str) -> Value {
-    let Ok(pat) = glob::Pattern::new(pattern) else {
-        return Value::err("ERR invalid pattern");
-    };
     let mut flat = sh.settings.flatten();
     for k in TUNABLE_KEYS {
         if let Some(v) = sh.tunables.get(k) {
@@ -179,7 +176,7 @@ fn config_get(sh: &Shared, pattern: &str) -> Value {
     }
     Value::Map(
         flat.into_iter()
-            .filter(|(k, _)| pat.matches(k))
+            .filter(|(k, _)| crate::redis_glob::matches_key(pattern.as_bytes(), k.as_bytes()))
             .map(|(k, v)| (Value::text(k), Value::text(v.trim_matches('"'))))
             .collect(),
     )

@@ -21,7 +21,6 @@ use prometheus::{Counter, IntCounter, IntCounterVec, Opts, Registry};
 pub use envelope::{Codec, DecodeError};
 
 use crate::config;
-use crate::upstream::memory::stringmatch;
 
 /// Why a value was or was not compressed (`prescient_compression_values_total{result}`).
 #[derive(Debug, Clone, Copy)]
@@ -136,8 +135,15 @@ impl Compressor {
 
     /// Whether values of `key` may be compressed (include/exclude glob patterns).
     pub fn covers(&self, key: &[u8]) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| stringmatch(p, key)))
-            && !self.exclude.iter().any(|p| stringmatch(p, key))
+        (self.include.is_empty()
+            || self
+                .include
+                .iter()
+                .any(|p| crate::redis_glob::matches_key(p, key)))
+            && !self
+                .exclude
+                .iter()
+                .any(|p| crate::redis_glob::matches_key(p, key))
     }
 
     /// The bytes to store for `value` written to `key`: an envelope when compression pays,

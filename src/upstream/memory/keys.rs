@@ -22,7 +22,9 @@ pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
         }
         "rename" | "renamenx" => rename(ctx, name == "renamenx", &a[1], &a[2], out),
         "keys" => {
-            let keys = live_keys(ctx, 0..usize::MAX, |k| stringmatch(&a[1], k));
+            let keys = live_keys(ctx, 0..usize::MAX, |k| {
+                crate::redis_glob::matches_key(&a[1], k)
+            });
             out.bulks(keys.iter().map(|k| &k[..]));
         }
         "scan" => scan(ctx, a, out),
@@ -146,7 +148,9 @@ fn scan(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
     let (next, range) = Db::scan_positions(len, cursor, count);
     let db = ctx.db;
     let mut keys = live_keys(ctx, range, |k| {
-        pattern.as_ref().is_none_or(|p| stringmatch(p, k))
+        pattern
+            .as_ref()
+            .is_none_or(|p| crate::redis_glob::matches_key(p, k))
     });
     if let Some(t) = kind {
         keys.retain(|k| {
@@ -213,91 +217,4 @@ fn expire(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) {
         ctx.touch_version(&a[1]);
     }
     out.int(1);
-}
-
-/// Redis's glob match (stringmatchlen): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`.
-pub fn stringmatch(pat: &[u8], s: &[u8]) -> bool {
-    fn m(p: &[u8], s: &[u8], nocase: bool) -> bool {
-        let (mut pi, mut si) = (0, 0);
-        while pi < p.len() {
-            match p[pi] {
-                b'*' => {
-                    while pi + 1 < p.len() && p[pi + 1] == b'*' {
-                        pi += 1;
-                    }
-                    if pi + 1 == p.len() {
-                        return true;
-                    }
-                    return (si..=s.len()).any(|k| m(&p[pi + 1..], &s[k..], nocase));
-                }
-                b'?' => {
-                    if si >= s.len() {
-                        return false;
-                    }
-                    si += 1;
-                }
-                b'[' => {
-                    if si >= s.len() {
-                        return false;
-                    }
-                    pi += 1;
-                    let not = pi < p.len() && p[pi] == b'^';
-                    if not {
-                        pi += 1;
-                    }
-                    let mut hit = false;
-                    while pi < p.len() && p[pi] != b']' {
-                        if p[pi] == b'\\' && pi + 1 < p.len() {
-                            pi += 1;
-                            hit |= p[pi] == s[si];
-                        } else if pi + 2 < p.len() && p[pi + 1] == b'-' {
-                            let (lo, hi) = (p[pi].min(p[pi + 2]), p[pi].max(p[pi + 2]));
-                            hit |= (lo..=hi).contains(&s[si]);
-                            pi += 2;
-                        } else {
-                            hit |= p[pi] == s[si];
-                        }
-                        pi += 1;
-                    }
-                    if hit == not {
-                        return false;
-                    }
-                    si += 1;
-                }
-                c => {
-                    let c = if c == b'\\' && pi + 1 < p.len() {
-                        pi += 1;
-                        p[pi]
-                    } else {
-                        c
-                    };
-                    if si >= s.len() || !(c == s[si] || nocase && c.eq_ignore_ascii_case(&s[si])) {
-                        return false;
-                    }
-                    si += 1;
-                }
-            }
-            pi += 1;
-        }
-        si == s.len()
-    }
-    m(pat, s, false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stringmatch;
-
-    #[test]
-    fn redis_glob() {
-        assert!(stringmatch(b"k*", b"k1"));
-        assert!(stringmatch(b"*", b""));
-        assert!(!stringmatch(b"k?", b"k"));
-        assert!(stringmatch(b"h[ae]llo", b"hallo"));
-        assert!(!stringmatch(b"h[^e]llo", b"hello"));
-        assert!(stringmatch(b"h[a-c]llo", b"hbllo"));
-        assert!(stringmatch(b"a\\*b", b"a*b"));
-        assert!(!stringmatch(b"a\\*b", b"axb"));
-        assert!(stringmatch(b"*:*:profile", b"user:42:profile"));
-    }
 }

@@ -20,8 +20,6 @@ mod strings;
 mod zset;
 mod zsets;
 
-pub use keys::stringmatch;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::keys::stringmatch;
 use super::Out;
 use crate::protocol::Proto;
 
@@ -90,7 +89,7 @@ impl Registry {
             }
         }
         for (p, subs) in &m.patterns {
-            if !stringmatch(p, channel) {
+            if !crate::redis_glob::matches(p, channel) {
                 continue;
             }
             for s in subs.values() {
@@ -118,7 +117,7 @@ impl Registry {
         let m = self.lock();
         m.channels
             .keys()
-            .filter(|c| pattern.is_none_or(|p| stringmatch(p, c)))
+            .filter(|c| pattern.is_none_or(|p| crate::redis_glob::matches(p, c)))
             .cloned()
             .collect()
     }

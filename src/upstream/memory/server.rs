@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::db::Key;
-use super::keys::stringmatch;
 use super::{keyspace_info, Ctx, Out, DATABASES, SYNTAX};
 use crate::command::{self, cat, flag};
 
@@ -259,7 +258,11 @@ fn config(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
     ];
     let hits: Vec<&(&str, String)> = items
         .iter()
-        .filter(|(k, _)| a[2..].iter().any(|p| stringmatch(p, k.as_bytes())))
+        .filter(|(k, _)| {
+            a[2..]
+                .iter()
+                .any(|p| crate::redis_glob::matches(p, k.as_bytes()))
+        })
         .collect();
     out.map(hits.len());
     for (k, v) in hits {

@@ -7,7 +7,6 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 
 use super::db::{Value, ELEM_OVERHEAD};
-use super::keys::stringmatch;
 use super::{own, parse_i64, Ctx, Out, NOT_INT, SYNTAX, WRONGTYPE};
 
 type S = IndexSet<Bytes>;
@@ -314,7 +313,11 @@ pub fn scan_reply(a: &[Bytes], items: Vec<(Bytes, Option<Bytes>)>, out: &mut Out
     };
     let picked: Vec<&(Bytes, Option<Bytes>)> = items[range]
         .iter()
-        .filter(|(m, _)| pattern.as_ref().is_none_or(|p| stringmatch(p, m)))
+        .filter(|(m, _)| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| crate::redis_glob::matches_key(p, m))
+        })
         .collect();
     let n: usize = picked.iter().map(|(_, v)| 1 + v.is_some() as usize).sum();
     out.array(2);
