@@ -364,3 +364,28 @@ async fn client_unblock_and_kill_answer_on_the_embedded_store() {
     assert_eq!(c.text(&["CLIENT", "KILL", "ID", &id]).await, ":1\r\n");
     assert!(victim.closed().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sampling_command_cannot_exhaust_the_embedded_store() {
+    let p = proxy_with(settings("memory://")).await;
+    let mut c = Raw::to(&p).await;
+    c.cmd(&["SADD", "s", "a"]).await;
+    c.cmd(&["HSET", "h", "f", "v"]).await;
+    // Redis would build two billion elements; the store refuses instead of being killed.
+    for args in [
+        &["SRANDMEMBER", "s", "-2000000000"][..],
+        &["HRANDFIELD", "h", "-2000000000"][..],
+        &["HRANDFIELD", "h", "-2000000000", "WITHVALUES"][..],
+    ] {
+        let got = c.text(args).await;
+        assert!(
+            got.starts_with("-ERR count is too large"),
+            "{args:?}: {got}"
+        );
+    }
+    assert_eq!(
+        c.text(&["SRANDMEMBER", "s", "-3"]).await,
+        "*3\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n"
+    );
+    assert_eq!(c.text(&["PING"]).await, "+PONG\r\n");
+}

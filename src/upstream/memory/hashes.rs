@@ -272,6 +272,8 @@ fn hrandfield(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
         items.choose_multiple(&mut rng, n).copied().collect()
     } else if items.is_empty() {
         Vec::new()
+    } else if n.unsigned_abs() > super::MAX_SAMPLED {
+        return out.err(super::TOO_MANY);
     } else {
         (0..n.unsigned_abs())
             .map(|_| items[rng.random_range(0..items.len())])

@@ -40,6 +40,18 @@ pub const NOT_FLOAT: &str = "ERR value is not a valid float";
 pub const SYNTAX: &str = "ERR syntax error";
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
+/// Most elements a sampling reply with repetition (SRANDMEMBER and HRANDFIELD with a negative
+/// count) may hold. Redis builds whatever count it is given; the proxy's clients are cut off
+/// past `limits.client_output_buffer_limit` (64 MiB by default), which 16 M elements of at
+/// least 6 bytes each pass anyway, and building them first would hold the store's lock and
+/// take gigabytes for one request (`SRANDMEMBER s -2000000000` was enough to get the process
+/// killed). Past it the command gets [`TOO_MANY`].
+pub const MAX_SAMPLED: u64 = 16 << 20;
+
+/// The error for a sampling count over [`MAX_SAMPLED`].
+pub const TOO_MANY: &str =
+    "ERR count is too large for the embedded store (at most 16777216 elements with repetition)";
+
 /// What to evict when `maxmemory` is reached (parsed once, with the settings).
 pub use crate::config::EvictionPolicy as Policy;
 

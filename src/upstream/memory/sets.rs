@@ -253,6 +253,7 @@ fn pop_or_sample(ctx: &mut Ctx, pop: bool, a: &[Bytes], out: &mut Out) {
             .map(|m| (*m).clone())
             .collect(),
         Some(_) if members.is_empty() => Vec::new(),
+        Some(n) if n.unsigned_abs() > super::MAX_SAMPLED => return out.err(super::TOO_MANY),
         Some(n) => (0..n.unsigned_abs())
             .map(|_| members[rng.random_range(0..members.len())].clone())
             .collect(),
