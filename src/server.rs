@@ -49,6 +49,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The configured users' names, by index (as client entries record them).
+    pub fn user_names(&self) -> Vec<&str> {
+        self.users.iter().map(|u| u.name.as_str()).collect()
+    }
+
     pub fn new(
         settings: Settings,
         metrics: Arc<Metrics>,

@@ -240,3 +240,24 @@ async fn a_blocked_connection_left_behind_is_not_reused() {
     assert_eq!(b.text(&["RPUSH", "never", "x"]).await, ":1\r\n");
     assert_eq!(b.text(&["LLEN", "never"]).await, ":1\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_names_each_clients_user() {
+    let mut s = settings("memory://");
+    s.auth.users = vec![User {
+        name: "reader".into(),
+        password: "pw".into(),
+        commands: vec!["+@all".to_string()].try_into().expect("valid rules"),
+    }];
+    let p = proxy_with(s).await;
+    let mut r = Raw::to(&p).await;
+    assert_eq!(r.text(&["AUTH", "reader", "pw"]).await, "+OK\r\n");
+    let mine = r.text(&["CLIENT", "INFO"]).await;
+    assert!(mine.contains(" user=reader "), "{mine}");
+    let mut d = Raw::to(&p).await;
+    let list = d.text(&["CLIENT", "LIST"]).await;
+    assert!(
+        list.contains(" user=reader ") && list.contains(" user=default "),
+        "{list}"
+    );
+}

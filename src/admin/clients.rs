@@ -56,8 +56,13 @@ impl ClientEntry {
         self.name.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// One line in the format of Redis's `CLIENT LIST`.
-    pub fn line(&self) -> String {
+    /// One line in the format of Redis's `CLIENT LIST`; `users` names the configured users
+    /// (the entry records an index into them, or none for the default user).
+    pub fn line(&self, users: &[&str]) -> String {
+        let user = match self.user.load(Ordering::Relaxed) {
+            usize::MAX => "default",
+            i => users.get(i).copied().unwrap_or("default"),
+        };
         let age = self.connected.elapsed().as_secs();
         let idle_ms = (self.connected.elapsed().as_millis() as u64)
             .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
@@ -71,7 +76,7 @@ impl ClientEntry {
             i => crate::command::all().get(i).map_or("NULL", |c| c.name),
         };
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -81,6 +86,7 @@ impl ClientEntry {
             flags,
             self.db.load(Ordering::Relaxed),
             cmd,
+            user,
             self.resp.load(Ordering::Relaxed),
         )
     }
@@ -136,8 +142,12 @@ impl Registry {
         self.lock().values().cloned().collect()
     }
 
-    pub fn lines(&self) -> Vec<String> {
-        self.lock().values().map(|e| e.line()).collect()
+    /// `CLIENT LIST`'s text: a line per client, each ended by a newline.
+    pub fn list(&self, users: &[&str]) -> String {
+        self.lock()
+            .values()
+            .map(|e| format!("{}\n", e.line(users)))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientEntry>>> {
