@@ -225,7 +225,9 @@ impl Wire {
     /// # Cancel safety
     /// Cancel safe: replies received are stored in the queue or the output buffer.
     pub(crate) async fn barrier(&mut self, s: &mut Session) -> Result<(), Stop> {
-        self.serve_until(s, None::<std::future::Pending<()>>)
+        // Boxed: the wait is rare, and its select! state would otherwise be part of the
+        // future of every command's dispatch, moved and laid out on the hot path.
+        Box::pin(self.serve_until(s, None::<std::future::Pending<()>>))
             .await
             .map(|_| ())
     }
@@ -241,7 +243,7 @@ impl Wire {
         s: &mut Session,
         work: impl Future<Output = T>,
     ) -> Result<T, Stop> {
-        match self.serve_until(s, Some(work)).await? {
+        match Box::pin(self.serve_until(s, Some(work))).await? {
             Some(v) => Ok(v),
             // serve_until returns None only without work.
             None => Err(Stop::Closed(None)),
