@@ -42,7 +42,8 @@ impl Session {
         // and the proxy's own work (compressing a large value) is not.
         let patience = if wait == Wait::Block {
             Patience::Blocking
-        } else if cmd.holds_server() {
+        } else if cmd.holds_server() && !self.st.in_multi {
+            // (Inside MULTI it is only queued; a transaction's EXEC keeps its deadline.)
             Patience::HoldsServer
         } else {
             Patience::Until(self.sh.upstream.deadline(Instant::now()))
