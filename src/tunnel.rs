@@ -7,6 +7,8 @@
 //! comes back from the upstream, which returns the client to ordinary request/reply service.
 //! Denied commands are still refused; their error is written at once.
 
+use std::sync::atomic::Ordering;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -55,14 +57,16 @@ pub(crate) async fn run(c: &mut Client, start: TunnelStart) -> TunnelEnd {
         .with_label_values(&["tunnel"])
         .inc();
     if let Some(id) = c.sh.upstream.connector.client_id(&mut up, proto).await {
-        c.entry
-            .upstream_id
-            .store(id, std::sync::atomic::Ordering::Relaxed);
+        c.entry.upstream_id.store(id, Ordering::Relaxed);
     }
+    let subscribing = start
+        .first
+        .known_name()
+        .is_some_and(|n| n.ends_with("subscribe"));
+    c.entry.subscribed.store(subscribing, Ordering::Relaxed);
     let end = relay(c, &mut up, start).await;
-    c.entry
-        .upstream_id
-        .store(-1, std::sync::atomic::Ordering::Relaxed);
+    c.entry.upstream_id.store(-1, Ordering::Relaxed);
+    c.entry.subscribed.store(false, Ordering::Relaxed);
     c.sh.metrics
         .upstream_connections
         .with_label_values(&["tunnel"])

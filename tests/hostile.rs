@@ -347,6 +347,24 @@ async fn client_ids_name_prescient_clients_and_reach_redis_translated() {
         msg.contains("__redis__:invalidate") && msg.contains("tracked"),
         "invalidation reached the redirect client: {msg}"
     );
+
+    // TYPE: the subscriber is pubsub, the others normal; no client is a replica.
+    assert_eq!(
+        ctl.text(&["CLIENT", "KILL", "TYPE", "replica"]).await,
+        ":0\r\n"
+    );
+    assert_eq!(
+        ctl.text(&["CLIENT", "KILL", "TYPE", "pubsub"]).await,
+        ":1\r\n"
+    );
+    assert!(listener.closed().await, "the subscriber is killed");
+    // The reader at least (clients dropped earlier may not be gone from the registry yet).
+    let n = int(&ctl
+        .cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .await);
+    assert!(n >= 1, "{n}");
+    assert!(reader.closed().await);
+    assert_eq!(ctl.text(&["PING"]).await, "+PONG\r\n", "SKIPME spared ctl");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

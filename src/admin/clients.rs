@@ -36,6 +36,9 @@ pub struct ClientEntry {
     /// The user it authenticated as: an index into the configured users, `usize::MAX` for
     /// the default user (CLIENT KILL USER).
     pub user: AtomicUsize,
+    /// Subscribed to channels (its connection relayed to Redis in a tunnel): CLIENT KILL TYPE
+    /// pubsub.
+    pub subscribed: AtomicBool,
 }
 
 impl ClientEntry {
@@ -116,6 +119,7 @@ impl Registry {
             killed: CancellationToken::new(),
             upstream_id: AtomicI64::new(-1),
             user: AtomicUsize::new(usize::MAX),
+            subscribed: AtomicBool::new(false),
         });
         self.lock().insert(id, e.clone());
         e

@@ -121,7 +121,11 @@ impl Session {
                     .is_none_or(|a| a[..] == *e.laddr.to_string().as_bytes())
                 && f.id.is_none_or(|id| id == e.id)
                 && f.user.is_none_or(|u| u == e.user.load(Ordering::Relaxed))
-                && f.normal_only.is_none_or(|normal| normal);
+                && f.kind.is_none_or(|k| match k {
+                    Kind::Normal => !e.subscribed.load(Ordering::Relaxed),
+                    Kind::PubSub => e.subscribed.load(Ordering::Relaxed),
+                    Kind::Replica => false,
+                });
             if !matches || (e.id == me && f.skipme) {
                 continue;
             }
@@ -155,11 +159,12 @@ impl Session {
                 }
             } else if cmd.arg_is(i, "type") {
                 let t = String::from_utf8_lossy(v).to_ascii_lowercase();
-                // Every prescient client is a normal client to Redis's eyes (pub/sub clients
-                // are relayed, but their entry does not say so).
-                f.normal_only = Some(match t.as_str() {
-                    "normal" => true,
-                    "master" | "slave" | "replica" | "pubsub" => false,
+                // A subscribed client (relayed to Redis in a tunnel) is pubsub, as Redis types
+                // it; no prescient client is a master or replica.
+                f.kind = Some(match t.as_str() {
+                    "normal" => Kind::Normal,
+                    "pubsub" => Kind::PubSub,
+                    "master" | "slave" | "replica" => Kind::Replica,
                     _ => {
                         let t = String::from_utf8_lossy(v);
                         return Err(Value::err(format!("ERR Unknown client type '{t}'")));
@@ -196,14 +201,23 @@ impl Session {
     }
 }
 
+/// A client type, as CLIENT KILL TYPE names it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Normal,
+    PubSub,
+    /// master, slave or replica: none of prescient's clients.
+    Replica,
+}
+
 #[derive(Default)]
 struct Filter {
     addr: Option<Bytes>,
     laddr: Option<Bytes>,
     id: Option<u64>,
     user: Option<usize>,
-    /// TYPE: Some(true) for normal, Some(false) for a type no prescient client has.
-    normal_only: Option<bool>,
+    /// TYPE, when given.
+    kind: Option<Kind>,
     skipme: bool,
 }
 
