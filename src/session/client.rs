@@ -93,12 +93,7 @@ impl Session {
                     .await;
             }
         };
-        let outcome = if matches!(v, Value::Error(_)) {
-            Outcome::Error
-        } else {
-            Outcome::Ok
-        };
-        w.push(self.ready(&cmd, start, v, outcome));
+        self.answer(&cmd, start, v, w);
         Ok(())
     }
 }

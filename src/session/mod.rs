@@ -263,6 +263,16 @@ impl Session {
         Pending::ready(cmd.spec, start, v.encode(self.proto), outcome)
     }
 
+    /// Queues the proxy's own answer to `cmd` (an error reply counts as an error).
+    fn answer(&self, cmd: &Command, start: Instant, v: Value, w: &mut Wire) {
+        let outcome = if matches!(v, Value::Error(_)) {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        w.push(self.ready(cmd, start, v, outcome));
+    }
+
     async fn route(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
         let (route, next) = routing::decide(self.st, self.default_db, self.mem.is_some(), &cmd);
         match route {
@@ -394,12 +404,7 @@ impl Session {
             "proxy" => crate::admin::proxy_cmd::handle(&self.sh, &cmd),
             _ => Value::err("ERR unknown command"),
         };
-        let outcome = if matches!(v, Value::Error(_)) {
-            Outcome::Error
-        } else {
-            Outcome::Ok
-        };
-        w.push(self.ready(&cmd, start, v, outcome));
+        self.answer(&cmd, start, v, w);
         Ok(())
     }
 }
