@@ -146,7 +146,20 @@ async fn run_shared(connector: Arc<Connector>, proto: Proto, mut rx: mpsc::Recei
                 backoff = connector.backoff_min;
                 connector.health.connected();
                 m.upstream_connections.with_label_values(&["shared"]).inc();
-                let err = serve(stream, proto, &mut rx, &mut pending, None, &connector).await;
+                let served = serve(stream, proto, &mut rx, &mut pending, None, &connector);
+                // A panic while serving (a bug: nothing read may cause one) fails this
+                // connection's requests and reconnects, as any other failure does, rather
+                // than leaving every client of the pool without an upstream.
+                let err = match Supervised(Box::pin(served)).await {
+                    Ok(err) => err,
+                    Err(()) => {
+                        connector.metrics.upstream_error("protocol");
+                        UpstreamError::Unavailable(format!(
+                            "{}: internal error serving the connection",
+                            connector.display
+                        ))
+                    }
+                };
                 m.upstream_connections.with_label_values(&["shared"]).dec();
                 connector.health.disconnected();
                 fail_all(&mut pending, &err);
@@ -359,5 +372,45 @@ impl<'a> HoldGuard<'a> {
 impl Drop for HoldGuard<'_> {
     fn drop(&mut self) {
         self.health.release(self.here.get());
+    }
+}
+
+/// A future whose panic is caught and returned as `Err(())` (the panic hook has already
+/// reported it).
+struct Supervised<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for Supervised<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Supervised;
+
+    #[tokio::test]
+    async fn a_panic_while_serving_is_a_failure_not_the_end() {
+        let ok = Supervised(Box::pin(async { 7 })).await;
+        assert_eq!(ok, Ok(7));
+        let bad = Supervised(Box::pin(async {
+            tokio::task::yield_now().await;
+            if std::hint::black_box(true) {
+                panic!("a bug while serving");
+            }
+            7
+        }))
+        .await;
+        assert_eq!(bad, Err(()));
     }
 }
