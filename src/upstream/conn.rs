@@ -324,7 +324,7 @@ async fn serve(
                     if silent_until > now {
                         timer.as_mut().reset(silent_until);
                         armed = true;
-                    } else if connector.health.holding() > 0 {
+                    } else if connector.health.busy_within(period) {
                         // A script or KEYS holds Redis: its silence is expected. Look again
                         // in a period (the hold may end with this request still unanswered).
                         connector.metrics.upstream_busy_waits.inc();

@@ -49,6 +49,11 @@ pub struct Health {
     connected: AtomicI64,
     /// Commands in flight that may hold Redis for long (scripts, KEYS), on any connection.
     holding: AtomicUsize,
+    /// When the last such command's reply came (ms since `epoch`; 0: never): replies queued
+    /// behind it on other connections follow within an event-loop turn of Redis's, and are
+    /// not to be failed in between.
+    hold_ended_ms: AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
     pub version: Mutex<String>,
 }
 
@@ -68,12 +73,30 @@ impl Health {
     }
 
     fn release(&self, n: usize) {
-        self.holding.fetch_sub(n, Ordering::Relaxed);
+        if n > 0 {
+            self.holding.fetch_sub(n, Ordering::Relaxed);
+            let ms = self.since_epoch().as_millis().max(1) as u64;
+            self.hold_ended_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    fn since_epoch(&self) -> Duration {
+        self.epoch.get_or_init(std::time::Instant::now).elapsed()
     }
 
     /// Commands in flight that may hold the upstream for long.
     pub fn holding(&self) -> usize {
         self.holding.load(Ordering::Relaxed)
+    }
+
+    /// Whether the upstream's silence is explained: a command holding it is in flight, or one
+    /// ended less than `grace` ago (the replies queued behind it are on their way).
+    pub fn busy_within(&self, grace: Duration) -> bool {
+        if self.holding() > 0 {
+            return true;
+        }
+        let ended = self.hold_ended_ms.load(Ordering::Relaxed);
+        ended > 0 && self.since_epoch().as_millis() as u64 <= ended + grace.as_millis() as u64
     }
 
     /// The upstream's version as it reports it ("" until learned).
@@ -398,5 +421,29 @@ impl Upstream {
     /// A raw, authenticated connection for a tunnel (pub/sub, MONITOR).
     pub async fn raw(&self, proto: Proto, db: u32) -> Result<TcpStream, UpstreamError> {
         self.connector.connect_db(proto, db).await
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::Health;
+    use std::time::Duration;
+
+    #[test]
+    fn silence_is_explained_while_a_hold_lasts_and_for_a_grace_after() {
+        let h = Health::default();
+        let grace = Duration::from_secs(60);
+        assert!(!h.busy_within(grace), "nothing held yet");
+        h.hold(2);
+        assert!(h.busy_within(Duration::ZERO));
+        h.release(1);
+        assert!(h.busy_within(Duration::ZERO), "one still held");
+        h.release(1);
+        assert_eq!(h.holding(), 0);
+        assert!(h.busy_within(grace), "just ended");
+        // A release of nothing (a connection ending with none held) ends no hold.
+        let fresh = Health::default();
+        fresh.release(0);
+        assert!(!fresh.busy_within(grace));
     }
 }
