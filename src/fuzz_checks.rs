@@ -69,9 +69,8 @@ pub fn request_parser(data: &[u8]) {
     };
     let whole = parse_in_pieces(rest, rest.len(), limits);
     let pieces = parse_in_pieces(rest, first as usize % 13 + 1, limits);
-    // An error may be found earlier in pieces (a length header over the limit is refused
-    // before its body arrives), so only the commands before it and the error must agree;
-    // without an error, what is left unparsed must agree too.
+    // The commands and the error must agree. What is left unparsed agrees only without an
+    // error: in pieces, the bytes after the error never arrived.
     assert_eq!(whole.commands, pieces.commands);
     assert_eq!(whole.error, pieces.error);
     if whole.error.is_none() {

@@ -369,11 +369,9 @@ async fn client_ids_name_prescient_clients_and_reach_redis_translated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_unblock_and_kill_answer_on_the_embedded_store() {
-    let p = proxy_with(settings("memory://")).await;
     let mut s = settings("memory://");
     s.server.deny_commands.clear();
     let q = proxy_with(s).await;
-    drop(p);
     let mut c = Raw::to(&q).await;
     // The store has no CLIENT UNBLOCK: an error, never a hang.
     assert!(c.text(&["CLIENT", "UNBLOCK", "1"]).await.starts_with('-'));

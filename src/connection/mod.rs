@@ -78,12 +78,12 @@ impl Client {
         let mut idle_armed: Option<Instant> = None;
         loop {
             match self.process_input().await {
-                Ok(()) => {}
+                Ok(None) => {}
+                Ok(Some(closing)) => reason = Some(closing),
                 Err(Stop::Shutdown) => {
                     self.closing = true;
                     reason = Some("shutdown");
                 }
-                Err(Stop::Closed(Some("protocol_error"))) => reason = Some("protocol_error"),
                 Err(Stop::Closed(r)) => return r.or(reason),
             }
             self.session.take_direct(&mut self.wire.out);
@@ -96,10 +96,10 @@ impl Client {
                     crate::tunnel::TunnelEnd::Close(r) => return r.or(reason),
                 }
             }
-            let w = &mut self.wire;
             let max_pipeline = Tunables::load(&self.sh.tunables.max_pipeline) as usize;
-            let can_read =
-                !self.closing && w.pending.len() < max_pipeline && w.out.len() < OUT_SOFT;
+            let can_read = !self.closing
+                && self.wire.pending.len() < max_pipeline
+                && self.wire.out.len() < OUT_SOFT;
             let idle = self.idle_deadline();
             if idle.is_some() && idle != idle_armed {
                 idle_timer.as_mut().reset(idle.unwrap_or_else(Instant::now));
@@ -166,9 +166,9 @@ impl Client {
     }
 
     /// Parses and dispatches buffered requests while the pipeline has room. A protocol error
-    /// queues Redis's error reply, marks the connection closing and reports
-    /// `Closed(Some("protocol_error"))`; the loop still writes what is owed.
-    async fn process_input(&mut self) -> Result<(), Stop> {
+    /// queues Redis's error reply, marks the connection closing and returns the reason
+    /// (`Ok(Some("protocol_error"))`); the loop still writes what is owed.
+    async fn process_input(&mut self) -> Result<Option<&'static str>, Stop> {
         let max_pipeline = Tunables::load(&self.sh.tunables.max_pipeline) as usize;
         // One clock reading for the commands that arrived together: their latency is counted
         // from when this batch was read (measured: three clock reads per command were 4% of
@@ -186,7 +186,7 @@ impl Client {
                     if want > 0 {
                         self.wire.inbuf.reserve(want);
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(e) => {
                     let start = Instant::now();
@@ -194,7 +194,7 @@ impl Client {
                     self.wire
                         .push(Pending::ready(None, start, raw, Outcome::Refused));
                     self.closing = true;
-                    return Err(Stop::Closed(Some("protocol_error")));
+                    return Ok(Some("protocol_error"));
                 }
             };
             let quit = cmd.spec.is_some_and(|s| s.name == "quit");
@@ -203,6 +203,6 @@ impl Client {
                 self.closing = true;
             }
         }
-        Ok(())
+        Ok(None)
     }
 }

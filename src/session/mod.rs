@@ -7,10 +7,10 @@
 //! route. When the route changes (shared <-> dedicated), the replies in flight are awaited
 //! first (delivering them as they come: `Wire::barrier`) so no command overtakes an earlier one.
 //!
-//! This file holds the state and the routing; the parts: auth.rs (AUTH, HELLO, the access
-//! check), client.rs (CLIENT subcommands about the client itself), peers.rs (CLIENT KILL,
-//! UNBLOCK, TRACKING REDIRECT), pubsub.rs, forward.rs (shared, dedicated or embedded-store
-//! connection), compress.rs (the compression layer).
+//! This file holds the state and acts on the route; the parts: routing.rs (the pure routing
+//! decision), auth.rs (AUTH, HELLO, the access check), client.rs (CLIENT subcommands about the
+//! client itself), peers.rs (CLIENT KILL, UNBLOCK, TRACKING REDIRECT), pubsub.rs, forward.rs
+//! (shared, dedicated or embedded-store connection), compress.rs (the compression layer).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
