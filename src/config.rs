@@ -480,28 +480,34 @@ impl Settings {
     /// The effective settings as `section.key = value` lines, secrets masked.
     pub fn flatten(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        let v = toml::Value::try_from(self).unwrap_or(toml::Value::Boolean(false));
+        let v = toml::Value::try_from(self.masked()).unwrap_or(toml::Value::Boolean(false));
         flatten_into("", &v, &mut out);
-        for (k, v) in out.iter_mut() {
-            if k.ends_with("password") && !v.is_empty() && v != "\"\"" {
-                *v = "\"********\"".into();
-            }
-        }
         out
     }
 
     /// The effective settings as TOML, secrets masked, for `check-config`.
     pub fn to_toml(&self) -> String {
-        let mut masked = self.clone();
-        for p in std::iter::once(&mut masked.auth.password)
-            .chain(std::iter::once(&mut masked.upstream.password))
-            .chain(masked.auth.users.iter_mut().map(|u| &mut u.password))
+        toml::to_string(&self.masked()).unwrap_or_default()
+    }
+
+    /// A copy with every secret masked: the passwords, and the password in the upstream URL.
+    pub fn masked(&self) -> Settings {
+        const MASK: &str = "********";
+        let mut m = self.clone();
+        for p in std::iter::once(&mut m.auth.password)
+            .chain(std::iter::once(&mut m.upstream.password))
+            .chain(m.auth.users.iter_mut().map(|u| &mut u.password))
         {
             if !p.is_empty() {
-                *p = "********".into();
+                *p = MASK.into();
             }
         }
-        toml::to_string(&masked).unwrap_or_default()
+        if let Ok(mut u) = url::Url::parse(&m.upstream.url) {
+            if u.password().is_some() && u.set_password(Some(MASK)).is_ok() {
+                m.upstream.url = u.to_string();
+            }
+        }
+        m
     }
 }
 
@@ -781,8 +787,15 @@ mod tests {
     fn flatten_masks_secrets_and_tunables_check_values() {
         let mut s = Settings::default();
         s.auth.password = "secret".into();
+        s.upstream.password = "secret2".into();
+        s.auth.users.push(Default::default());
+        s.auth.users[0].password = "secret3".into();
+        s.upstream.url = "redis://bob:secret4@127.0.0.1:6379/2".into();
         let f = s.flatten();
         assert_eq!(f["auth.password"], "\"********\"");
+        assert_eq!(f["upstream.url"], "\"redis://bob:********@127.0.0.1:6379/2\"");
+        let all = format!("{f:?}{}", s.to_toml());
+        assert!(!all.contains("secret"), "a secret leaks: {all}");
         assert_eq!(f["server.max_clients"], "10000");
         let t = Tunables::new(&s);
         t.set("server.max_clients", "5").unwrap();

@@ -30,6 +30,7 @@
 //! ```
 pub mod admin;
 pub mod alloc;
+pub mod clients;
 pub mod command;
 pub mod compression;
 pub mod config;
@@ -43,5 +44,5 @@ pub mod server;
 pub(crate) mod session;
 pub mod short_bytes;
 pub mod tracking;
-pub(crate) mod tunnel;
 pub mod upstream;
+pub(crate) mod wire;

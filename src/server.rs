@@ -7,14 +7,15 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::clients::Registry;
+use crate::admin::{Parts, View};
+use crate::clients::Registry;
 use crate::command::acl::{Denylist, Rules};
 use crate::compression::Compressor;
 use crate::config::{Settings, Tunables};
@@ -39,9 +40,10 @@ pub struct Shared {
     /// The compression policy (envelopes are decoded even when compression is off).
     pub compressor: Arc<Compressor>,
     /// Learns from every key read (tracking/).
-    pub tracker: Tracker,
-    pub clients: Registry,
-    pub started: Instant,
+    pub tracker: Arc<Tracker>,
+    pub clients: Arc<Registry>,
+    /// What INFO, PROXY and the admin HTTP server see: no secrets.
+    pub admin: Arc<View>,
     pub deny: Denylist,
     pub users: Vec<User>,
     pub limits: Limits,
@@ -49,11 +51,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The configured users' names, by index (as client entries record them).
-    pub fn user_names(&self) -> Vec<&str> {
-        self.users.iter().map(|u| u.name.as_str()).collect()
-    }
-
     pub fn new(
         settings: Settings,
         metrics: Arc<Metrics>,
@@ -75,8 +72,23 @@ impl Shared {
                 rules: u.commands.rules().clone(),
             })
             .collect();
-        let tracker = Tracker::start(&settings.tracking, &metrics.registry)?;
+        let tracker = Arc::new(Tracker::start(&settings.tracking, &metrics.registry)?);
+        let clients = Arc::new(Registry::default());
+        let admin = Arc::new(View::new(
+            &settings,
+            Parts {
+                metrics: metrics.clone(),
+                tunables: tunables.clone(),
+                health: upstream.connector.health.clone(),
+                clients: clients.clone(),
+                compressor: compressor.clone(),
+                tracker: tracker.clone(),
+                shutdown: shutdown.clone(),
+            },
+        ));
         Ok(Shared {
+            admin,
+            clients,
             tracker,
             deny: Denylist::new(&settings.server.deny_commands),
             limits: Limits {
@@ -87,8 +99,6 @@ impl Shared {
             metrics,
             upstream,
             compressor,
-            clients: Registry::default(),
-            started: Instant::now(),
             users,
             settings,
             shutdown,
@@ -120,7 +130,7 @@ impl Server {
         let shared = Arc::new(Shared::new(settings, metrics, shutdown.clone())?);
         let tracker = TaskTracker::new();
         if let Some(l) = admin {
-            tokio::spawn(crate::admin::http::serve(l, shared.clone()));
+            tokio::spawn(crate::admin::http::serve(l, shared.admin.clone()));
         }
         tokio::spawn(accept_loop(listener, shared.clone(), tracker.clone()));
         tracing::info!(%addr, upstream = %shared.upstream.connector.display, "prescient listening");

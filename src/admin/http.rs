@@ -9,9 +9,9 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::server::Shared;
+use super::View;
 
-pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, sh: Arc<View>) {
     let shutdown = sh.shutdown.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -26,20 +26,20 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
     }
 }
 
-async fn metrics(State(sh): State<Arc<Shared>>) -> ([(&'static str, &'static str); 1], String) {
+async fn metrics(State(sh): State<Arc<View>>) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],
         sh.metrics.render(),
     )
 }
 
-async fn ready(State(sh): State<Arc<Shared>>) -> (StatusCode, String) {
-    if sh.upstream.connector.health.is_up() {
+async fn ready(State(sh): State<Arc<View>>) -> (StatusCode, String) {
+    if sh.health.is_up() {
         (StatusCode::OK, "ready\n".into())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("upstream {} unreachable\n", sh.upstream.connector.display),
+            format!("upstream {} unreachable\n", sh.upstream),
         )
     }
 }

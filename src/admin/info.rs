@@ -8,7 +8,7 @@ use crate::command::Command;
 use crate::config::Tunables;
 use crate::protocol::reply::Proto;
 use crate::protocol::Value;
-use crate::server::Shared;
+use super::View;
 
 /// Which parts an INFO command asks for: (the upstream's sections, the proxy's section).
 pub fn sections(cmd: &Command) -> (bool, bool) {
@@ -27,9 +27,9 @@ pub fn sections(cmd: &Command) -> (bool, bool) {
 }
 
 /// The proxy's section, with the `# Proxy` header, CRLF line ends as in Redis's INFO.
-pub fn proxy_section(sh: &Shared) -> String {
-    let up = sh.upstream.connector.health.is_up();
-    let version = sh.upstream.connector.health.version();
+pub fn proxy_section(sh: &View) -> String {
+    let up = sh.health.is_up();
+    let version = sh.health.version();
     let mut s = String::from("# Proxy\r\n");
     let mut line = |k: &str, v: &dyn std::fmt::Display| {
         let _ = write!(s, "{k}:{v}\r\n");
@@ -45,10 +45,10 @@ pub fn proxy_section(sh: &Shared) -> String {
         &Tunables::load(&sh.tunables.max_clients),
     );
     line("proxy_pinned_clients", &sh.metrics.pinned_clients.get());
-    line("proxy_upstream", &sh.upstream.connector.display);
+    line("proxy_upstream", &sh.upstream);
     line("proxy_upstream_state", &if up { "up" } else { "down" });
     line("proxy_upstream_version", &version);
-    line("proxy_upstream_pool_size", &sh.settings.upstream.pool_size);
+    line("proxy_upstream_pool_size", &sh.pool_size);
     line(
         "proxy_total_commands_processed",
         &sh.metrics.commands_processed(),
@@ -63,13 +63,13 @@ pub fn proxy_section(sh: &Shared) -> String {
 }
 
 /// `INFO proxy` answered without the upstream.
-pub fn proxy_only(sh: &Shared) -> Value {
+pub fn proxy_only(sh: &View) -> Value {
     Value::Verbatim(proxy_section(sh))
 }
 
 /// Appends the proxy section to an upstream INFO reply (a bulk or verbatim string). Any other
 /// reply (an error, `+QUEUED` inside MULTI) passes unchanged.
-pub fn append_proxy_section(sh: &Shared, raw: Bytes, proto: Proto) -> Bytes {
+pub fn append_proxy_section(sh: &View, raw: Bytes, proto: Proto) -> Bytes {
     let Some(text) = string_payload(&raw) else {
         return raw;
     };

@@ -1,6 +1,77 @@
-//! Administration: the client registry, PROXY commands, the INFO section and
-//! the HTTP endpoints.
-pub mod clients;
+//! Administration: PROXY commands, the INFO section and the HTTP endpoints.
+//!
+//! Everything here reads the proxy through a [`View`]: counters, tunables, the upstream's
+//! health, the client registry, the compressor, the tracker, and the settings with every
+//! secret masked. No part of the admin face holds the settings themselves or the upstream's
+//! connections, so a bug in it (or the HTTP API to come) cannot print a password.
 pub mod http;
 pub mod info;
 pub mod proxy_cmd;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::Registry;
+use crate::compression::Compressor;
+use crate::config::{Settings, Tunables};
+use crate::metrics::Metrics;
+use crate::tracking::tracker::Tracker;
+use crate::upstream::Health;
+
+/// What the admin face may see of the proxy.
+pub struct View {
+    pub metrics: Arc<Metrics>,
+    pub tunables: Arc<Tunables>,
+    pub health: Arc<Health>,
+    /// The upstream as shown to operators (no credentials).
+    pub upstream: String,
+    pub pool_size: usize,
+    pub clients: Arc<Registry>,
+    /// The configured users' names, by index (as client entries record them).
+    pub user_names: Vec<String>,
+    pub compressor: Arc<Compressor>,
+    pub tracker: Arc<Tracker>,
+    pub started: Instant,
+    /// The settings flattened to `section.key`, secrets masked.
+    pub settings: BTreeMap<String, String>,
+    pub shutdown: CancellationToken,
+}
+
+/// The parts of the proxy a [`View`] is made from.
+pub struct Parts {
+    pub metrics: Arc<Metrics>,
+    pub tunables: Arc<Tunables>,
+    pub health: Arc<Health>,
+    pub clients: Arc<Registry>,
+    pub compressor: Arc<Compressor>,
+    pub tracker: Arc<Tracker>,
+    pub shutdown: CancellationToken,
+}
+
+impl View {
+    /// The view of a proxy built from `settings`: the settings are read here, once, and only
+    /// their masked form is kept.
+    pub fn new(settings: &Settings, p: Parts) -> View {
+        View {
+            upstream: settings.upstream_url().display(),
+            pool_size: settings.upstream.pool_size,
+            user_names: settings.auth.users.iter().map(|u| u.name.clone()).collect(),
+            settings: settings.flatten(),
+            started: Instant::now(),
+            metrics: p.metrics,
+            tunables: p.tunables,
+            health: p.health,
+            clients: p.clients,
+            compressor: p.compressor,
+            tracker: p.tracker,
+            shutdown: p.shutdown,
+        }
+    }
+
+    pub fn user_names(&self) -> Vec<&str> {
+        self.user_names.iter().map(String::as_str).collect()
+    }
+}

@@ -4,7 +4,7 @@ use crate::command::Command;
 use crate::compression::Compressor;
 use crate::config::TUNABLE_KEYS;
 use crate::protocol::Value;
-use crate::server::Shared;
+use super::View;
 
 const HELP: &[&str] = &[
     "PROXY <subcommand> [<arg> ...]. Subcommands are:",
@@ -79,7 +79,7 @@ pub fn keyinfo(c: &Compressor, key: &[u8], stored: &[u8]) -> Value {
     Value::Verbatim(lines.iter().map(|l| format!("{l}\n")).collect())
 }
 
-pub fn handle(sh: &Shared, cmd: &Command) -> Value {
+pub fn handle(sh: &View, cmd: &Command) -> Value {
     let sub = cmd.subcommand().unwrap_or_default();
     let argc = cmd.args.len();
     match (sub.as_str(), argc) {
@@ -141,7 +141,7 @@ fn count_arg(cmd: &Command, at: usize, default: usize) -> Result<usize, Value> {
     }
 }
 
-fn predict(sh: &Shared, key: &bytes::Bytes, k: usize) -> Value {
+fn predict(sh: &View, key: &bytes::Bytes, k: usize) -> Value {
     if !sh.tracker.enabled() {
         return Value::err("ERR tracking is disabled (tracking.enabled)");
     }
@@ -161,8 +161,8 @@ fn predict(sh: &Shared, key: &bytes::Bytes, k: usize) -> Value {
     )
 }
 
-fn config_get(sh: &Shared, pattern: &str) -> Value {
-    let mut flat = sh.settings.flatten();
+fn config_get(sh: &View, pattern: &str) -> Value {
+    let mut flat = sh.settings.clone();
     for k in TUNABLE_KEYS {
         if let Some(v) = sh.tunables.get(k) {
             flat.insert(k.to_string(), v.to_string());
@@ -176,7 +176,7 @@ fn config_get(sh: &Shared, pattern: &str) -> Value {
     )
 }
 
-fn stats(sh: &Shared) -> String {
+fn stats(sh: &View) -> String {
     use crate::metrics::{CLOSE_REASONS, UPSTREAM_ERRORS};
     let m = &sh.metrics;
     let mut lines = vec![
@@ -189,7 +189,7 @@ fn stats(sh: &Shared) -> String {
         format!("client_bytes_out:{}", m.bytes_out.get()),
         format!(
             "upstream_state:{}",
-            if sh.upstream.connector.health.is_up() {
+            if sh.health.is_up() {
                 "up"
             } else {
                 "down"

@@ -8,7 +8,7 @@
 //! client that never reads cannot grow the proxy's memory without bound. A proxy-side
 //! `CLIENT KILL` of this client closes it the same way.
 
-mod wire;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,14 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::admin::clients::ClientEntry;
+use crate::clients::ClientEntry;
 use crate::config::Tunables;
 use crate::metrics::Outcome;
 use crate::protocol::{RequestParser, Value};
 use crate::server::Shared;
-use crate::session::Session;
-
-pub(crate) use wire::{Pending, Stop, Wire};
+use crate::session::{Pending, Session, Stop, Wire};
+use crate::wire::WireContext;
 
 /// Reading pauses while this much output waits to be written.
 const OUT_SOFT: usize = 256 * 1024;
@@ -40,7 +39,17 @@ pub async fn serve(sh: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let mut c = Client {
         session: Session::new(sh.clone(), entry.clone()),
         parser: RequestParser::new(sh.limits),
-        wire: Wire::new(sh.clone(), &entry, rd, wr),
+        wire: Wire::new(
+            WireContext {
+                metrics: sh.metrics.clone(),
+                tunables: sh.tunables.clone(),
+                client: entry.id,
+                shutdown: sh.shutdown.clone(),
+                killed: entry.killed.clone(),
+            },
+            rd,
+            wr,
+        ),
         sh: sh.clone(),
         entry,
         closing: false,
@@ -91,9 +100,9 @@ impl Client {
                 return reason;
             }
             if let Some(tunnel) = self.session.take_tunnel() {
-                match crate::tunnel::run(self, tunnel).await {
-                    crate::tunnel::TunnelEnd::Resume => continue,
-                    crate::tunnel::TunnelEnd::Close(r) => return r.or(reason),
+                match tunnel::run(self, tunnel).await {
+                    tunnel::TunnelEnd::Resume => continue,
+                    tunnel::TunnelEnd::Close(r) => return r.or(reason),
                 }
             }
             let max_pipeline = Tunables::load(&self.sh.tunables.max_pipeline) as usize;
@@ -113,7 +122,7 @@ impl Client {
                     reason = Some("shutdown");
                 }
                 _ = &mut killed => return Some("killed"),
-                _ = wire::front_ready(&mut w.pending), if !w.pending.is_empty() => {
+                _ = crate::wire::front_ready(&mut w.pending), if !w.pending.is_empty() => {
                     if let Err(r) = w.deliver(&mut self.session) {
                         return Some(r);
                     }

@@ -4,11 +4,10 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Effect, Session};
+use super::{Effect, Pending, Session, Stop, Wire};
 use crate::command::Command;
 use crate::compression::plan::{self, Target};
 use crate::compression::{reply, rmw};
-use crate::connection::{Pending, Stop, Wire};
 use crate::metrics::Outcome;
 use crate::protocol::Value;
 

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::admin::clients::ClientEntry;
+use crate::clients::ClientEntry;
 use crate::command::Command;
 use crate::command::CommandSpec;
 use crate::compression::reply::Shape;
-use crate::connection::{Pending, Stop, Wire};
+pub(crate) use crate::wire::Stop;
 use crate::metrics::{Metrics, Outcome};
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::server::Shared;
@@ -39,9 +39,14 @@ mod routing;
 
 use routing::{Conn, ConnState, Route, Wait};
 
+/// A session's reply queue, and a reply in it.
+pub(crate) type Wire = crate::wire::Wire<Effect>;
+pub(crate) type Pending = crate::wire::Pending<Effect>;
+
 /// Work to do on a reply when it comes back, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Effect {
+    #[default]
     None,
     /// A SELECT: if it failed, the database is still `prev`.
     Select {
@@ -366,7 +371,7 @@ impl Session {
                 raw
             }
             Effect::InfoAppend => {
-                crate::admin::info::append_proxy_section(&self.sh, raw, self.proto)
+                crate::admin::info::append_proxy_section(&self.sh.admin, raw, self.proto)
             }
             other => self.apply_compression(other, raw),
         }
@@ -391,7 +396,7 @@ impl Session {
                     let d = self.conn_for_state();
                     return self.send(cmd, start, d, Wait::Deadline, effect, w).await;
                 }
-                crate::admin::info::proxy_only(&self.sh)
+                crate::admin::info::proxy_only(&self.sh.admin)
             }
             "proxy" if cmd.arg_is(1, "keyinfo") && cmd.args.len() == 3 => {
                 // The stored bytes, read past the compression layer.
@@ -401,10 +406,30 @@ impl Session {
                 let effect = Effect::KeyInfo(key);
                 return self.send(get, start, d, Wait::Deadline, effect, w).await;
             }
-            "proxy" => crate::admin::proxy_cmd::handle(&self.sh, &cmd),
+            "proxy" => crate::admin::proxy_cmd::handle(&self.sh.admin, &cmd),
             _ => Value::err("ERR unknown command"),
         };
         self.answer(&cmd, start, v, w);
         Ok(())
+    }
+}
+
+impl crate::wire::Owner for Session {
+    type Effect = Effect;
+
+    fn apply(&mut self, effect: Effect, raw: Bytes) -> Bytes {
+        Session::apply(self, effect, raw)
+    }
+
+    fn decode_later(
+        &mut self,
+        effect: &mut Effect,
+        raw: &Bytes,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::upstream::Reply>> {
+        Session::decode_later(self, effect, raw)
+    }
+
+    fn take_direct(&mut self, out: &mut BytesMut) {
+        Session::take_direct(self, out)
     }
 }

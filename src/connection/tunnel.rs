@@ -14,11 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::config::Tunables;
-use crate::connection::{Client, Stop, Wire};
+use super::Client;
 use crate::metrics::Outcome;
 use crate::protocol::reply::ReplyScanner;
 use crate::protocol::Value;
-use crate::session::TunnelStart;
+use crate::session::{Pending, Stop, TunnelStart, Wire};
 
 /// Reading from one side pauses while this much waits to be written to the other.
 const SOFT: usize = 256 * 1024;
@@ -42,7 +42,7 @@ pub(crate) async fn run(c: &mut Client, start: TunnelStart) -> TunnelEnd {
         Ok(s) => s,
         Err(e) => {
             let now = Instant::now();
-            let p = crate::connection::Pending::ready(
+            let p = Pending::ready(
                 start.first.spec,
                 now,
                 Value::err(e.to_string()).encode(proto),

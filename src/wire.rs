@@ -10,9 +10,11 @@
 //! dedicated connection), a tunnel, RESET, HELLO, a read-modify-write. [`Wire::barrier`] waits
 //! for that *while delivering and writing* the replies as they come, and while watching for
 //! shutdown and for the client going away, so a blocked BLPOP never holds back the GET reply
-//! queued before it. It does not own the session (the session calls it with itself), so the
-//! session, the connection loop and the tunnel share this one type without importing each
-//! other's internals.
+//! queued before it.
+//!
+//! The queue knows nothing of sessions: what a reply's effect does is its owner's business,
+//! through [`Owner`]. The session implements it and calls the queue with itself; the
+//! connection loop drives both. So this module sits below both, and imports neither.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -27,13 +29,27 @@ use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::clients::ClientEntry;
 use crate::command::CommandSpec;
 use crate::config::Tunables;
-use crate::metrics::Outcome;
-use crate::server::Shared;
-use crate::session::{Effect, Session};
+use crate::metrics::{Metrics, Outcome};
 use crate::upstream::Reply;
+
+/// What the reply queue needs from whoever owns the replies' effects (the session).
+pub(crate) trait Owner {
+    /// Work to do on a reply when it is delivered; `Default` is "none".
+    type Effect: Default;
+    /// Applies a reply's effect; returns the bytes the client gets.
+    fn apply(&mut self, effect: Self::Effect, raw: Bytes) -> Bytes;
+    /// For a ready reply at the front: a receiver when it is to be worked on elsewhere first
+    /// (a large value decoded on another thread), which spends `effect`; None to apply it now.
+    fn decode_later(
+        &mut self,
+        effect: &mut Self::Effect,
+        raw: &Bytes,
+    ) -> Option<oneshot::Receiver<Reply>>;
+    /// Moves replies the owner wrote straight out, ahead of the queue, into `out`.
+    fn take_direct(&mut self, out: &mut BytesMut);
+}
 
 /// While a barrier waits, the client's bytes are still read (to notice it leave) up to this
 /// many buffered; past it reading pauses until the barrier is passed.
@@ -49,11 +65,11 @@ pub(crate) enum Stop {
 }
 
 /// A reply owed to the client, in request order.
-pub(crate) struct Pending {
+pub(crate) struct Pending<E> {
     slot: Slot,
     spec: Option<&'static CommandSpec>,
     start: Instant,
-    pub(crate) effect: Effect,
+    pub(crate) effect: E,
     /// CLIENT REPLY OFF/SKIP: the command runs but its reply is not sent.
     suppress: bool,
 }
@@ -63,7 +79,7 @@ enum Slot {
     Waiting(oneshot::Receiver<Reply>),
 }
 
-impl Pending {
+impl<E: Default> Pending<E> {
     pub(crate) fn is_waiting(&self) -> bool {
         matches!(self.slot, Slot::Waiting(_))
     }
@@ -78,7 +94,7 @@ impl Pending {
             slot: Slot::Ready(raw, outcome),
             spec,
             start,
-            effect: Effect::None,
+            effect: E::default(),
             suppress: false,
         }
     }
@@ -88,7 +104,7 @@ impl Pending {
         spec: Option<&'static CommandSpec>,
         start: Instant,
         raw: Bytes,
-        effect: Effect,
+        effect: E,
     ) -> Self {
         Pending {
             effect,
@@ -100,7 +116,7 @@ impl Pending {
         spec: Option<&'static CommandSpec>,
         start: Instant,
         rx: oneshot::Receiver<Reply>,
-        effect: Effect,
+        effect: E,
     ) -> Self {
         Pending {
             slot: Slot::Waiting(rx),
@@ -113,38 +129,48 @@ impl Pending {
 }
 
 /// The client's socket, buffers and reply queue.
-pub(crate) struct Wire {
+pub(crate) struct Wire<E> {
     pub(crate) rd: OwnedReadHalf,
     pub(crate) wr: OwnedWriteHalf,
     pub(crate) inbuf: BytesMut,
     pub(crate) out: BytesMut,
-    pub(crate) pending: VecDeque<Pending>,
-    sh: Arc<Shared>,
+    pub(crate) pending: VecDeque<Pending<E>>,
+    metrics: Arc<Metrics>,
+    tunables: Arc<Tunables>,
     client: u64,
+    /// The proxy's shutdown signal.
+    shutdown: CancellationToken,
     /// The client's CLIENT KILL signal.
     killed: CancellationToken,
 }
 
-impl Wire {
-    pub(crate) fn new(
-        sh: Arc<Shared>,
-        entry: &ClientEntry,
-        rd: OwnedReadHalf,
-        wr: OwnedWriteHalf,
-    ) -> Wire {
+/// What a [`Wire`] watches and counts, besides its socket.
+pub(crate) struct WireContext {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tunables: Arc<Tunables>,
+    /// The client's id, for logs.
+    pub(crate) client: u64,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) killed: CancellationToken,
+}
+
+impl<E: Default> Wire<E> {
+    pub(crate) fn new(cx: WireContext, rd: OwnedReadHalf, wr: OwnedWriteHalf) -> Wire<E> {
         Wire {
-            client: entry.id,
-            killed: entry.killed.clone(),
+            client: cx.client,
+            killed: cx.killed,
+            shutdown: cx.shutdown,
+            metrics: cx.metrics,
+            tunables: cx.tunables,
             rd,
             wr,
             inbuf: BytesMut::with_capacity(16 * 1024),
             out: BytesMut::with_capacity(16 * 1024),
             pending: VecDeque::new(),
-            sh,
         }
     }
 
-    pub(crate) fn push(&mut self, p: Pending) {
+    pub(crate) fn push(&mut self, p: Pending<E>) {
         self.pending.push_back(p);
     }
 
@@ -157,8 +183,8 @@ impl Wire {
 
     /// Moves every ready reply at the front of the queue into the output buffer. Fails when
     /// the output passes the client output buffer limit.
-    pub(crate) fn deliver(&mut self, s: &mut Session) -> Result<(), &'static str> {
-        let limit = Tunables::load(&self.sh.tunables.client_output_buffer_limit) as usize;
+    pub(crate) fn deliver<S: Owner<Effect = E>>(&mut self, s: &mut S) -> Result<(), &'static str> {
+        let limit = Tunables::load(&self.tunables.client_output_buffer_limit) as usize;
         let now = Instant::now();
         s.take_direct(&mut self.out);
         while let Some(p) = self.pending.front_mut() {
@@ -190,13 +216,13 @@ impl Wire {
 
     /// Records one completed reply (delivered at `now`) and appends it to the output (unless
     /// suppressed).
-    pub(crate) fn finish(&mut self, s: &mut Session, p: Pending, now: Instant) {
+    pub(crate) fn finish<S: Owner<Effect = E>>(&mut self, s: &mut S, p: Pending<E>, now: Instant) {
         let Slot::Ready(raw, outcome) = p.slot else {
             return;
         };
         let raw = s.apply(p.effect, raw);
         let secs = (now - p.start).as_secs_f64();
-        self.sh.metrics.reply(p.spec, outcome, &raw, secs);
+        self.metrics.reply(p.spec, outcome, &raw, secs);
         if !p.suppress {
             self.out.extend_from_slice(&raw);
         }
@@ -210,7 +236,7 @@ impl Wire {
         match self.wr.try_write(&self.out) {
             Ok(n) => {
                 self.out.advance(n);
-                self.sh.metrics.bytes_out.inc_by(n as u64);
+                self.metrics.bytes_out.inc_by(n as u64);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
@@ -224,7 +250,7 @@ impl Wire {
     ///
     /// # Cancel safety
     /// Cancel safe: replies received are stored in the queue or the output buffer.
-    pub(crate) async fn barrier(&mut self, s: &mut Session) -> Result<(), Stop> {
+    pub(crate) async fn barrier<S: Owner<Effect = E>>(&mut self, s: &mut S) -> Result<(), Stop> {
         // Boxed: the wait is rare, and its select! state would otherwise be part of the
         // future of every command's dispatch, moved and laid out on the hot path.
         Box::pin(self.serve_until(s, None::<std::future::Pending<()>>))
@@ -238,9 +264,9 @@ impl Wire {
     ///
     /// # Cancel safety
     /// Cancel safe as far as the queue goes; `work` is dropped.
-    pub(crate) async fn while_serving<T>(
+    pub(crate) async fn while_serving<T, S: Owner<Effect = E>>(
         &mut self,
-        s: &mut Session,
+        s: &mut S,
         work: impl Future<Output = T>,
     ) -> Result<T, Stop> {
         match Box::pin(self.serve_until(s, Some(work))).await? {
@@ -252,12 +278,12 @@ impl Wire {
 
     /// Delivers and writes replies until `work` is done (`Some` of its output) or, without
     /// work, until every reply owed is delivered (`None`).
-    async fn serve_until<T>(
+    async fn serve_until<T, S: Owner<Effect = E>>(
         &mut self,
-        s: &mut Session,
+        s: &mut S,
         work: Option<impl Future<Output = T>>,
     ) -> Result<Option<T>, Stop> {
-        let shutdown = self.sh.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let killed = self.killed.clone();
         let has_work = work.is_some();
         let work = async move {
@@ -282,12 +308,12 @@ impl Wire {
                 w = self.wr.write(&self.out), if !self.out.is_empty() => match w {
                     Ok(n) if n > 0 => {
                         self.out.advance(n);
-                        self.sh.metrics.bytes_out.inc_by(n as u64);
+                        self.metrics.bytes_out.inc_by(n as u64);
                     }
                     _ => return Err(Stop::Closed(None)),
                 },
                 r = self.rd.read_buf(&mut self.inbuf), if can_read => match r {
-                    Ok(n) if n > 0 => self.sh.metrics.bytes_in.inc_by(n as u64),
+                    Ok(n) if n > 0 => self.metrics.bytes_in.inc_by(n as u64),
                     _ => return Err(Stop::Closed(None)),
                 },
             }
@@ -299,7 +325,7 @@ impl Wire {
 ///
 /// # Cancel safety
 /// Cancel safe: a received reply is stored in the queue before this returns.
-pub(crate) async fn front_ready(pending: &mut VecDeque<Pending>) {
+pub(crate) async fn front_ready<E>(pending: &mut VecDeque<Pending<E>>) {
     poll_fn(|cx| {
         let Some(front) = pending.front_mut() else {
             return Poll::Pending;
