@@ -793,7 +793,10 @@ mod tests {
         s.upstream.url = "redis://bob:secret4@127.0.0.1:6379/2".into();
         let f = s.flatten();
         assert_eq!(f["auth.password"], "\"********\"");
-        assert_eq!(f["upstream.url"], "\"redis://bob:********@127.0.0.1:6379/2\"");
+        assert_eq!(
+            f["upstream.url"],
+            "\"redis://bob:********@127.0.0.1:6379/2\""
+        );
         let all = format!("{f:?}{}", s.to_toml());
         assert!(!all.contains("secret"), "a secret leaks: {all}");
         assert_eq!(f["server.max_clients"], "10000");

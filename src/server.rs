@@ -36,7 +36,7 @@ pub struct Shared {
     pub settings: Settings,
     pub tunables: Arc<Tunables>,
     pub metrics: Arc<Metrics>,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// The compression policy (envelopes are decoded even when compression is off).
     pub compressor: Arc<Compressor>,
     /// Learns from every key read (tracking/).
@@ -57,9 +57,9 @@ impl Shared {
         shutdown: CancellationToken,
     ) -> std::io::Result<Shared> {
         let tunables = Arc::new(Tunables::new(&settings));
-        let upstream = Upstream::new(&settings, tunables.clone(), metrics.clone());
+        let upstream = Arc::new(Upstream::new(&settings, tunables.clone(), metrics.clone()));
         let compressor = Arc::new(Compressor::new(&settings.compression, &metrics.registry));
-        if let Some(store) = &upstream.memory {
+        if let Some(store) = upstream.memory() {
             let _ = store.compressor.set(compressor.clone());
         }
         let users = settings

@@ -261,3 +261,55 @@ async fn client_list_names_each_clients_user() {
         "{list}"
     );
 }
+
+/// The proxy's internal client (read-through, prefetch and jobs write through it) behaves the
+/// same on both backends: its writes are what a client reads, error replies come back as
+/// replies, a pipeline answers in order, and on Redis a dead server is an error, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_client_speaks_to_both_backends_alike() {
+    use bytes::Bytes;
+    use prescient::upstream::Internal;
+    let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    let mut redis = Redis::start().await;
+    for url in [redis.url(), "memory://".to_string()] {
+        let p = proxy(&url).await;
+        let mut i = Internal::new(p.shared.upstream.clone());
+        let set = vec![b("SET"), b("internal:k"), b("v1")];
+        // On Redis the shared connection may still be connecting: retry until it answers.
+        common::eventually(std::time::Duration::from_secs(10), "a SET", || {
+            let mut i = Internal::new(p.shared.upstream.clone());
+            let set = set.clone();
+            async move { i.call(&set).await.ok() }
+        })
+        .await;
+        let got = i
+            .pipeline(&[
+                vec![b("GET"), b("internal:k")],
+                vec![b("INCR"), b("internal:k")],
+                vec![b("RPUSH"), b("internal:l"), b("a"), b("b")],
+            ])
+            .await
+            .expect("replies");
+        assert_eq!(got[0], b("$2\r\nv1\r\n"), "{url}");
+        assert!(got[1].starts_with(b"-ERR value is not an integer"), "{url}");
+        assert_eq!(got[2], b(":2\r\n"), "{url}");
+        let mut c = Raw::to(&p).await;
+        assert_eq!(
+            c.text(&["GET", "internal:k"]).await,
+            "$2\r\nv1\r\n",
+            "{url}"
+        );
+        assert_eq!(c.text(&["LLEN", "internal:l"]).await, ":2\r\n", "{url}");
+    }
+    // Redis gone: an error within the upstream deadline, not a hang.
+    let p = proxy(&redis.url()).await;
+    redis.kill();
+    let mut i = Internal::new(p.shared.upstream.clone());
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        i.call(&[b("GET"), b("x")]),
+    )
+    .await
+    .expect("an answer within 30 s");
+    assert!(r.is_err(), "{r:?}");
+}

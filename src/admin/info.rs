@@ -4,11 +4,11 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 
+use super::View;
 use crate::command::Command;
 use crate::config::Tunables;
 use crate::protocol::reply::Proto;
 use crate::protocol::Value;
-use super::View;
 
 /// Which parts an INFO command asks for: (the upstream's sections, the proxy's section).
 pub fn sections(cmd: &Command) -> (bool, bool) {

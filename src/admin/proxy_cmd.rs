@@ -1,10 +1,10 @@
 //! `PROXY <subcommand>`: the operator's view of the proxy from redis-cli.
 
+use super::View;
 use crate::command::Command;
 use crate::compression::Compressor;
 use crate::config::TUNABLE_KEYS;
 use crate::protocol::Value;
-use super::View;
 
 const HELP: &[&str] = &[
     "PROXY <subcommand> [<arg> ...]. Subcommands are:",
@@ -189,11 +189,7 @@ fn stats(sh: &View) -> String {
         format!("client_bytes_out:{}", m.bytes_out.get()),
         format!(
             "upstream_state:{}",
-            if sh.health.is_up() {
-                "up"
-            } else {
-                "down"
-            }
+            if sh.health.is_up() { "up" } else { "down" }
         ),
     ];
     for kind in ["shared", "dedicated", "tunnel"] {

@@ -80,11 +80,12 @@ pub fn decode_shape(cmd: &Command) -> Option<(Shape, Vec<Bytes>)> {
     Some((shape, first()))
 }
 
-/// A byte-level command's value: a string key (LCS reads two), or one hash field.
+/// A byte-level command's values: string keys (LCS reads two), or a hash field (of one key;
+/// of more only when a transaction moves values between them: see `Session::with_sources`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Strings(Vec<Bytes>),
-    Field(Bytes, Bytes),
+    Field(Vec<Bytes>, Bytes),
 }
 
 /// The value a byte-level command works on; `None` for other commands (or too few
@@ -98,7 +99,7 @@ pub fn byte_target(cmd: &Command) -> Option<Target> {
     let a = &cmd.args;
     Some(match name {
         "lcs" => Target::Strings(vec![a[1].clone(), a[2].clone()]),
-        "hstrlen" | "hincrbyfloat" => Target::Field(a[1].clone(), a[2].clone()),
+        "hstrlen" | "hincrbyfloat" => Target::Field(vec![a[1].clone()], a[2].clone()),
         _ => Target::Strings(vec![a[1].clone()]),
     })
 }

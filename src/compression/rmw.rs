@@ -64,9 +64,11 @@ fn keys_and_reads(target: &Target) -> (Vec<Bytes>, Vec<Vec<Bytes>>) {
                 .map(|k| vec![Bytes::from_static(b"GET"), k.clone()])
                 .collect(),
         ),
-        Target::Field(k, f) => (
-            vec![k.clone()],
-            vec![vec![Bytes::from_static(b"HGET"), k.clone(), f.clone()]],
+        Target::Field(ks, f) => (
+            ks.clone(),
+            ks.iter()
+                .map(|k| vec![Bytes::from_static(b"HGET"), k.clone(), f.clone()])
+                .collect(),
         ),
     }
 }

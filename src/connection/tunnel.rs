@@ -13,8 +13,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::config::Tunables;
 use super::Client;
+use crate::config::Tunables;
 use crate::metrics::Outcome;
 use crate::protocol::reply::ReplyScanner;
 use crate::protocol::Value;

@@ -68,7 +68,8 @@ impl Session {
 
     /// Whether the embedded store leaves a reply of `len` bytes with this effect for delivery
     /// to decode (on another thread, by [`Self::decode_later`]). Only a plain decode: an
-    /// EXEC's shapes are session state, which the store's next commands change on the spot.
+    /// EXEC's shapes are session state, which the store's next commands change on the spot,
+    /// so `mem_send` turns an EXEC's effect into a plain decode first.
     pub(super) fn decoded_on_delivery(effect: &Effect, len: usize) -> bool {
         len >= DECODE_OFFLOAD_BYTES && matches!(effect, Effect::Decode(_))
     }
@@ -108,7 +109,7 @@ impl Session {
 
     /// The shape of an EXEC's reply, from the shapes its QUEUED replies left (taken: the
     /// transaction is over); None when none of its commands reads a stored value.
-    fn exec_shape(&mut self) -> Option<reply::Shape> {
+    pub(super) fn exec_shape(&mut self) -> Option<reply::Shape> {
         let parts = std::mem::take(&mut self.queued);
         (!parts.iter().all(Option::is_none)).then_some(reply::Shape::Exec(parts))
     }
@@ -137,6 +138,42 @@ impl Session {
                 v.encode(self.proto)
             }
             _ => raw,
+        }
+    }
+
+    /// Inside MULTI on a Redis upstream: remembers where a queued RENAME, RENAMENX or COPY
+    /// moves a value (the transaction's first command forgets the last one's moves).
+    pub(super) fn note_move(&mut self, cmd: &Command) {
+        match cmd.known_name() {
+            Some("multi") => self.moved.clear(),
+            Some("rename" | "renamenx" | "copy") if cmd.args.len() >= 3 => {
+                self.moved.push((cmd.args[2].clone(), cmd.args[1].clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// A byte-level target inside MULTI, with the keys whose values an earlier command of
+    /// the transaction moves into its keys (RENAME a b; APPEND b ...): those are put back
+    /// uncompressed too, or the command would run on an envelope moved in at EXEC.
+    pub(super) fn with_sources(&self, t: Target) -> Target {
+        let mut keys: Vec<Bytes> = match &t {
+            Target::Strings(ks) => ks.clone(),
+            Target::Field(ks, _) => ks.clone(),
+        };
+        let mut i = 0;
+        while i < keys.len() && keys.len() < 1024 {
+            for (dst, src) in &self.moved {
+                if *dst == keys[i] && !keys.contains(src) {
+                    keys.push(src.clone());
+                }
+            }
+            i += 1;
+        }
+        match t {
+            Target::Strings(_) => Target::Strings(keys),
+            // A hash field's value moves with its key: the same field of each source.
+            Target::Field(_, f) => Target::Field(keys, f),
         }
     }
 

@@ -17,10 +17,14 @@ impl Session {
         let dedicated = conn == Conn::Dedicated;
         let (cmd, effect) = self.compress_layer(cmd, effect, w).await?;
         if self.mem.is_none() {
+            if self.st.in_multi {
+                self.note_move(&cmd);
+            }
             if let Some(t) = crate::compression::plan::byte_target(&cmd) {
                 if !self.st.in_multi {
                     return self.byte_level(cmd, t, start, w).await;
                 }
+                let t = self.with_sources(t);
                 if let Some(e) = self.demote_for_multi(&t, w).await? {
                     let outcome = Outcome::UpstreamFailed;
                     w.push(self.ready(&cmd, start, Value::err(e), outcome));
@@ -57,7 +61,7 @@ impl Session {
             self.sh
                 .upstream
                 .shared(self.slot, self.proto)
-                .send(cmd.raw.clone(), patience)
+                .and_then(|c| c.send(cmd.raw.clone(), patience))
         };
         match sent {
             Ok(rx) => w.push(Pending::waiting(cmd.spec, start, rx, effect)),
@@ -118,7 +122,18 @@ impl Session {
             }
             return Ok(());
         }
-        match mem.execute(&cmd, proto) {
+        let exec = mem.execute(&cmd, proto);
+        // The store ran EXEC just now, and every QUEUED reply before it has been applied: its
+        // shape is known, so a large EXEC reply is decoded on delivery like a GET's (on
+        // another thread), as on Redis.
+        let effect = match effect {
+            Effect::Exec => match self.exec_shape() {
+                Some(shape) => Effect::Decode(Box::new((shape, Vec::new()))),
+                None => Effect::None,
+            },
+            e => e,
+        };
+        match exec {
             Exec::Ready(raw) => {
                 let p = if Self::decoded_on_delivery(&effect, raw.len()) {
                     // Large: delivery decodes it on another thread.

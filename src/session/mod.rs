@@ -22,12 +22,12 @@ use crate::clients::ClientEntry;
 use crate::command::Command;
 use crate::command::CommandSpec;
 use crate::compression::reply::Shape;
-pub(crate) use crate::wire::Stop;
 use crate::metrics::{Metrics, Outcome};
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::server::Shared;
 use crate::upstream::memory::{Exec, MemConn};
 use crate::upstream::{Dedicated, Patience, UpstreamError};
+pub(crate) use crate::wire::Stop;
 
 mod auth;
 mod client;
@@ -49,10 +49,7 @@ pub enum Effect {
     #[default]
     None,
     /// A SELECT: if it failed, the database is still `prev`.
-    Select {
-        prev: u32,
-        requested: u32,
-    },
+    Select { prev: u32, requested: u32 },
     /// An INFO reply from the upstream: append the proxy's section.
     InfoAppend,
     /// Stored values in the reply are decoded (compression).
@@ -110,6 +107,8 @@ pub struct Session {
     /// The commands whose replies are in `direct`, counted in the metrics when `take_direct`
     /// delivers them: one clock reading for all, as for queued replies.
     direct_done: Vec<(Option<&'static CommandSpec>, Outcome, Instant)>,
+    /// Inside MULTI on Redis: (destination, source) of each RENAME/COPY queued.
+    moved: Vec<(Bytes, Bytes)>,
     /// Whether the command being dispatched has its reply suppressed (CLIENT REPLY).
     suppressing: bool,
     /// The connection closes once the replies queued are written (CLIENT KILL of itself).
@@ -134,11 +133,12 @@ impl Session {
             on_dedicated: false,
             reply_mode: ReplyMode::On,
             tunnel: None,
-            mem: sh.upstream.memory.clone().map(MemConn::new),
+            mem: sh.upstream.memory().cloned().map(MemConn::new),
             queued: Vec::new(),
             track_name: None,
             direct: BytesMut::new(),
             direct_done: Vec::new(),
+            moved: Vec::new(),
             suppressing: false,
             close_after_reply: false,
             sh,
@@ -335,7 +335,7 @@ impl Session {
         };
         self.proto = Proto::Resp2;
         self.reply_mode = ReplyMode::On;
-        if let Some(store) = self.sh.upstream.memory.clone() {
+        if let Some(store) = self.sh.upstream.memory().cloned() {
             self.mem = Some(MemConn::new(store));
         }
         self.authed = self.sh.settings.auth.password.is_empty();

@@ -1,11 +1,15 @@
-//! The upstream: where commands go. Today a Redis server (`redis://`): a small pool of shared,
-//! pipelined connections per protocol version, plus dedicated connections for clients that hold
-//! connection state (transactions, blocking commands, a non-default database, pub/sub).
+//! The upstream: where commands go. A [`Backend`]: a Redis server (`redis://`), reached through
+//! a small pool of shared, pipelined connections per protocol version, plus dedicated
+//! connections for clients that hold connection state (transactions, blocking commands, a
+//! non-default database, pub/sub); or the embedded store (`memory://`), where each client's
+//! `MemConn` runs commands in-process.
 //!
 //! Every client is assigned one shared connection for its whole life, so its own commands
-//! reach Redis in the order it sent them.
+//! reach Redis in the order it sent them. The proxy's own work (read-through, prefetch, jobs)
+//! goes through [`Internal`], which speaks to either backend the same way.
 
 mod conn;
+mod internal;
 pub mod memory;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
 pub use conn::{ConnHandle, Patience, Reply};
+pub use internal::Internal;
 
 use crate::command::encode_request;
 use crate::config::{Settings, Tunables, UpstreamUrl};
@@ -107,10 +112,9 @@ impl Health {
 
 /// Everything needed to open and authenticate an upstream connection.
 pub struct Connector {
-    host: String,
-    port: u16,
-    username: Option<String>,
-    password: Option<String>,
+    /// Where a Redis server listens and how to log in; None for the embedded store, which has
+    /// no connections to open.
+    addr: Option<Addr>,
     pub db: u32,
     pub display: String,
     connect_timeout: Duration,
@@ -119,6 +123,13 @@ pub struct Connector {
     backoff_max: Duration,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+}
+
+struct Addr {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 impl Connector {
@@ -148,7 +159,13 @@ impl Connector {
             self.metrics.upstream_error("connect");
             UpstreamError::Unavailable(format!("{} unavailable: {what}", self.display))
         };
-        let addr = format!("{}:{}", self.host, self.port);
+        let Some(a) = &self.addr else {
+            return Err(UpstreamError::Unavailable(format!(
+                "{} has no connections to open",
+                self.display
+            )));
+        };
+        let addr = format!("{}:{}", a.host, a.port);
         let mut s = match timeout(self.connect_timeout, TcpStream::connect(&addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(fail(e.to_string())),
@@ -158,13 +175,13 @@ impl Connector {
         let mut hello: Vec<Bytes> = Vec::new();
         if proto == Proto::Resp3 {
             hello.extend([Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")]);
-            if let Some(p) = &self.password {
-                let u = self.username.clone().unwrap_or_else(|| "default".into());
+            if let Some(p) = &a.password {
+                let u = a.username.clone().unwrap_or_else(|| "default".into());
                 hello.extend([Bytes::from_static(b"AUTH"), u.into(), p.clone().into()]);
             }
-        } else if let Some(p) = &self.password {
+        } else if let Some(p) = &a.password {
             hello.push(Bytes::from_static(b"AUTH"));
-            if let Some(u) = &self.username {
+            if let Some(u) = &a.username {
                 hello.push(u.clone().into());
             }
             hello.push(p.clone().into());
@@ -230,13 +247,23 @@ async fn roundtrip(s: &mut TcpStream, args: &[Bytes], proto: Proto) -> Result<By
 /// The upstream as the rest of the proxy sees it.
 pub struct Upstream {
     pub connector: Arc<Connector>,
+    pub backend: Backend,
+    next: AtomicU64,
+}
+
+/// Where the data lives.
+pub enum Backend {
+    Redis(Pools),
+    /// The embedded store (`upstream.url = "memory://"`).
+    Memory(Arc<memory::Store>),
+}
+
+/// A Redis server's connections: shared ones per protocol (never empty), spare dedicated ones.
+pub struct Pools {
     shared2: Vec<ConnHandle>,
     shared3: Vec<ConnHandle>,
     spare: Mutex<Vec<Dedicated>>,
     spare_max: usize,
-    next: AtomicU64,
-    /// The embedded store, when `upstream.url` is `memory://`.
-    pub memory: Option<Arc<memory::Store>>,
 }
 
 /// A dedicated connection and the channel its RESP3 pushes arrive on.
@@ -252,22 +279,27 @@ impl Upstream {
     /// Builds the pools; their connections connect in the background.
     pub fn new(settings: &Settings, tunables: Arc<Tunables>, metrics: Arc<Metrics>) -> Upstream {
         let url = settings.upstream_url();
-        let (host, port, username, password, db) = match url.clone() {
+        let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+        let (addr, db) = match url.clone() {
             UpstreamUrl::Redis {
                 host,
                 port,
                 username,
                 password,
                 db,
-            } => (host, port, username, password, db),
-            UpstreamUrl::Memory => (String::new(), 0, None, None, 0),
+            } => {
+                let a = Addr {
+                    host,
+                    port,
+                    username: nonempty(&settings.upstream.username).or(username),
+                    password: nonempty(&settings.upstream.password).or(password),
+                };
+                (Some(a), db)
+            }
+            UpstreamUrl::Memory => (None, 0),
         };
-        let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
         let connector = Arc::new(Connector {
-            host,
-            port,
-            username: nonempty(&settings.upstream.username).or(username),
-            password: nonempty(&settings.upstream.password).or(password),
+            addr,
             db,
             display: url.display(),
             connect_timeout: Duration::from_millis(settings.upstream.connect_timeout_ms),
@@ -277,7 +309,7 @@ impl Upstream {
             metrics,
             health: Arc::new(Health::default()),
         });
-        let memory = (url == UpstreamUrl::Memory).then(|| {
+        let backend = if url == UpstreamUrl::Memory {
             let m = &settings.memory;
             let store = memory::Store::new(m.maxmemory, m.maxmemory_policy);
             store.start_expiry();
@@ -287,31 +319,51 @@ impl Upstream {
                 .version
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = memory::COMPAT_VERSION.to_string();
-            store
-        });
-        let size = if memory.is_some() {
-            0
+            Backend::Memory(store)
         } else {
-            settings.upstream.pool_size
-        };
-        let pool = |proto| {
-            (0..size)
-                .map(|_| conn::spawn_shared(connector.clone(), proto, settings.upstream.max_queued))
-                .collect()
+            // At least one shared connection per protocol: a client's slot indexes the pool.
+            let size = settings.upstream.pool_size.max(1);
+            let pool = |proto| {
+                (0..size)
+                    .map(|_| {
+                        conn::spawn_shared(connector.clone(), proto, settings.upstream.max_queued)
+                    })
+                    .collect()
+            };
+            Backend::Redis(Pools {
+                shared2: pool(Proto::Resp2),
+                shared3: pool(Proto::Resp3),
+                spare: Mutex::new(Vec::new()),
+                spare_max: settings.upstream.spare_dedicated,
+            })
         };
         let up = Upstream {
-            shared2: pool(Proto::Resp2),
-            shared3: pool(Proto::Resp3),
             connector,
-            spare: Mutex::new(Vec::new()),
-            spare_max: settings.upstream.spare_dedicated,
+            backend,
             next: AtomicU64::new(0),
-            memory,
         };
-        if up.memory.is_none() {
+        if up.memory().is_none() {
             up.probe_version();
         }
         up
+    }
+
+    /// The embedded store, when that is the backend.
+    pub fn memory(&self) -> Option<&Arc<memory::Store>> {
+        match &self.backend {
+            Backend::Memory(s) => Some(s),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    fn pools(&self) -> Result<&Pools, UpstreamError> {
+        match &self.backend {
+            Backend::Redis(p) => Ok(p),
+            Backend::Memory(_) => Err(UpstreamError::Unavailable(format!(
+                "{} has no connections",
+                self.connector.display
+            ))),
+        }
     }
 
     /// Learns the upstream's version (for HELLO replies) in the background.
@@ -341,13 +393,14 @@ impl Upstream {
         self.next.fetch_add(1, Ordering::Relaxed) as usize
     }
 
-    /// The shared connection for slot `slot` speaking `proto`.
-    pub fn shared(&self, slot: usize, proto: Proto) -> &ConnHandle {
+    /// The shared connection for slot `slot` speaking `proto` (a Redis backend's).
+    pub fn shared(&self, slot: usize, proto: Proto) -> Result<&ConnHandle, UpstreamError> {
+        let p = self.pools()?;
         let pool = match proto {
-            Proto::Resp2 => &self.shared2,
-            Proto::Resp3 => &self.shared3,
+            Proto::Resp2 => &p.shared2,
+            Proto::Resp3 => &p.shared3,
         };
-        &pool[slot % pool.len()]
+        Ok(&pool[slot % pool.len()])
     }
 
     /// The deadline of an ordinary command handed to an upstream connection at `start`.
@@ -358,8 +411,9 @@ impl Upstream {
     /// A dedicated connection on database `db`: from the spare list when that is the default
     /// database, otherwise new.
     pub async fn dedicated(&self, proto: Proto, db: u32) -> Result<Dedicated, UpstreamError> {
+        let pools = self.pools()?;
         if db == self.connector.db {
-            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            let mut spare = pools.spare.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(i) = spare.iter().position(|d| d.proto == proto) {
                 let d = spare.swap_remove(i);
                 if !d.conn.is_closed() {
@@ -382,8 +436,11 @@ impl Upstream {
     /// Returns a dedicated connection whose state is clean (no transaction, watch, block,
     /// default database) for reuse; otherwise, or when the spare list is full, it is closed.
     pub fn release(&self, d: Dedicated) {
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < self.spare_max && !d.conn.is_closed() {
+        let Ok(pools) = self.pools() else {
+            return;
+        };
+        let mut spare = pools.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < pools.spare_max && !d.conn.is_closed() {
             spare.push(d);
         }
     }
