@@ -2,29 +2,35 @@
 //!
 //! ```text
 //! client socket
-//!   -> connection  (connection/): requests parsed once (protocol/request.rs) into a Command
-//!                  (command/), pipelined; the reply queue (connection/wire.rs) writes each
-//!                  reply once it and those before it are ready, also while a command waits
-//!                  its turn at a barrier (a route change, a tunnel, RESET)
+//!   -> connection  (connection/): the client loop; requests parsed once (protocol/request.rs)
+//!                  into a Command (command/), pipelined. wire.rs is the socket and the reply
+//!                  queue: it writes each reply once it and those before it are ready, also
+//!                  while a command waits its turn at a barrier (a route change, a tunnel,
+//!                  RESET); it knows replies' effects only through its Owner trait. Pub/sub and
+//!                  MONITOR become a tunnel (connection/tunnel.rs).
 //!   -> session     (session/): AUTH/HELLO (auth.rs), CLIENT (client.rs; KILL, UNBLOCK and
-//!                  TRACKING REDIRECT by prescient ids: peers.rs), INFO/PROXY answered here;
-//!                  the deny list and user rules (command/acl.rs); a pure routing decision
-//!                  (routing.rs) sends each command to the shared or a dedicated connection,
-//!                  a tunnel, or out of band (SCRIPT KILL and the like)
-//!   -> compression (compression/, session/compress.rs): values encoded into envelopes on
-//!                  writes, replies decoded by shape, byte-level commands on original bytes;
-//!                  a request of 1 MiB or a compressed reply of 64 KiB is coded on tokio's
-//!                  blocking pool, off the event loop
-//!   -> upstream    (upstream/): for redis://, shared pipelined connections, or a dedicated one
-//!                  while the client holds state, their replies framed as they arrive
-//!                  (protocol/reply.rs: ReplyScanner); pub/sub and MONITOR become a tunnel
-//!                  (tunnel.rs). For memory:// (the default), the embedded store
-//!                  (upstream/memory/): each client's MemConn runs commands in-process.
+//!                  TRACKING REDIRECT by prescient ids: peers.rs), INFO/PROXY answered by the
+//!                  admin face; the deny list and user rules (command/acl.rs); a pure routing
+//!                  decision (routing.rs) sends each command to the shared or a dedicated
+//!                  connection, a tunnel, or out of band (SCRIPT KILL and the like)
+//!   -> compression (compression/, session/compress.rs, session/rmw.rs): values encoded into
+//!                  envelopes on writes, replies decoded by shape, byte-level commands on
+//!                  original bytes (on Redis as a read-modify-write); a request of 1 MiB or a
+//!                  compressed reply of 64 KiB is coded on tokio's blocking pool
+//!   -> upstream    (upstream/): one Upstream over a Backend. Redis (redis://): shared
+//!                  pipelined connections, or a dedicated one while the client holds state,
+//!                  their replies framed as they arrive (protocol/reply.rs: ReplyScanner).
+//!                  Memory (memory://, the default): the embedded store (upstream/memory/),
+//!                  each client's MemConn runs commands in-process. upstream::Internal is the
+//!                  proxy's own client of either, for work no application asked for.
 //!   <- replies travel back in order
+//! shared.rs: what every connection shares, built once from the settings.
+//! admin/: INFO, PROXY and the HTTP server (/metrics, /health, /ready), through admin::View:
+//!                  no settings, no connections, secrets masked.
 //! tracking/: the session hands every key read to the tracker (try_send on a bounded channel);
 //!                  a learner thread keeps contexts, the Markov model, hot keys, the access log.
 //! replay/: `prescient replay`, the what-if simulator on the same model.
-//! metrics.rs: one Metrics struct; admin/http.rs serves /metrics, /health, /ready.
+//! metrics.rs: one Metrics struct. clients.rs: the client registry (CLIENT LIST, KILL).
 //! alloc.rs: the global allocator (mimalloc, asked for alignment only where needed).
 //! fuzz_checks.rs: the properties the fuzz targets (fuzz/) check, shared with cargo test.
 //! ```
@@ -42,6 +48,7 @@ pub mod redis_glob;
 pub mod replay;
 pub mod server;
 pub(crate) mod session;
+pub mod shared;
 pub mod short_bytes;
 pub mod tracking;
 pub mod upstream;

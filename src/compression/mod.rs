@@ -10,7 +10,6 @@
 pub mod envelope;
 pub mod plan;
 pub mod reply;
-pub mod rmw;
 
 use std::borrow::Cow;
 use std::time::Instant;

@@ -24,8 +24,8 @@ use crate::clients::ClientEntry;
 use crate::config::Tunables;
 use crate::metrics::Outcome;
 use crate::protocol::{RequestParser, Value};
-use crate::server::Shared;
 use crate::session::{Pending, Session, Stop, Wire};
+use crate::shared::Shared;
 use crate::wire::WireContext;
 
 /// Reading pauses while this much output waits to be written.

@@ -4,10 +4,11 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::rmw;
 use super::{Effect, Pending, Session, Stop, Wire};
 use crate::command::Command;
 use crate::compression::plan::{self, Target};
-use crate::compression::{reply, rmw};
+use crate::compression::reply;
 use crate::metrics::Outcome;
 use crate::protocol::Value;
 
@@ -196,7 +197,7 @@ impl Session {
     }
 
     /// A byte-level command on a Redis upstream: after the replies before it, as a
-    /// read-modify-write on its own connection (see `compression::rmw`).
+    /// read-modify-write on its own connection (see `rmw`).
     pub(super) async fn byte_level(
         &mut self,
         cmd: Command,

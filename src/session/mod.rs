@@ -24,7 +24,7 @@ use crate::command::CommandSpec;
 use crate::compression::reply::Shape;
 use crate::metrics::{Metrics, Outcome};
 use crate::protocol::reply::{is_error, Proto, Value};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::upstream::memory::{Exec, MemConn};
 use crate::upstream::{Dedicated, Patience, UpstreamError};
 pub(crate) use crate::wire::Stop;
@@ -35,6 +35,7 @@ mod compress;
 mod forward;
 mod peers;
 mod pubsub;
+mod rmw;
 mod routing;
 
 use routing::{Conn, ConnState, Route, Wait};

@@ -12,9 +12,9 @@
 
 use bytes::Bytes;
 
-use super::plan::Target;
-use super::{envelope, reply, Compressor};
 use crate::command::Command;
+use crate::compression::plan::Target;
+use crate::compression::{envelope, reply, Compressor};
 use crate::protocol::Proto;
 use crate::upstream::{Dedicated, Upstream};
 

@@ -1,0 +1,99 @@
+//! The state every connection shares, built once from the settings: the upstream, the
+//! compressor, the tracker, the client registry, users and limits, and the admin face's
+//! [`View`] of them.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{Parts, View};
+use crate::clients::Registry;
+use crate::command::acl::{Denylist, Rules};
+use crate::compression::Compressor;
+use crate::config::{Settings, Tunables};
+use crate::metrics::Metrics;
+use crate::protocol::Limits;
+use crate::tracking::tracker::Tracker;
+use crate::upstream::Upstream;
+
+/// A named user allowed to authenticate to the proxy.
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub rules: Rules,
+}
+
+/// State every connection shares.
+pub struct Shared {
+    pub settings: Settings,
+    pub tunables: Arc<Tunables>,
+    pub metrics: Arc<Metrics>,
+    pub upstream: Arc<Upstream>,
+    /// The compression policy (envelopes are decoded even when compression is off).
+    pub compressor: Arc<Compressor>,
+    /// Learns from every key read (tracking/).
+    pub tracker: Arc<Tracker>,
+    pub clients: Arc<Registry>,
+    /// What INFO, PROXY and the admin HTTP server see: no secrets.
+    pub admin: Arc<View>,
+    pub deny: Denylist,
+    pub users: Vec<User>,
+    pub limits: Limits,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Shared> {
+        let tunables = Arc::new(Tunables::new(&settings));
+        let upstream = Arc::new(Upstream::new(&settings, tunables.clone(), metrics.clone()));
+        let compressor = Arc::new(Compressor::new(&settings.compression, &metrics.registry));
+        if let Some(store) = upstream.memory() {
+            let _ = store.compressor.set(compressor.clone());
+        }
+        let users = settings
+            .auth
+            .users
+            .iter()
+            .map(|u| User {
+                name: u.name.clone(),
+                password: u.password.clone(),
+                rules: u.commands.rules().clone(),
+            })
+            .collect();
+        let tracker = Arc::new(Tracker::start(&settings.tracking, &metrics.registry)?);
+        let clients = Arc::new(Registry::default());
+        let admin = Arc::new(View::new(
+            &settings,
+            Parts {
+                metrics: metrics.clone(),
+                tunables: tunables.clone(),
+                health: upstream.connector.health.clone(),
+                clients: clients.clone(),
+                compressor: compressor.clone(),
+                tracker: tracker.clone(),
+                shutdown: shutdown.clone(),
+            },
+        ));
+        Ok(Shared {
+            admin,
+            clients,
+            tracker,
+            deny: Denylist::new(&settings.server.deny_commands),
+            limits: Limits {
+                max_bulk_len: settings.limits.max_bulk_len as usize,
+                max_array_len: settings.limits.max_array_len as usize,
+            },
+            tunables,
+            metrics,
+            upstream,
+            compressor,
+            users,
+            settings,
+            shutdown,
+        })
+    }
+}
