@@ -8,7 +8,7 @@ use rand::Rng;
 
 use super::db::{Value, ELEM_OVERHEAD};
 use super::out::fmt_human;
-use super::{own, parse_f64, parse_i64, Ctx, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
+use super::{own, parse_f64, parse_i64, Ctx, Handler, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
 
 /// Largest hash Redis 7.0 keeps as an ordered listpack (hash-max-listpack-entries).
 pub const SMALL: usize = 128;
@@ -47,140 +47,181 @@ fn put(h: &mut H, f: &Bytes, v: &Bytes) -> (bool, isize) {
     }
 }
 
-pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
-    match name {
-        "hset" | "hmset" => {
-            if !a.len().is_multiple_of(2) {
-                out.err(&format!(
-                    "ERR wrong number of arguments for '{name}' command"
-                ));
-                return true;
-            }
-            if wrong(ctx, &a[1]) {
-                out.err(WRONGTYPE);
-                return true;
-            }
-            let added = ctx.modify(&a[1], Some(new_hash), |v| {
-                let h = hash_mut(v);
-                let (mut n, mut d) = (0, 0);
-                for fv in a[2..].chunks(2) {
-                    let (added, delta) = put(h, &fv[0], &fv[1]);
-                    n += added as i64;
-                    d += delta;
-                }
-                (n, d)
-            });
-            if name == "hset" {
-                out.int(added.unwrap_or(0))
-            } else {
-                out.ok()
-            }
-        }
-        "hsetnx" => {
-            if wrong(ctx, &a[1]) {
-                out.err(WRONGTYPE);
-                return true;
-            }
-            let exists = matches!(read(ctx, &a[1]), Ok(Some(h)) if h.contains_key(&a[2]));
-            if !exists {
-                ctx.modify(&a[1], Some(new_hash), |v| {
-                    ((), put(hash_mut(v), &a[2], &a[3]).1)
-                });
-            }
-            out.int(!exists as i64);
-        }
-        "hget" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(h) => match h.and_then(|h| h.get(&a[2])) {
-                Some(v) => out.bulk(v),
-                None => out.nil(),
-            },
-        },
-        "hmget" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(h) => {
-                out.array(a.len() - 2);
-                for f in &a[2..] {
-                    match h.and_then(|h| h.get(f)) {
-                        Some(v) => out.bulk(v),
-                        None => out.nil(),
-                    }
-                }
-            }
-        },
-        "hgetall" | "hkeys" | "hvals" | "hlen" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(h) => {
-                let empty = H::new();
-                let h = h.unwrap_or(&empty);
-                match name {
-                    "hgetall" => {
-                        out.map(h.len());
-                        for (k, v) in h {
-                            out.bulk(k);
-                            out.bulk(v);
-                        }
-                    }
-                    "hkeys" => out.bulks(h.keys().map(|k| &k[..])),
-                    "hvals" => out.bulks(h.values().map(|v| &v[..])),
-                    _ => out.int(h.len() as i64),
-                }
-            }
-        },
-        "hexists" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(h) => out.int(h.and_then(|h| h.get(&a[2])).is_some() as i64),
-        },
-        "hstrlen" => match field_number(ctx, a) {
-            Err(e) => out.err(&e),
-            Ok(v) => out.int(v.map_or(0, |v| v.len()) as i64),
-        },
-        "hdel" => {
-            if wrong(ctx, &a[1]) {
-                out.err(WRONGTYPE);
-                return true;
-            }
-            let n = ctx.modify(&a[1], None, |v| {
-                let h = hash_mut(v);
-                let (mut n, mut d) = (0, 0isize);
-                for f in &a[2..] {
-                    let small = h.len() <= SMALL;
-                    let removed = if small {
-                        h.shift_remove(f)
-                    } else {
-                        h.swap_remove(f)
-                    };
-                    if let Some(old) = removed {
-                        n += 1;
-                        d -= (f.len() + old.len() + 2 * ELEM_OVERHEAD) as isize;
-                    }
-                }
-                (n, d)
-            });
-            out.int(n.unwrap_or(0));
-        }
-        "hincrby" => hincrby(ctx, a, out),
-        "hincrbyfloat" => hincrbyfloat(ctx, a, out),
-        "hrandfield" => hrandfield(ctx, a, out),
-        "hscan" => {
-            let h = match read(ctx, &a[1]) {
-                Err(()) => {
-                    out.err(WRONGTYPE);
-                    return true;
-                }
-                Ok(h) => h.cloned().unwrap_or_default(),
-            };
-            super::sets::scan_reply(
-                a,
-                h.iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                    .collect(),
-                out,
-            );
-        }
-        _ => return false,
+/// The family's commands and their handlers (the store dispatches through these).
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("hset", cmd_hset),
+    ("hmset", cmd_hset),
+    ("hsetnx", cmd_hsetnx),
+    ("hget", cmd_hget),
+    ("hmget", cmd_hmget),
+    ("hgetall", cmd_hgetall),
+    ("hkeys", cmd_hgetall),
+    ("hvals", cmd_hgetall),
+    ("hlen", cmd_hgetall),
+    ("hexists", cmd_hexists),
+    ("hstrlen", cmd_hstrlen),
+    ("hdel", cmd_hdel),
+    ("hincrby", cmd_hincrby),
+    ("hincrbyfloat", cmd_hincrbyfloat),
+    ("hrandfield", cmd_hrandfield),
+    ("hscan", cmd_hscan),
+];
+
+fn cmd_hset(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    if !a.len().is_multiple_of(2) {
+        out.err(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+        return;
     }
-    true
+    if wrong(ctx, &a[1]) {
+        out.err(WRONGTYPE);
+        return;
+    }
+    let added = ctx.modify(&a[1], Some(new_hash), |v| {
+        let h = hash_mut(v);
+        let (mut n, mut d) = (0, 0);
+        for fv in a[2..].chunks(2) {
+            let (added, delta) = put(h, &fv[0], &fv[1]);
+            n += added as i64;
+            d += delta;
+        }
+        (n, d)
+    });
+    if name == "hset" {
+        out.int(added.unwrap_or(0))
+    } else {
+        out.ok()
+    }
+}
+
+fn cmd_hsetnx(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    if wrong(ctx, &a[1]) {
+        out.err(WRONGTYPE);
+        return;
+    }
+    let exists = matches!(read(ctx, &a[1]), Ok(Some(h)) if h.contains_key(&a[2]));
+    if !exists {
+        ctx.modify(&a[1], Some(new_hash), |v| {
+            ((), put(hash_mut(v), &a[2], &a[3]).1)
+        });
+    }
+    out.int(!exists as i64);
+}
+
+fn cmd_hget(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(h) => match h.and_then(|h| h.get(&a[2])) {
+            Some(v) => out.bulk(v),
+            None => out.nil(),
+        },
+    };
+}
+
+fn cmd_hmget(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(h) => {
+            out.array(a.len() - 2);
+            for f in &a[2..] {
+                match h.and_then(|h| h.get(f)) {
+                    Some(v) => out.bulk(v),
+                    None => out.nil(),
+                }
+            }
+        }
+    };
+}
+
+fn cmd_hgetall(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(h) => {
+            let empty = H::new();
+            let h = h.unwrap_or(&empty);
+            match name {
+                "hgetall" => {
+                    out.map(h.len());
+                    for (k, v) in h {
+                        out.bulk(k);
+                        out.bulk(v);
+                    }
+                }
+                "hkeys" => out.bulks(h.keys().map(|k| &k[..])),
+                "hvals" => out.bulks(h.values().map(|v| &v[..])),
+                _ => out.int(h.len() as i64),
+            }
+        }
+    };
+}
+
+fn cmd_hexists(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(h) => out.int(h.and_then(|h| h.get(&a[2])).is_some() as i64),
+    };
+}
+
+fn cmd_hstrlen(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match field_number(ctx, a) {
+        Err(e) => out.err(&e),
+        Ok(v) => out.int(v.map_or(0, |v| v.len()) as i64),
+    };
+}
+
+fn cmd_hdel(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    if wrong(ctx, &a[1]) {
+        out.err(WRONGTYPE);
+        return;
+    }
+    let n = ctx.modify(&a[1], None, |v| {
+        let h = hash_mut(v);
+        let (mut n, mut d) = (0, 0isize);
+        for f in &a[2..] {
+            let small = h.len() <= SMALL;
+            let removed = if small {
+                h.shift_remove(f)
+            } else {
+                h.swap_remove(f)
+            };
+            if let Some(old) = removed {
+                n += 1;
+                d -= (f.len() + old.len() + 2 * ELEM_OVERHEAD) as isize;
+            }
+        }
+        (n, d)
+    });
+    out.int(n.unwrap_or(0));
+}
+
+fn cmd_hincrby(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    hincrby(ctx, a, out);
+}
+
+fn cmd_hincrbyfloat(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    hincrbyfloat(ctx, a, out);
+}
+
+fn cmd_hrandfield(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    hrandfield(ctx, a, out);
+}
+
+fn cmd_hscan(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let h = match read(ctx, &a[1]) {
+        Err(()) => {
+            out.err(WRONGTYPE);
+            return;
+        }
+        Ok(h) => h.cloned().unwrap_or_default(),
+    };
+    super::sets::scan_reply(
+        a,
+        h.iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect(),
+        out,
+    );
 }
 
 /// The original bytes of field a[2] of hash a[1] (decoded when stored compressed).

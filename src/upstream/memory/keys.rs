@@ -4,75 +4,107 @@
 use bytes::Bytes;
 
 use super::db::Db;
-use super::{parse_i64, Ctx, Out, NOT_INT, SYNTAX};
+use super::{parse_i64, Ctx, Handler, Out, NOT_INT, SYNTAX};
 
-pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
-    match name {
-        "del" | "unlink" => {
-            let n = a[1..].iter().filter(|k| ctx.delete(k)).count();
-            out.int(n as i64);
+/// The family's commands and their handlers (the store dispatches through these).
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("del", cmd_del),
+    ("unlink", cmd_del),
+    ("exists", cmd_exists),
+    ("touch", cmd_exists),
+    ("type", cmd_type),
+    ("rename", cmd_rename),
+    ("renamenx", cmd_rename),
+    ("keys", cmd_keys),
+    ("scan", cmd_scan),
+    ("randomkey", cmd_randomkey),
+    ("expire", cmd_expire),
+    ("pexpire", cmd_expire),
+    ("expireat", cmd_expire),
+    ("pexpireat", cmd_expire),
+    ("ttl", cmd_ttl),
+    ("pttl", cmd_ttl),
+    ("expiretime", cmd_ttl),
+    ("pexpiretime", cmd_ttl),
+    ("persist", cmd_persist),
+];
+
+fn cmd_del(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let n = a[1..].iter().filter(|k| ctx.delete(k)).count();
+    out.int(n as i64);
+}
+
+fn cmd_exists(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let n = a[1..].iter().filter(|k| ctx.exists(k)).count();
+    out.int(n as i64);
+}
+
+fn cmd_type(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let t = ctx.get(&a[1]).map_or("none", |e| e.value.type_name());
+    out.simple(t);
+}
+
+fn cmd_rename(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    rename(ctx, name == "renamenx", &a[1], &a[2], out);
+}
+
+fn cmd_keys(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let keys = live_keys(ctx, 0..usize::MAX, |k| {
+        crate::redis_glob::matches_key(&a[1], k)
+    });
+    out.bulks(keys.iter().map(|k| &k[..]));
+}
+
+fn cmd_scan(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    scan(ctx, a, out);
+}
+
+fn cmd_randomkey(ctx: &mut Ctx, _name: &'static str, _a: &[Bytes], out: &mut Out) {
+    for _ in 0..100 {
+        let db = ctx.db;
+        let Some(k) = ctx.inner.dbs[db]
+            .random_key(&mut rand::rng())
+            .map(Bytes::copy_from_slice)
+        else {
+            break;
+        };
+        if ctx.exists(&k) {
+            out.bulk(&k);
+            return;
         }
-        "exists" | "touch" => {
-            let n = a[1..].iter().filter(|k| ctx.exists(k)).count();
-            out.int(n as i64);
-        }
-        "type" => {
-            let t = ctx.get(&a[1]).map_or("none", |e| e.value.type_name());
-            out.simple(t);
-        }
-        "rename" | "renamenx" => rename(ctx, name == "renamenx", &a[1], &a[2], out),
-        "keys" => {
-            let keys = live_keys(ctx, 0..usize::MAX, |k| {
-                crate::redis_glob::matches_key(&a[1], k)
-            });
-            out.bulks(keys.iter().map(|k| &k[..]));
-        }
-        "scan" => scan(ctx, a, out),
-        "randomkey" => {
-            for _ in 0..100 {
-                let db = ctx.db;
-                let Some(k) = ctx.inner.dbs[db]
-                    .random_key(&mut rand::rng())
-                    .map(Bytes::copy_from_slice)
-                else {
-                    break;
-                };
-                if ctx.exists(&k) {
-                    out.bulk(&k);
-                    return true;
-                }
-            }
-            out.nil();
-        }
-        "expire" | "pexpire" | "expireat" | "pexpireat" => expire(ctx, name, a, out),
-        "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
-            let now = ctx.now;
-            let r = match ctx.get(&a[1]) {
-                None => -2,
-                Some(e) => match e.expire_at {
-                    None => -1,
-                    Some(t) => match name {
-                        "ttl" => ((t.saturating_sub(now) + 500) / 1000) as i64,
-                        "pttl" => t.saturating_sub(now) as i64,
-                        "expiretime" => ((t + 500) / 1000) as i64,
-                        _ => t as i64,
-                    },
-                },
-            };
-            out.int(r);
-        }
-        "persist" => {
-            let had = ctx.get(&a[1]).is_some_and(|e| e.expire_at.is_some());
-            if had {
-                let db = ctx.db;
-                ctx.inner.dbs[db].set_expire(&a[1], None);
-                ctx.touch_version(&a[1]);
-            }
-            out.int(had as i64);
-        }
-        _ => return false,
     }
-    true
+    out.nil();
+}
+
+fn cmd_expire(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    expire(ctx, name, a, out);
+}
+
+fn cmd_ttl(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let now = ctx.now;
+    let r = match ctx.get(&a[1]) {
+        None => -2,
+        Some(e) => match e.expire_at {
+            None => -1,
+            Some(t) => match name {
+                "ttl" => ((t.saturating_sub(now) + 500) / 1000) as i64,
+                "pttl" => t.saturating_sub(now) as i64,
+                "expiretime" => ((t + 500) / 1000) as i64,
+                _ => t as i64,
+            },
+        },
+    };
+    out.int(r);
+}
+
+fn cmd_persist(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let had = ctx.get(&a[1]).is_some_and(|e| e.expire_at.is_some());
+    if had {
+        let db = ctx.db;
+        ctx.inner.dbs[db].set_expire(&a[1], None);
+        ctx.touch_version(&a[1]);
+    }
+    out.int(had as i64);
 }
 
 fn rename(ctx: &mut Ctx, nx: bool, from: &Bytes, to: &Bytes, out: &mut Out) {

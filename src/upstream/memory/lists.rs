@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::db::{Value, ELEM_OVERHEAD};
-use super::{own, parse_i64, Ctx, Out, NOT_INT, SYNTAX, WRONGTYPE};
+use super::{own, parse_i64, Ctx, Handler, Out, NOT_INT, SYNTAX, WRONGTYPE};
 
 type L = VecDeque<Bytes>;
 
@@ -45,121 +45,157 @@ fn range(len: usize, start: i64, end: i64) -> Option<(usize, usize)> {
     (s <= e && s < len && e >= 0).then_some((s as usize, e as usize))
 }
 
-pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
-    match name {
-        "lpush" | "rpush" | "lpushx" | "rpushx" => {
-            if read(ctx, &a[1]).is_err() {
-                out.err(WRONGTYPE);
-                return true;
-            }
-            let make = if name.ends_with('x') {
-                None
-            } else {
-                Some(new_list as fn() -> Value)
-            };
-            let left = name.starts_with('l');
-            let n = ctx.modify(&a[1], make, |v| {
-                let l = list_mut(v);
-                let mut d = 0;
-                for e in &a[2..] {
-                    d += cost(e);
-                    if left {
-                        l.push_front(own(e))
-                    } else {
-                        l.push_back(own(e))
-                    }
-                }
-                (l.len(), d)
-            });
-            if n.is_some() {
-                ctx.touched.push((ctx.db, a[1].clone()));
-            }
-            out.int(n.unwrap_or(0) as i64);
-        }
-        "lpop" | "rpop" => {
-            let count = match a.get(2) {
-                None => None,
-                Some(c) => match parse_i64(c) {
-                    Some(n) if n >= 0 => Some(n as usize),
-                    _ => {
-                        out.err("ERR value is out of range, must be positive");
-                        return true;
-                    }
-                },
-            };
-            match pop(ctx, &a[1], name == "lpop", count.unwrap_or(1)) {
-                Err(()) => out.err(WRONGTYPE),
-                Ok(None) if count.is_some() => out.nil_array(),
-                Ok(None) => out.nil(),
-                Ok(Some(items)) if count.is_some() => out.bulks(items.iter().map(|b| &b[..])),
-                Ok(Some(items)) => out.bulk(&items[0]),
-            }
-        }
-        "llen" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(l) => out.int(l.map_or(0, |l| l.len()) as i64),
-        },
-        "lrange" => {
-            let (Some(s), Some(e)) = (parse_i64(&a[2]), parse_i64(&a[3])) else {
-                out.err(NOT_INT);
-                return true;
-            };
-            match read(ctx, &a[1]) {
-                Err(()) => out.err(WRONGTYPE),
-                Ok(l) => {
-                    let l = l.cloned().unwrap_or_default();
-                    match range(l.len(), s, e) {
-                        Some((s, e)) => out.bulks(l.range(s..=e).map(|b| &b[..])),
-                        None => out.array(0),
-                    }
-                }
-            }
-        }
-        "lindex" => {
-            let Some(i) = parse_i64(&a[2]) else {
-                out.err(NOT_INT);
-                return true;
-            };
-            match read(ctx, &a[1]) {
-                Err(()) => out.err(WRONGTYPE),
-                Ok(l) => {
-                    let item = l.and_then(|l| {
-                        let idx = if i < 0 { i + l.len() as i64 } else { i };
-                        usize::try_from(idx).ok().and_then(|i| l.get(i))
-                    });
-                    match item {
-                        Some(v) => out.bulk(v),
-                        None => out.nil(),
-                    }
-                }
-            }
-        }
-        "lset" => lset(ctx, a, out),
-        "lrem" => lrem(ctx, a, out),
-        "ltrim" => ltrim(ctx, a, out),
-        "linsert" => linsert(ctx, a, out),
-        "lpos" => lpos(ctx, a, out),
-        "lmove" | "rpoplpush" => {
-            let (from_left, to_left) = if name == "rpoplpush" {
-                (false, true)
-            } else {
-                match (side(&a[3]), side(&a[4])) {
-                    (Some(f), Some(t)) => (f, t),
-                    _ => {
-                        out.err(SYNTAX);
-                        return true;
-                    }
-                }
-            };
-            match lmove(ctx, &a[1], &a[2], from_left, to_left) {
-                Err(()) => out.err(WRONGTYPE),
-                Ok(Some(v)) => out.bulk(&v),
-                Ok(None) => out.nil(),
-            }
-        }
-        _ => return false,
+/// The family's commands and their handlers (the store dispatches through these).
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("lpush", cmd_lpush),
+    ("rpush", cmd_lpush),
+    ("lpushx", cmd_lpush),
+    ("rpushx", cmd_lpush),
+    ("lpop", cmd_lpop),
+    ("rpop", cmd_lpop),
+    ("llen", cmd_llen),
+    ("lrange", cmd_lrange),
+    ("lindex", cmd_lindex),
+    ("lset", cmd_lset),
+    ("lrem", cmd_lrem),
+    ("ltrim", cmd_ltrim),
+    ("linsert", cmd_linsert),
+    ("lpos", cmd_lpos),
+    ("lmove", cmd_lmove),
+    ("rpoplpush", cmd_lmove),
+];
+
+fn cmd_lpush(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    if read(ctx, &a[1]).is_err() {
+        out.err(WRONGTYPE);
+        return;
     }
-    true
+    let make = if name.ends_with('x') {
+        None
+    } else {
+        Some(new_list as fn() -> Value)
+    };
+    let left = name.starts_with('l');
+    let n = ctx.modify(&a[1], make, |v| {
+        let l = list_mut(v);
+        let mut d = 0;
+        for e in &a[2..] {
+            d += cost(e);
+            if left {
+                l.push_front(own(e))
+            } else {
+                l.push_back(own(e))
+            }
+        }
+        (l.len(), d)
+    });
+    if n.is_some() {
+        ctx.touched.push((ctx.db, a[1].clone()));
+    }
+    out.int(n.unwrap_or(0) as i64);
+}
+
+fn cmd_lpop(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let count = match a.get(2) {
+        None => None,
+        Some(c) => match parse_i64(c) {
+            Some(n) if n >= 0 => Some(n as usize),
+            _ => {
+                out.err("ERR value is out of range, must be positive");
+                return;
+            }
+        },
+    };
+    match pop(ctx, &a[1], name == "lpop", count.unwrap_or(1)) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(None) if count.is_some() => out.nil_array(),
+        Ok(None) => out.nil(),
+        Ok(Some(items)) if count.is_some() => out.bulks(items.iter().map(|b| &b[..])),
+        Ok(Some(items)) => out.bulk(&items[0]),
+    }
+}
+
+fn cmd_llen(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(l) => out.int(l.map_or(0, |l| l.len()) as i64),
+    };
+}
+
+fn cmd_lrange(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let (Some(s), Some(e)) = (parse_i64(&a[2]), parse_i64(&a[3])) else {
+        out.err(NOT_INT);
+        return;
+    };
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(l) => {
+            let l = l.cloned().unwrap_or_default();
+            match range(l.len(), s, e) {
+                Some((s, e)) => out.bulks(l.range(s..=e).map(|b| &b[..])),
+                None => out.array(0),
+            }
+        }
+    }
+}
+
+fn cmd_lindex(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let Some(i) = parse_i64(&a[2]) else {
+        out.err(NOT_INT);
+        return;
+    };
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(l) => {
+            let item = l.and_then(|l| {
+                let idx = if i < 0 { i + l.len() as i64 } else { i };
+                usize::try_from(idx).ok().and_then(|i| l.get(i))
+            });
+            match item {
+                Some(v) => out.bulk(v),
+                None => out.nil(),
+            }
+        }
+    }
+}
+
+fn cmd_lset(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    lset(ctx, a, out);
+}
+
+fn cmd_lrem(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    lrem(ctx, a, out);
+}
+
+fn cmd_ltrim(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    ltrim(ctx, a, out);
+}
+
+fn cmd_linsert(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    linsert(ctx, a, out);
+}
+
+fn cmd_lpos(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    lpos(ctx, a, out);
+}
+
+fn cmd_lmove(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let (from_left, to_left) = if name == "rpoplpush" {
+        (false, true)
+    } else {
+        match (side(&a[3]), side(&a[4])) {
+            (Some(f), Some(t)) => (f, t),
+            _ => {
+                out.err(SYNTAX);
+                return;
+            }
+        }
+    };
+    match lmove(ctx, &a[1], &a[2], from_left, to_left) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(Some(v)) => out.bulk(&v),
+        Ok(None) => out.nil(),
+    }
 }
 
 /// LEFT -> true, RIGHT -> false.

@@ -224,6 +224,9 @@ impl Inner {
 }
 
 /// A command's view of the store: the locked state, its database and the time.
+/// Runs one command of a family; the name is the command's (several share a handler).
+pub(crate) type Handler = fn(&mut Ctx, &'static str, &[Bytes], &mut Out);
+
 pub struct Ctx<'a> {
     pub inner: &'a mut Inner,
     pub store: &'a Store,

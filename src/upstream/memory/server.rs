@@ -6,61 +6,100 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::db::Key;
-use super::{keyspace_info, Ctx, Out, DATABASES, SYNTAX};
+use super::{keyspace_info, Ctx, Handler, Out, DATABASES, SYNTAX};
 use crate::command::{self, cat, flag};
 
 /// The Redis version the embedded store's behaviour follows.
 pub const COMPAT_VERSION: &str = "7.0.15";
 
-pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
-    match name {
-        "ping" => match a.len() {
-            1 => out.simple("PONG"),
-            2 => out.bulk(&a[1]),
-            _ => out.err("ERR wrong number of arguments for 'ping' command"),
-        },
-        "echo" => out.bulk(&a[1]),
-        "dbsize" => out.int(ctx.inner.dbs[ctx.db].len() as i64),
-        "flushdb" | "flushall" => {
-            if a.len() > 2
-                || (a.len() == 2
-                    && !a[1].eq_ignore_ascii_case(b"sync")
-                    && !a[1].eq_ignore_ascii_case(b"async"))
-            {
-                out.err(SYNTAX);
-                return true;
-            }
-            let dbs: Vec<usize> = if name == "flushdb" {
-                vec![ctx.db]
-            } else {
-                (0..DATABASES).collect()
-            };
-            for d in dbs {
-                let keys: Vec<Bytes> = ctx.inner.dbs[d].keys.keys().map(Key::to_bytes).collect();
-                for k in keys {
-                    ctx.inner.remove_key(d, &k);
-                }
-            }
-            out.ok();
-        }
-        "time" => {
-            let us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros())
-                .unwrap_or(0);
-            out.array(2);
-            out.bulk((us / 1_000_000).to_string().as_bytes());
-            out.bulk((us % 1_000_000).to_string().as_bytes());
-        }
-        "info" => info(ctx, a, out),
-        "command" => command_cmd(a, out),
-        "config" => config(ctx, a, out),
-        "publish" | "spublish" => out.int(ctx.store.pubsub.publish(&a[1], &a[2])),
-        "pubsub" => pubsub(ctx, a, out),
-        "lastsave" => out.int((ctx.store.clock.now_ms() / 1000) as i64),
-        _ => return false,
+/// The family's commands and their handlers (the store dispatches through these).
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("ping", cmd_ping),
+    ("echo", cmd_echo),
+    ("dbsize", cmd_dbsize),
+    ("flushdb", cmd_flushdb),
+    ("flushall", cmd_flushdb),
+    ("time", cmd_time),
+    ("info", cmd_info),
+    ("command", cmd_command),
+    ("config", cmd_config),
+    ("publish", cmd_publish),
+    ("spublish", cmd_publish),
+    ("pubsub", cmd_pubsub),
+    ("lastsave", cmd_lastsave),
+];
+
+fn cmd_ping(_ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match a.len() {
+        1 => out.simple("PONG"),
+        2 => out.bulk(&a[1]),
+        _ => out.err("ERR wrong number of arguments for 'ping' command"),
+    };
+}
+
+fn cmd_echo(_ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    out.bulk(&a[1]);
+}
+
+fn cmd_dbsize(ctx: &mut Ctx, _name: &'static str, _a: &[Bytes], out: &mut Out) {
+    out.int(ctx.inner.dbs[ctx.db].len() as i64);
+}
+
+fn cmd_flushdb(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    if a.len() > 2
+        || (a.len() == 2
+            && !a[1].eq_ignore_ascii_case(b"sync")
+            && !a[1].eq_ignore_ascii_case(b"async"))
+    {
+        out.err(SYNTAX);
+        return;
     }
-    true
+    let dbs: Vec<usize> = if name == "flushdb" {
+        vec![ctx.db]
+    } else {
+        (0..DATABASES).collect()
+    };
+    for d in dbs {
+        let keys: Vec<Bytes> = ctx.inner.dbs[d].keys.keys().map(Key::to_bytes).collect();
+        for k in keys {
+            ctx.inner.remove_key(d, &k);
+        }
+    }
+    out.ok();
+}
+
+fn cmd_time(_ctx: &mut Ctx, _name: &'static str, _a: &[Bytes], out: &mut Out) {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    out.array(2);
+    out.bulk((us / 1_000_000).to_string().as_bytes());
+    out.bulk((us % 1_000_000).to_string().as_bytes());
+}
+
+fn cmd_info(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    info(ctx, a, out);
+}
+
+fn cmd_command(_ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    command_cmd(a, out);
+}
+
+fn cmd_config(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    config(ctx, a, out);
+}
+
+fn cmd_publish(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    out.int(ctx.store.pubsub.publish(&a[1], &a[2]));
+}
+
+fn cmd_pubsub(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    pubsub(ctx, a, out);
+}
+
+fn cmd_lastsave(ctx: &mut Ctx, _name: &'static str, _a: &[Bytes], out: &mut Out) {
+    out.int((ctx.store.clock.now_ms() / 1000) as i64);
 }
 
 fn human(bytes: usize) -> String {

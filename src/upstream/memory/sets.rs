@@ -7,7 +7,7 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 
 use super::db::{Value, ELEM_OVERHEAD};
-use super::{own, parse_i64, Ctx, Out, NOT_INT, SYNTAX, WRONGTYPE};
+use super::{own, parse_i64, Ctx, Handler, Out, NOT_INT, SYNTAX, WRONGTYPE};
 
 type S = IndexSet<Bytes>;
 
@@ -51,94 +51,129 @@ fn reply_set(out: &mut Out, members: &[Bytes]) {
     }
 }
 
-pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
-    match name {
-        "sadd" => {
-            if read(ctx, &a[1]).is_err() {
-                out.err(WRONGTYPE);
-                return true;
-            }
-            let n = ctx.modify(&a[1], Some(new_set), |v| {
-                let s = set_mut(v);
-                let (mut n, mut d) = (0, 0);
-                for m in &a[2..] {
-                    if s.insert(own(m)) {
-                        n += 1;
-                        d += (m.len() + ELEM_OVERHEAD) as isize;
-                    }
-                }
-                (n, d)
-            });
-            out.int(n.unwrap_or(0));
-        }
-        "srem" => {
-            if read(ctx, &a[1]).is_err() {
-                out.err(WRONGTYPE);
-                return true;
-            }
-            let n = ctx.modify(&a[1], None, |v| {
-                let s = set_mut(v);
-                let (mut n, mut d) = (0, 0);
-                for m in &a[2..] {
-                    if s.shift_remove(m) {
-                        n += 1;
-                        d -= (m.len() + ELEM_OVERHEAD) as isize;
-                    }
-                }
-                (n, d)
-            });
-            out.int(n.unwrap_or(0));
-        }
-        "smembers" | "scard" | "sismember" | "smismember" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(s) => {
-                let s = s.unwrap_or_default();
-                match name {
-                    "smembers" => reply_set(out, &ordered(&s)),
-                    "scard" => out.int(s.len() as i64),
-                    "sismember" => out.int(s.contains(&a[2]) as i64),
-                    _ => {
-                        out.array(a.len() - 2);
-                        for m in &a[2..] {
-                            out.int(s.contains(m) as i64);
-                        }
-                    }
-                }
-            }
-        },
-        "sinter" | "sunion" | "sdiff" => match combine(ctx, name, &a[1..]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(s) => reply_set(out, &ordered(&s)),
-        },
-        "sinterstore" | "sunionstore" | "sdiffstore" => {
-            match combine(ctx, &name[..name.len() - 5], &a[2..]) {
-                Err(()) => out.err(WRONGTYPE),
-                Ok(s) => {
-                    let n = s.len();
-                    ctx.delete(&a[1]);
-                    if n > 0 {
-                        ctx.set(&a[1], Value::Set(s), None, false);
-                    }
-                    out.int(n as i64);
-                }
-            }
-        }
-        "sintercard" => sintercard(ctx, a, out),
-        "smove" => smove(ctx, a, out),
-        "spop" | "srandmember" => pop_or_sample(ctx, name == "spop", a, out),
-        "sscan" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(s) => {
-                let items = ordered(&s.unwrap_or_default())
-                    .into_iter()
-                    .map(|m| (m, None))
-                    .collect();
-                scan_reply(a, items, out);
-            }
-        },
-        _ => return false,
+/// The family's commands and their handlers (the store dispatches through these).
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("sadd", cmd_sadd),
+    ("srem", cmd_srem),
+    ("smembers", cmd_smembers),
+    ("scard", cmd_smembers),
+    ("sismember", cmd_smembers),
+    ("smismember", cmd_smembers),
+    ("sinter", cmd_sinter),
+    ("sunion", cmd_sinter),
+    ("sdiff", cmd_sinter),
+    ("sinterstore", cmd_sinterstore),
+    ("sunionstore", cmd_sinterstore),
+    ("sdiffstore", cmd_sinterstore),
+    ("sintercard", cmd_sintercard),
+    ("smove", cmd_smove),
+    ("spop", cmd_spop),
+    ("srandmember", cmd_spop),
+    ("sscan", cmd_sscan),
+];
+
+fn cmd_sadd(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    if read(ctx, &a[1]).is_err() {
+        out.err(WRONGTYPE);
+        return;
     }
-    true
+    let n = ctx.modify(&a[1], Some(new_set), |v| {
+        let s = set_mut(v);
+        let (mut n, mut d) = (0, 0);
+        for m in &a[2..] {
+            if s.insert(own(m)) {
+                n += 1;
+                d += (m.len() + ELEM_OVERHEAD) as isize;
+            }
+        }
+        (n, d)
+    });
+    out.int(n.unwrap_or(0));
+}
+
+fn cmd_srem(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    if read(ctx, &a[1]).is_err() {
+        out.err(WRONGTYPE);
+        return;
+    }
+    let n = ctx.modify(&a[1], None, |v| {
+        let s = set_mut(v);
+        let (mut n, mut d) = (0, 0);
+        for m in &a[2..] {
+            if s.shift_remove(m) {
+                n += 1;
+                d -= (m.len() + ELEM_OVERHEAD) as isize;
+            }
+        }
+        (n, d)
+    });
+    out.int(n.unwrap_or(0));
+}
+
+fn cmd_smembers(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(s) => {
+            let s = s.unwrap_or_default();
+            match name {
+                "smembers" => reply_set(out, &ordered(&s)),
+                "scard" => out.int(s.len() as i64),
+                "sismember" => out.int(s.contains(&a[2]) as i64),
+                _ => {
+                    out.array(a.len() - 2);
+                    for m in &a[2..] {
+                        out.int(s.contains(m) as i64);
+                    }
+                }
+            }
+        }
+    };
+}
+
+fn cmd_sinter(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    match combine(ctx, name, &a[1..]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(s) => reply_set(out, &ordered(&s)),
+    };
+}
+
+fn cmd_sinterstore(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    match combine(ctx, &name[..name.len() - 5], &a[2..]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(s) => {
+            let n = s.len();
+            ctx.delete(&a[1]);
+            if n > 0 {
+                ctx.set(&a[1], Value::Set(s), None, false);
+            }
+            out.int(n as i64);
+        }
+    }
+}
+
+fn cmd_sintercard(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    sintercard(ctx, a, out);
+}
+
+fn cmd_smove(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    smove(ctx, a, out);
+}
+
+fn cmd_spop(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    pop_or_sample(ctx, name == "spop", a, out);
+}
+
+fn cmd_sscan(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(s) => {
+            let items = ordered(&s.unwrap_or_default())
+                .into_iter()
+                .map(|m| (m, None))
+                .collect();
+            scan_reply(a, items, out);
+        }
+    };
 }
 
 fn combine(ctx: &mut Ctx, op: &str, keys: &[Bytes]) -> Result<S, ()> {

@@ -4,108 +4,155 @@ use bytes::Bytes;
 
 use super::db::Value;
 use super::out::fmt_human;
-use super::{parse_f64, parse_i64, Ctx, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
+use super::{parse_f64, parse_i64, Ctx, Handler, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
 
-pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
-    match name {
-        "get" => {
-            get(ctx, &a[1], out);
-        }
-        "set" => set(ctx, a, out),
-        "setnx" => {
-            let done = !ctx.exists(&a[1]);
-            if done {
-                ctx.set_str(&a[1], &a[2], None, false);
-            }
-            out.int(done as i64);
-        }
-        "setex" | "psetex" => {
-            let unit = if name == "setex" { 1000 } else { 1 };
-            match parse_i64(&a[2]) {
-                Some(t) if t > 0 && t.checked_mul(unit).is_some() => {
-                    let at = ctx.now as i64 + t * unit;
-                    ctx.set_str(&a[1], &a[3], Some(at as u64), false);
-                    out.ok();
-                }
-                Some(_) => out.err(&format!("ERR invalid expire time in '{name}' command")),
-                None => out.err(NOT_INT),
-            }
-        }
-        "mget" => {
-            out.array(a.len() - 1);
-            for k in &a[1..] {
-                match ctx.read(k) {
-                    Some(Value::Str(v)) => out.bulk(v),
-                    _ => out.nil(),
-                }
-            }
-        }
-        "mset" | "msetnx" => {
-            if a.len().is_multiple_of(2) {
-                out.err(&format!(
-                    "ERR wrong number of arguments for '{name}' command"
-                ));
-                return true;
-            }
-            if name == "msetnx" && a[1..].chunks(2).any(|kv| ctx.exists(&kv[0])) {
-                out.int(0);
-                return true;
-            }
-            for kv in a[1..].chunks(2) {
-                ctx.set_str(&kv[0], &kv[1], None, false);
-            }
-            if name == "mset" {
-                out.ok()
-            } else {
-                out.int(1)
-            }
-        }
-        "getset" => {
-            if get(ctx, &a[1], out) {
-                ctx.set_str(&a[1], &a[2], None, false);
-            }
-        }
-        "getdel" => {
-            if get(ctx, &a[1], out) {
-                ctx.delete(&a[1]);
-            }
-        }
-        "getex" => getex(ctx, a, out),
-        "append" => match string_of(ctx, &a[1]) {
-            Err(e) => out.err(&e),
-            Ok(cur) => {
-                let mut v = cur.map(|b| b.to_vec()).unwrap_or_default();
-                v.extend_from_slice(&a[2]);
-                let n = v.len();
-                set_keep_ttl(ctx, &a[1], v);
-                out.int(n as i64);
-            }
-        },
-        "strlen" => match string_of(ctx, &a[1]) {
-            Err(e) => out.err(&e),
-            Ok(v) => out.int(v.map_or(0, |v| v.len()) as i64),
-        },
-        "getrange" | "substr" => getrange(ctx, a, out),
-        "setrange" => setrange(ctx, a, out),
-        "incr" | "decr" | "incrby" | "decrby" => {
-            let by = match name {
-                "incr" => Some(1),
-                "decr" => Some(-1),
-                "incrby" => parse_i64(&a[2]),
-                _ => parse_i64(&a[2]).and_then(|n| n.checked_neg()),
-            };
-            match by {
-                Some(by) => incr(ctx, &a[1], by, out),
-                None if name == "decrby" && parse_i64(&a[2]) == Some(i64::MIN) => {
-                    out.err("ERR decrement would overflow")
-                }
-                None => out.err(NOT_INT),
-            }
-        }
-        "incrbyfloat" => incrbyfloat(ctx, a, out),
-        _ => return false,
+/// The family's commands and their handlers (the store dispatches through these).
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("get", cmd_get),
+    ("set", cmd_set),
+    ("setnx", cmd_setnx),
+    ("setex", cmd_setex),
+    ("psetex", cmd_setex),
+    ("mget", cmd_mget),
+    ("mset", cmd_mset),
+    ("msetnx", cmd_mset),
+    ("getset", cmd_getset),
+    ("getdel", cmd_getdel),
+    ("getex", cmd_getex),
+    ("append", cmd_append),
+    ("strlen", cmd_strlen),
+    ("getrange", cmd_getrange),
+    ("substr", cmd_getrange),
+    ("setrange", cmd_setrange),
+    ("incr", cmd_incr),
+    ("decr", cmd_incr),
+    ("incrby", cmd_incr),
+    ("decrby", cmd_incr),
+    ("incrbyfloat", cmd_incrbyfloat),
+];
+
+fn cmd_get(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    get(ctx, &a[1], out);
+}
+
+fn cmd_set(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    set(ctx, a, out);
+}
+
+fn cmd_setnx(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    let done = !ctx.exists(&a[1]);
+    if done {
+        ctx.set_str(&a[1], &a[2], None, false);
     }
-    true
+    out.int(done as i64);
+}
+
+fn cmd_setex(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let unit = if name == "setex" { 1000 } else { 1 };
+    match parse_i64(&a[2]) {
+        Some(t) if t > 0 && t.checked_mul(unit).is_some() => {
+            let at = ctx.now as i64 + t * unit;
+            ctx.set_str(&a[1], &a[3], Some(at as u64), false);
+            out.ok();
+        }
+        Some(_) => out.err(&format!("ERR invalid expire time in '{name}' command")),
+        None => out.err(NOT_INT),
+    }
+}
+
+fn cmd_mget(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    out.array(a.len() - 1);
+    for k in &a[1..] {
+        match ctx.read(k) {
+            Some(Value::Str(v)) => out.bulk(v),
+            _ => out.nil(),
+        }
+    }
+}
+
+fn cmd_mset(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    if a.len().is_multiple_of(2) {
+        out.err(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+        return;
+    }
+    if name == "msetnx" && a[1..].chunks(2).any(|kv| ctx.exists(&kv[0])) {
+        out.int(0);
+        return;
+    }
+    for kv in a[1..].chunks(2) {
+        ctx.set_str(&kv[0], &kv[1], None, false);
+    }
+    if name == "mset" {
+        out.ok()
+    } else {
+        out.int(1)
+    }
+}
+
+fn cmd_getset(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    if get(ctx, &a[1], out) {
+        ctx.set_str(&a[1], &a[2], None, false);
+    }
+}
+
+fn cmd_getdel(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    if get(ctx, &a[1], out) {
+        ctx.delete(&a[1]);
+    }
+}
+
+fn cmd_getex(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    getex(ctx, a, out);
+}
+
+fn cmd_append(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match string_of(ctx, &a[1]) {
+        Err(e) => out.err(&e),
+        Ok(cur) => {
+            let mut v = cur.map(|b| b.to_vec()).unwrap_or_default();
+            v.extend_from_slice(&a[2]);
+            let n = v.len();
+            set_keep_ttl(ctx, &a[1], v);
+            out.int(n as i64);
+        }
+    };
+}
+
+fn cmd_strlen(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match string_of(ctx, &a[1]) {
+        Err(e) => out.err(&e),
+        Ok(v) => out.int(v.map_or(0, |v| v.len()) as i64),
+    };
+}
+
+fn cmd_getrange(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    getrange(ctx, a, out);
+}
+
+fn cmd_setrange(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    setrange(ctx, a, out);
+}
+
+fn cmd_incr(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let by = match name {
+        "incr" => Some(1),
+        "decr" => Some(-1),
+        "incrby" => parse_i64(&a[2]),
+        _ => parse_i64(&a[2]).and_then(|n| n.checked_neg()),
+    };
+    match by {
+        Some(by) => incr(ctx, &a[1], by, out),
+        None if name == "decrby" && parse_i64(&a[2]) == Some(i64::MIN) => {
+            out.err("ERR decrement would overflow")
+        }
+        None => out.err(NOT_INT),
+    }
+}
+
+fn cmd_incrbyfloat(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    incrbyfloat(ctx, a, out);
 }
 
 /// The original bytes of the string at `key` (decoded when stored compressed): Ok(None) when

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::db::{Value, ELEM_OVERHEAD};
 use super::zset::ZSet;
-use super::{own, parse_f64, parse_i64, Ctx, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
+use super::{own, parse_f64, parse_i64, Ctx, Handler, Out, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
 use crate::protocol::Proto;
 
 fn new_zset() -> Value {
@@ -107,132 +107,167 @@ fn reply_pairs(out: &mut Out, items: &[(Bytes, f64)], scores: bool, nested: bool
     }
 }
 
-pub fn run(ctx: &mut Ctx, name: &str, a: &[Bytes], out: &mut Out) -> bool {
-    match name {
-        "zadd" => zadd(ctx, a, out),
-        "zincrby" => {
-            // ZINCRBY is ZADD ... INCR with one pair; its errors are ZADD's.
-            let args = [
-                a[0].clone(),
-                a[1].clone(),
-                Bytes::from_static(b"INCR"),
-                a[2].clone(),
-                a[3].clone(),
-            ];
-            zadd(ctx, &args, out);
-        }
-        "zrem" => {
-            if read(ctx, &a[1]).is_err() {
-                out.err(WRONGTYPE);
-                return true;
-            }
-            let n = ctx.modify(&a[1], None, |v| {
-                let z = z_mut(v);
-                let gone: Vec<&Bytes> = a[2..].iter().filter(|m| z.remove(m).is_some()).collect();
-                (gone.len(), -gone.iter().map(|m| cost(m)).sum::<isize>())
-            });
-            out.int(n.unwrap_or(0) as i64);
-        }
-        "zscore" | "zcard" | "zmscore" | "zrank" | "zrevrank" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(z) => {
-                let z = z.unwrap_or_default();
-                match name {
-                    "zscore" => match z.score(&a[2]) {
-                        Some(s) => out.double(s),
-                        None => out.nil(),
-                    },
-                    "zcard" => out.int(z.len() as i64),
-                    "zmscore" => {
-                        out.array(a.len() - 2);
-                        for m in &a[2..] {
-                            match z.score(m) {
-                                Some(s) => out.double(s),
-                                None => out.nil(),
-                            }
+/// The family's commands and their handlers (the store dispatches through these).
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("zadd", cmd_zadd),
+    ("zincrby", cmd_zincrby),
+    ("zrem", cmd_zrem),
+    ("zscore", cmd_zscore),
+    ("zcard", cmd_zscore),
+    ("zmscore", cmd_zscore),
+    ("zrank", cmd_zscore),
+    ("zrevrank", cmd_zscore),
+    ("zcount", cmd_zcount),
+    ("zlexcount", cmd_zcount),
+    ("zrange", cmd_zrange),
+    ("zrevrange", cmd_zrange),
+    ("zrangebyscore", cmd_zrange),
+    ("zrevrangebyscore", cmd_zrange),
+    ("zrangebylex", cmd_zrange),
+    ("zrevrangebylex", cmd_zrange),
+    ("zpopmin", cmd_zpopmin),
+    ("zpopmax", cmd_zpopmin),
+    ("zremrangebyscore", cmd_zremrangebyscore),
+    ("zremrangebyrank", cmd_zremrangebyscore),
+    ("zremrangebylex", cmd_zremrangebyscore),
+    ("zscan", cmd_zscan),
+];
+
+fn cmd_zadd(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    zadd(ctx, a, out);
+}
+
+fn cmd_zincrby(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    // ZINCRBY is ZADD ... INCR with one pair; its errors are ZADD's.
+    let args = [
+        a[0].clone(),
+        a[1].clone(),
+        Bytes::from_static(b"INCR"),
+        a[2].clone(),
+        a[3].clone(),
+    ];
+    zadd(ctx, &args, out);
+}
+
+fn cmd_zrem(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    if read(ctx, &a[1]).is_err() {
+        out.err(WRONGTYPE);
+        return;
+    }
+    let n = ctx.modify(&a[1], None, |v| {
+        let z = z_mut(v);
+        let gone: Vec<&Bytes> = a[2..].iter().filter(|m| z.remove(m).is_some()).collect();
+        (gone.len(), -gone.iter().map(|m| cost(m)).sum::<isize>())
+    });
+    out.int(n.unwrap_or(0) as i64);
+}
+
+fn cmd_zscore(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(z) => {
+            let z = z.unwrap_or_default();
+            match name {
+                "zscore" => match z.score(&a[2]) {
+                    Some(s) => out.double(s),
+                    None => out.nil(),
+                },
+                "zcard" => out.int(z.len() as i64),
+                "zmscore" => {
+                    out.array(a.len() - 2);
+                    for m in &a[2..] {
+                        match z.score(m) {
+                            Some(s) => out.double(s),
+                            None => out.nil(),
                         }
                     }
-                    _ => match z.rank(&a[2]) {
-                        Some(r) if name == "zrank" => out.int(r as i64),
-                        Some(r) => out.int((z.len() - 1 - r) as i64),
-                        None => out.nil(),
-                    },
                 }
-            }
-        },
-        "zcount" | "zlexcount" => {
-            let items = if name == "zcount" {
-                select(
-                    ctx,
-                    &a[1],
-                    Sel::Score(a[2].clone(), a[3].clone()),
-                    false,
-                    None,
-                )
-            } else {
-                select(
-                    ctx,
-                    &a[1],
-                    Sel::Lex(a[2].clone(), a[3].clone()),
-                    false,
-                    None,
-                )
-            };
-            match items {
-                Ok(v) => out.int(v.len() as i64),
-                Err(e) => out.err(e),
-            }
-        }
-        "zrange" | "zrevrange" | "zrangebyscore" | "zrevrangebyscore" | "zrangebylex"
-        | "zrevrangebylex" => zrange(ctx, name, a, out),
-        "zpopmin" | "zpopmax" => {
-            let count = match a.get(2) {
-                None => None,
-                Some(c) => match parse_i64(c) {
-                    Some(n) if n >= 0 => Some(n as usize),
-                    Some(_) => {
-                        out.err("ERR value is out of range, must be positive");
-                        return true;
-                    }
-                    None => {
-                        out.err(NOT_INT);
-                        return true;
-                    }
+                _ => match z.rank(&a[2]) {
+                    Some(r) if name == "zrank" => out.int(r as i64),
+                    Some(r) => out.int((z.len() - 1 - r) as i64),
+                    None => out.nil(),
                 },
-            };
-            match pop(ctx, &a[1], name == "zpopmin", count.unwrap_or(1)) {
-                Err(()) => out.err(WRONGTYPE),
-                Ok(items) => reply_pairs(out, &items, true, count.is_some()),
             }
         }
-        "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" => {
-            let sel = match name {
-                "zremrangebyscore" => Sel::Score(a[2].clone(), a[3].clone()),
-                "zremrangebylex" => Sel::Lex(a[2].clone(), a[3].clone()),
-                _ => Sel::Rank(a[2].clone(), a[3].clone()),
-            };
-            match select(ctx, &a[1], sel, false, None) {
-                Err(e) => out.err(e),
-                Ok(items) => {
-                    remove_members(ctx, &a[1], &items);
-                    out.int(items.len() as i64);
-                }
+    };
+}
+
+fn cmd_zcount(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let items = if name == "zcount" {
+        select(
+            ctx,
+            &a[1],
+            Sel::Score(a[2].clone(), a[3].clone()),
+            false,
+            None,
+        )
+    } else {
+        select(
+            ctx,
+            &a[1],
+            Sel::Lex(a[2].clone(), a[3].clone()),
+            false,
+            None,
+        )
+    };
+    match items {
+        Ok(v) => out.int(v.len() as i64),
+        Err(e) => out.err(e),
+    }
+}
+
+fn cmd_zrange(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    zrange(ctx, name, a, out);
+}
+
+fn cmd_zpopmin(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let count = match a.get(2) {
+        None => None,
+        Some(c) => match parse_i64(c) {
+            Some(n) if n >= 0 => Some(n as usize),
+            Some(_) => {
+                out.err("ERR value is out of range, must be positive");
+                return;
             }
-        }
-        "zscan" => match read(ctx, &a[1]) {
-            Err(()) => out.err(WRONGTYPE),
-            Ok(z) => {
-                let z = z.unwrap_or_default();
-                let items = z
-                    .iter()
-                    .map(|(m, s)| (m.clone(), Some(Bytes::from(super::out::fmt_double(s)))))
-                    .collect();
-                super::sets::scan_reply(a, items, out);
+            None => {
+                out.err(NOT_INT);
+                return;
             }
         },
-        _ => return false,
+    };
+    match pop(ctx, &a[1], name == "zpopmin", count.unwrap_or(1)) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(items) => reply_pairs(out, &items, true, count.is_some()),
     }
-    true
+}
+
+fn cmd_zremrangebyscore(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
+    let sel = match name {
+        "zremrangebyscore" => Sel::Score(a[2].clone(), a[3].clone()),
+        "zremrangebylex" => Sel::Lex(a[2].clone(), a[3].clone()),
+        _ => Sel::Rank(a[2].clone(), a[3].clone()),
+    };
+    match select(ctx, &a[1], sel, false, None) {
+        Err(e) => out.err(e),
+        Ok(items) => {
+            remove_members(ctx, &a[1], &items);
+            out.int(items.len() as i64);
+        }
+    }
+}
+
+fn cmd_zscan(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match read(ctx, &a[1]) {
+        Err(()) => out.err(WRONGTYPE),
+        Ok(z) => {
+            let z = z.unwrap_or_default();
+            let items = z
+                .iter()
+                .map(|(m, s)| (m.clone(), Some(Bytes::from(super::out::fmt_double(s)))))
+                .collect();
+            super::sets::scan_reply(a, items, out);
+        }
+    };
 }
 
 /// Pops up to `count` members from the low (min) or high end.
