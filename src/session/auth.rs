@@ -113,11 +113,8 @@ impl Session {
             }
         }
         if proto != self.proto {
-            if self.dedicated.is_some() {
-                // A dedicated connection speaks the old protocol; its state cannot move.
-                self.release_dedicated(true);
-                self.on_dedicated = false;
-            }
+            // A dedicated connection speaks the old protocol; its state cannot move.
+            self.release_dedicated(true);
             self.proto = proto;
             self.entry
                 .resp

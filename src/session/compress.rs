@@ -33,7 +33,7 @@ impl Session {
     ) -> Result<(Command, Effect), Stop> {
         // Inside MULTI on a Redis upstream a later byte-level command in the same
         // transaction runs natively on what was queued before it: store those values raw.
-        let compress = self.mem.is_some() || !self.st.in_multi;
+        let compress = self.link.reads_envelopes() || !self.st.in_multi;
         let encode = move |c: &crate::compression::Compressor, cmd: Command| match plan::encode_args(
             c, &cmd, compress,
         ) {

@@ -4,7 +4,8 @@
 use super::*;
 
 impl Session {
-    /// Sends a command upstream: on the client's shared connection, or its dedicated one.
+    /// Sends a command upstream, through the compression layer: to the embedded store, or on
+    /// Redis to the client's shared connection or its dedicated one (`conn`).
     pub(super) async fn send(
         &mut self,
         cmd: Command,
@@ -14,34 +15,60 @@ impl Session {
         effect: Effect,
         w: &mut Wire,
     ) -> Result<(), Stop> {
-        let dedicated = conn == Conn::Dedicated;
         let (cmd, effect) = self.compress_layer(cmd, effect, w).await?;
-        if self.mem.is_none() {
-            if self.st.in_multi {
-                self.note_move(&cmd);
+        match self.link {
+            Link::Memory(_) => self.mem_send(cmd, start, effect, w).await,
+            Link::Redis(_) => self.redis_send(cmd, start, conn, wait, effect, w).await,
+        }
+    }
+
+    /// The Redis link (None on the embedded store, where no caller asks for it).
+    fn redis(&mut self) -> Option<&mut RedisLink> {
+        match &mut self.link {
+            Link::Redis(r) => Some(r),
+            Link::Memory(_) => None,
+        }
+    }
+
+    async fn redis_send(
+        &mut self,
+        cmd: Command,
+        start: Instant,
+        conn: Conn,
+        wait: Wait,
+        effect: Effect,
+        w: &mut Wire,
+    ) -> Result<(), Stop> {
+        let dedicated = conn == Conn::Dedicated;
+        if self.st.in_multi {
+            self.note_move(&cmd);
+        }
+        if let Some(t) = crate::compression::plan::byte_target(&cmd) {
+            if !self.st.in_multi {
+                return self.byte_level(cmd, t, start, w).await;
             }
-            if let Some(t) = crate::compression::plan::byte_target(&cmd) {
-                if !self.st.in_multi {
-                    return self.byte_level(cmd, t, start, w).await;
-                }
-                let t = self.with_sources(t);
-                if let Some(e) = self.demote_for_multi(&t, w).await? {
-                    let outcome = Outcome::UpstreamFailed;
-                    w.push(self.ready(&cmd, start, Value::err(e), outcome));
-                    return Ok(());
-                }
+            let t = self.with_sources(t);
+            if let Some(e) = self.demote_for_multi(&t, w).await? {
+                let outcome = Outcome::UpstreamFailed;
+                w.push(self.ready(&cmd, start, Value::err(e), outcome));
+                return Ok(());
             }
         }
-        if self.mem.is_some() {
-            return self.mem_send(cmd, start, effect, w).await;
-        }
-        if dedicated != self.on_dedicated && !w.pending.is_empty() {
+        let Some(r) = self.redis() else {
+            return Ok(());
+        };
+        let (was_dedicated, holds) = (r.on_dedicated, r.dedicated.is_some());
+        if dedicated != was_dedicated && !w.pending.is_empty() {
             w.barrier(self).await?;
         }
-        if !dedicated && self.dedicated.is_some() && !self.needs_dedicated() {
+        if !dedicated && holds && !self.needs_dedicated() {
             self.release_dedicated(true);
         }
-        self.on_dedicated = dedicated;
+        let Some(r) = self.redis() else {
+            return Ok(());
+        };
+        r.on_dedicated = dedicated;
+        let slot = r.slot;
         // From now, not from the command's arrival: the timeout is the upstream's to keep,
         // and the proxy's own work (compressing a large value) is not.
         let patience = if wait == Wait::Block {
@@ -60,7 +87,7 @@ impl Session {
         } else {
             self.sh
                 .upstream
-                .shared(self.slot, self.proto)
+                .shared(slot, self.proto)
                 .and_then(|c| c.send(cmd.raw.clone(), patience))
         };
         match sent {
@@ -88,7 +115,7 @@ impl Session {
             w.barrier(self).await?;
         }
         let proto = self.proto;
-        let Some(mem) = self.mem.as_mut() else {
+        let Link::Memory(mem) = &mut self.link else {
             return Ok(());
         };
         let direct = w.pending.is_empty()
@@ -150,31 +177,48 @@ impl Session {
     }
 
     pub(super) async fn ensure_dedicated(&mut self) -> Result<&Dedicated, UpstreamError> {
-        if self.dedicated.as_ref().is_some_and(|d| d.conn.is_closed()) {
+        let (proto, db) = (self.proto, self.st.db);
+        let Some(r) = self.redis() else {
+            return Err(UpstreamError::Closed);
+        };
+        if r.dedicated.as_ref().is_some_and(|d| d.conn.is_closed()) {
             // The connection died and its state with it (as if Redis had dropped the client).
-            self.dedicated = None;
+            r.dedicated = None;
             self.st.in_multi = false;
             self.st.watching = false;
         }
-        if self.dedicated.is_none() {
-            let d = self.sh.upstream.dedicated(self.proto, self.st.db).await?;
+        let Some(r) = self.redis() else {
+            return Err(UpstreamError::Closed);
+        };
+        if r.dedicated.is_none() {
+            let d = self.sh.upstream.dedicated(proto, db).await?;
             self.sh.metrics.pinned_clients.inc();
             self.entry.pinned.store(true, Ordering::Relaxed);
             let id = d.redis_id.unwrap_or(-1);
             self.entry.upstream_id.store(id, Ordering::Relaxed);
-            self.dedicated = Some(d);
+            if let Some(r) = self.redis() {
+                r.dedicated = Some(d);
+            }
         }
-        self.dedicated.as_ref().ok_or(UpstreamError::Closed)
+        match &self.link {
+            Link::Redis(r) => r.dedicated.as_ref().ok_or(UpstreamError::Closed),
+            Link::Memory(_) => Err(UpstreamError::Closed),
+        }
     }
 
     /// Lets go of the dedicated connection: kept for reuse when `reuse` and its state is
     /// clean, closed otherwise (which makes Redis drop whatever state it held).
     pub(super) fn release_dedicated(&mut self, reuse: bool) {
-        if let Some(d) = self.dedicated.take() {
+        let clean = !self.needs_dedicated();
+        let Some(r) = self.redis() else {
+            return;
+        };
+        r.on_dedicated = false;
+        if let Some(d) = r.dedicated.take() {
             self.sh.metrics.pinned_clients.dec();
             self.entry.pinned.store(false, Ordering::Relaxed);
             self.entry.upstream_id.store(-1, Ordering::Relaxed);
-            if reuse && !self.needs_dedicated() {
+            if reuse && clean {
                 self.sh.upstream.release(d);
             }
         }

@@ -9,8 +9,9 @@
 //!
 //! This file holds the state and acts on the route; the parts: routing.rs (the pure routing
 //! decision), auth.rs (AUTH, HELLO, the access check), client.rs (CLIENT subcommands about the
-//! client itself), peers.rs (CLIENT KILL, UNBLOCK, TRACKING REDIRECT), pubsub.rs, forward.rs
-//! (shared, dedicated or embedded-store connection), compress.rs (the compression layer).
+//! client itself), peers.rs (CLIENT KILL, UNBLOCK, TRACKING REDIRECT), pubsub.rs, link.rs (the
+//! client's way to the upstream: Redis connections or the embedded store), forward.rs (sending
+//! on it), compress.rs (the compression layer), rmw.rs (byte-level commands on Redis).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::compression::reply::Shape;
 use crate::metrics::{Metrics, Outcome};
 use crate::protocol::reply::{is_error, Proto, Value};
 use crate::shared::Shared;
-use crate::upstream::memory::{Exec, MemConn};
+use crate::upstream::memory::Exec;
 use crate::upstream::{Dedicated, Patience, UpstreamError};
 pub(crate) use crate::wire::Stop;
 
@@ -33,11 +34,13 @@ mod auth;
 mod client;
 mod compress;
 mod forward;
+mod link;
 mod peers;
 mod pubsub;
 mod rmw;
 mod routing;
 
+use link::{Link, RedisLink};
 use routing::{Conn, ConnState, Route, Wait};
 
 /// A session's reply queue, and a reply in it.
@@ -88,15 +91,12 @@ pub struct Session {
     proto: Proto,
     authed: bool,
     user: Option<usize>,
-    slot: usize,
     st: ConnState,
     default_db: u32,
-    dedicated: Option<Dedicated>,
-    on_dedicated: bool,
+    /// The way to the upstream (shared/dedicated Redis connections, or the embedded store).
+    link: Link,
     reply_mode: ReplyMode,
     tunnel: Option<TunnelStart>,
-    /// The client's connection to the embedded store, when the upstream is `memory://`.
-    mem: Option<MemConn>,
     /// Reply shapes of the commands queued in the open transaction, for EXEC's reply.
     queued: Vec<Option<(Shape, Vec<Bytes>)>>,
     /// CLIENT SETNAME's name, when the tracker groups reads by it.
@@ -122,7 +122,7 @@ impl Session {
         entry.db.store(db, Ordering::Relaxed);
         Session {
             authed: sh.settings.auth.password.is_empty(),
-            slot: sh.upstream.assign(),
+            link: Link::new(&sh.upstream),
             st: ConnState {
                 db,
                 ..Default::default()
@@ -130,11 +130,8 @@ impl Session {
             default_db: db,
             proto: Proto::Resp2,
             user: None,
-            dedicated: None,
-            on_dedicated: false,
             reply_mode: ReplyMode::On,
             tunnel: None,
-            mem: sh.upstream.memory().cloned().map(MemConn::new),
             queued: Vec::new(),
             track_name: None,
             direct: BytesMut::new(),
@@ -153,9 +150,7 @@ impl Session {
 
     /// The commands dispatched from here to the next call arrived together (one read).
     pub fn begin_batch(&mut self) {
-        if let Some(m) = self.mem.as_mut() {
-            m.begin_batch();
-        }
+        self.link.begin_batch();
     }
 
     /// Moves the replies written straight out to the end of `out`.
@@ -181,7 +176,7 @@ impl Session {
     /// Whether the client holds state that may legitimately sit idle (blocked, in a
     /// transaction, on its own connection).
     pub fn holds_state(&self) -> bool {
-        self.dedicated.is_some() || self.mem.as_ref().is_some_and(|m| m.subscribed())
+        self.link.holds_state()
     }
 
     pub fn take_tunnel(&mut self) -> Option<TunnelStart> {
@@ -214,19 +209,7 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: it only receives from a channel.
     pub async fn next_push(&mut self) -> Bytes {
-        if let Some(m) = self.mem.as_mut() {
-            return match m.pushes.recv().await {
-                Some(p) => p,
-                None => std::future::pending().await,
-            };
-        }
-        match self.dedicated.as_mut() {
-            Some(d) => match d.pushes.recv().await {
-                Some(p) => p,
-                None => std::future::pending().await,
-            },
-            None => std::future::pending().await,
-        }
+        self.link.next_push().await
     }
 
     /// Handles one command that arrived at `start`: queues its reply (ready or coming) at the
@@ -280,7 +263,7 @@ impl Session {
     }
 
     async fn route(&mut self, cmd: Command, start: Instant, w: &mut Wire) -> Result<(), Stop> {
-        let (route, next) = routing::decide(self.st, self.default_db, self.mem.is_some(), &cmd);
+        let (route, next) = routing::decide(self.st, self.default_db, self.link.embedded(), &cmd);
         match route {
             Route::OutOfBand => {
                 let rx = self.sh.upstream.out_of_band(cmd.args.clone(), self.proto);
@@ -329,15 +312,14 @@ impl Session {
     /// Drops every piece of connection state (RESET, or before a protocol change).
     fn reset(&mut self) {
         self.release_dedicated(true);
-        self.on_dedicated = false;
         self.st = ConnState {
             db: self.default_db,
             ..Default::default()
         };
         self.proto = Proto::Resp2;
         self.reply_mode = ReplyMode::On;
-        if let Some(store) = self.sh.upstream.memory().cloned() {
-            self.mem = Some(MemConn::new(store));
+        if self.link.embedded() {
+            self.link = Link::new(&self.sh.upstream);
         }
         self.authed = self.sh.settings.auth.password.is_empty();
         self.user = None;

@@ -40,7 +40,7 @@ impl Session {
     /// `CLIENT UNBLOCK <id> [TIMEOUT|ERROR]` (3 or 4 arguments): the command to forward, with
     /// the target's Redis id, or the reply to give here.
     pub(super) fn unblock(&self, cmd: &Command) -> Result<Command, Value> {
-        if self.mem.is_some() {
+        if self.link.embedded() {
             return Ok(cmd.clone());
         }
         if cmd.args.len() == 4 && !(cmd.arg_is(3, "timeout") || cmd.arg_is(3, "error")) {
@@ -60,7 +60,7 @@ impl Session {
     /// `CLIENT TRACKING ...`: the command to forward, its REDIRECT id (if any) replaced by the
     /// target's Redis id, or the error Redis gives for an id it does not know.
     pub(super) fn tracking_redirect(&self, cmd: &Command) -> Result<Command, Value> {
-        if self.mem.is_some() {
+        if self.link.embedded() {
             return Ok(cmd.clone());
         }
         let mut args = cmd.args.clone();
