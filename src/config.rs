@@ -49,6 +49,18 @@ pub struct Compression {
     pub max_decompressed_bytes: u64,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// Learn a zstd dictionary per key template from the values written (`dict.rs`).
+    pub dictionaries: bool,
+    /// Values sampled per template before its dictionary is trained.
+    pub dictionary_samples: u32,
+    /// Size of each dictionary in bytes.
+    pub dictionary_bytes: u32,
+    /// Dictionaries at most (they are never dropped: stored values use them).
+    pub max_dictionaries: u32,
+    /// The hash in the store that holds the dictionaries, shared by every prescient.
+    pub dictionary_key: String,
+    /// How often the store's copy of the dictionaries is checked (and a lost one written back).
+    pub dictionary_check_secs: u64,
 }
 
 impl Default for Compression {
@@ -62,6 +74,12 @@ impl Default for Compression {
             max_decompressed_bytes: 64 * 1024 * 1024,
             include: vec!["*".into()],
             exclude: Vec::new(),
+            dictionaries: true,
+            dictionary_samples: 100,
+            dictionary_bytes: 16 * 1024,
+            max_dictionaries: 64,
+            dictionary_key: "prescient:dicts".into(),
+            dictionary_check_secs: 60,
         }
     }
 }
@@ -389,6 +407,30 @@ impl Settings {
                 "compression.max_decompressed_bytes",
                 "must be between 1 and 4294967295",
             ));
+        }
+        if !(10..=100_000).contains(&c.dictionary_samples) {
+            return Err(invalid(
+                "compression.dictionary_samples",
+                "must be 10 to 100000",
+            ));
+        }
+        if !(1024..=1 << 20).contains(&c.dictionary_bytes) {
+            return Err(invalid(
+                "compression.dictionary_bytes",
+                "must be 1024 to 1048576",
+            ));
+        }
+        if !(1..=4096).contains(&c.max_dictionaries) {
+            return Err(invalid("compression.max_dictionaries", "must be 1 to 4096"));
+        }
+        if c.dictionary_check_secs == 0 {
+            return Err(invalid(
+                "compression.dictionary_check_secs",
+                "must be at least 1",
+            ));
+        }
+        if c.dictionary_key.is_empty() {
+            return Err(invalid("compression.dictionary_key", "must not be empty"));
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::compression::Compressor;
 use crate::config::{Settings, Tunables};
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
+use crate::tracking::template::Templater;
 use crate::tracking::tracker::Tracker;
 use crate::upstream::Upstream;
 
@@ -50,7 +51,14 @@ impl Shared {
     ) -> std::io::Result<Shared> {
         let tunables = Arc::new(Tunables::new(&settings));
         let upstream = Arc::new(Upstream::new(&settings, tunables.clone(), metrics.clone()));
-        let compressor = Arc::new(Compressor::new(&settings.compression, &metrics.registry));
+        // Validated at load: a pattern that does not compile never gets here.
+        let templater = Templater::new(&settings.tracking.template_patterns).unwrap_or_default();
+        let compressor = Arc::new(Compressor::new(
+            &settings.compression,
+            &templater,
+            &metrics.registry,
+        ));
+        compressor.dicts.start_trainer(upstream.clone());
         if let Some(store) = upstream.memory() {
             let _ = store.compressor.set(compressor.clone());
         }

@@ -392,3 +392,201 @@ async fn pipelined_large_replies(p: &Server, a: &str, b: &str) {
         b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
     );
 }
+
+/// An order record of about 1-2 KB, dense in numbers and ids: where dictionaries gain most.
+fn order(i: u64) -> String {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let statuses = ["pending", "paid", "shipped", "delivered", "cancelled"];
+    let lines: Vec<String> = (0..6 + next(10))
+        .map(|_| {
+            let (q, p) = (1 + next(5), next(40000));
+            format!(
+                "{{\"sku\":\"SKU-{:06}\",\"variant_id\":{},\"qty\":{q},\"unit_price\":{}.{:02},\"total\":{}}}",
+                next(1_000_000),
+                next(10_000_000),
+                p / 100,
+                p % 100,
+                q * p
+            )
+        })
+        .collect();
+    format!(
+        "{{\"order_id\":{},\"customer_id\":{},\"status\":\"{}\",\"created_at\":{},\"lines\":[{}],\"shipping\":{{\"carrier\":\"ups\",\"tracking\":\"1Z{:012X}\"}}}}",
+        1_000_000_000 + i,
+        next(10_000_000),
+        statuses[next(5) as usize],
+        1_780_000_000 + next(10_000_000),
+        lines.join(","),
+        next(1 << 48)
+    )
+}
+
+async fn stat(c: &mut Raw, name: &str) -> u64 {
+    let s = c.text(&["PROXY", "STATS"]).await;
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in PROXY STATS: {s}"))
+}
+
+fn dictionary_settings(url: &str) -> prescient::config::Settings {
+    let mut s = settings(url);
+    s.compression.threshold_bytes = 64;
+    s.compression.dictionary_samples = 20;
+    s.compression.dictionary_check_secs = 1;
+    s
+}
+
+/// Dictionaries on a Redis upstream: trained from the first values of a template, stored in
+/// Redis, used for the template's later values (which then take far less room), and read by
+/// other prescients that never saw them: a GET, an MGET and a byte-level command (APPEND,
+/// run as a read-modify-write) through prescients started before the dictionary existed. A
+/// dictionary deleted from Redis is written back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dictionaries_are_learned_stored_in_redis_and_read_by_every_prescient() {
+    use std::time::Duration;
+    let redis = Redis::start().await;
+    let a = proxy_with(dictionary_settings(&redis.url())).await;
+    // Started before any dictionary exists: they learn of it only when they read a value.
+    let b = proxy_with(dictionary_settings(&redis.url())).await;
+    let c = proxy_with(dictionary_settings(&redis.url())).await;
+    let mut ca = Raw::to(&a).await;
+    let mut direct = redis.client().await;
+    for i in 0..20 {
+        assert_eq!(
+            ca.text(&["SET", &format!("order:{i}"), &order(i)]).await,
+            "+OK\r\n"
+        );
+    }
+    common::eventually(Duration::from_secs(20), "a dictionary trained", || {
+        let mut ca = Raw::to(&a);
+        async move { (stat(&mut ca.await, "dictionaries_trained").await >= 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(direct.text(&["HLEN", "prescient:dicts"]).await, ":1\r\n");
+    for i in 20..60 {
+        assert_eq!(
+            ca.text(&["SET", &format!("order:{i}"), &order(i)]).await,
+            "+OK\r\n"
+        );
+    }
+    let info = ca.text(&["PROXY", "KEYINFO", "order:59"]).await;
+    assert!(
+        info.contains("codec:zstd+dictionary") && info.contains("dictionary:"),
+        "{info}"
+    );
+    // Far smaller than the first values, stored with the plain codec (zlib).
+    let (plain, with_dict): (usize, usize) = {
+        let mut p = 0;
+        let mut d = 0;
+        for i in 0..10 {
+            p += stored_len(&redis, format!("order:{i}").as_bytes()).await;
+            d += stored_len(&redis, format!("order:{}", 50 + i).as_bytes()).await;
+        }
+        (p, d)
+    };
+    assert!(
+        with_dict * 10 < plain * 7,
+        "plain {plain}, with the dictionary {with_dict}"
+    );
+
+    let mut cb = Raw::to(&b).await;
+    assert_eq!(stat(&mut cb, "dictionaries_known").await, 0);
+    assert_eq!(
+        &cb.cmd(&["GET", "order:55"]).await[..],
+        &bulk(order(55).as_bytes())[..]
+    );
+    let mut mget = b"*40\r\n".to_vec();
+    let mut args = vec!["MGET".to_string()];
+    for i in 20..60 {
+        args.push(format!("order:{i}"));
+        mget.extend_from_slice(&bulk(order(i).as_bytes()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(&cb.cmd(&args).await[..], &mget[..]);
+    assert_eq!(stat(&mut cb, "dictionaries_fetched").await, 1);
+
+    let mut cc = Raw::to(&c).await;
+    let appended = format!("{}tail", order(57));
+    assert_eq!(
+        cc.text(&["APPEND", "order:57", "tail"]).await,
+        format!(":{}\r\n", appended.len())
+    );
+    assert_eq!(
+        &cc.cmd(&["GET", "order:57"]).await[..],
+        &bulk(appended.as_bytes())[..]
+    );
+    assert_eq!(
+        &ca.cmd(&["GET", "order:57"]).await[..],
+        &bulk(appended.as_bytes())[..]
+    );
+
+    // Lost from Redis (an eviction, a DEL): written back by the prescients that know it.
+    assert_eq!(direct.text(&["DEL", "prescient:dicts"]).await, ":1\r\n");
+    common::eventually(
+        Duration::from_secs(20),
+        "the dictionary written back",
+        || {
+            let mut direct = redis.client();
+            async move {
+                (direct.await.text(&["HLEN", "prescient:dicts"]).await == ":1\r\n").then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// On the embedded store the dictionary values are read by every command, byte-level ones
+/// and transactions included, with Redis's replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dictionary_values_on_the_embedded_store_read_back_through_every_command() {
+    use std::time::Duration;
+    let p = proxy_with(dictionary_settings("memory://")).await;
+    let mut c = Raw::to(&p).await;
+    for i in 0..20 {
+        assert_eq!(
+            c.text(&["SET", &format!("order:{i}"), &order(i)]).await,
+            "+OK\r\n"
+        );
+    }
+    common::eventually(Duration::from_secs(20), "a dictionary trained", || {
+        let c = Raw::to(&p);
+        async move { (stat(&mut c.await, "dictionaries_trained").await >= 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(c.text(&["HLEN", "prescient:dicts"]).await, ":1\r\n");
+    let v = order(30);
+    assert_eq!(c.text(&["SET", "order:30", &v]).await, "+OK\r\n");
+    let info = c.text(&["PROXY", "KEYINFO", "order:30"]).await;
+    assert!(info.contains("codec:zstd+dictionary"), "{info}");
+    assert_eq!(
+        &c.cmd(&["GET", "order:30"]).await[..],
+        &bulk(v.as_bytes())[..]
+    );
+    assert_eq!(
+        c.text(&["STRLEN", "order:30"]).await,
+        format!(":{}\r\n", v.len())
+    );
+    assert_eq!(
+        &c.cmd(&["GETRANGE", "order:30", "0", "11"]).await[..],
+        &bulk(&v.as_bytes()[..12])[..]
+    );
+    assert_eq!(
+        c.text(&["APPEND", "order:30", "!"]).await,
+        format!(":{}\r\n", v.len() + 1)
+    );
+    c.send(&[b"MULTI"]).await;
+    c.send(&[b"GET", b"order:30"]).await;
+    c.send(&[b"EXEC"]).await;
+    assert_eq!(&c.read().await[..], b"+OK\r\n");
+    assert_eq!(&c.read().await[..], b"+QUEUED\r\n");
+    let exec = c.read().await;
+    let want = [b"*1\r\n".as_slice(), &bulk(format!("{v}!").as_bytes())].concat();
+    assert_eq!(&exec[..], &want[..]);
+}

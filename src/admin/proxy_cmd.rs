@@ -60,6 +60,9 @@ pub fn keyinfo(c: &Compressor, key: &[u8], stored: &[u8]) -> Value {
         Ok(Some(h)) => {
             lines.push("enveloped:yes".into());
             lines.push(format!("codec:{}", h.codec.name()));
+            if h.dict != 0 {
+                lines.push(format!("dictionary:{:08x}", h.dict));
+            }
             lines.push(format!("original_bytes:{}", h.original_len));
             lines.push(format!("stored_bytes:{}", v.len()));
             let ratio = v.len() as f64 / h.original_len.max(1) as f64;

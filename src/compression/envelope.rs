@@ -4,10 +4,12 @@
 //! offset  size  field
 //!      0     3  magic: F5 50 5A ("\xF5PZ"; 0xF5 never occurs in UTF-8 text)
 //!      3     1  format version: 1
-//!      4     1  codec id: 0 stored (an escaped raw value), 1 zlib, 2 zstd, 3 lz4 (block)
+//!      4     1  codec id: 0 stored (an escaped raw value), 1 zlib, 2 zstd, 3 lz4 (block),
+//!                 4 zstd with a dictionary
 //!      5     4  original length, u32 little-endian
 //!      9     4  CRC-32 (IEEE) of the original bytes, u32 little-endian
-//!     13     -  payload: the original bytes, compressed by the codec (as is for codec 0)
+//!     13     4  codec 4 only: the dictionary's id, u32 little-endian (see `dict.rs`)
+//!  13/17     -  payload: the original bytes, compressed by the codec (as is for codec 0)
 //! ```
 //!
 //! A value that does not begin with the magic is returned as it is. A raw value that happens to
@@ -16,6 +18,9 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -28,6 +33,47 @@ thread_local! {
         const { RefCell::new(None) };
     static ZSTD_D: RefCell<zstd::bulk::Decompressor<'static>> =
         RefCell::new(zstd::bulk::Decompressor::new().expect("zstd context"));
+    static ZSTD_CCTX: RefCell<zstd::zstd_safe::CCtx<'static>> =
+        RefCell::new(zstd::zstd_safe::CCtx::create());
+    static ZSTD_DCTX: RefCell<zstd::zstd_safe::DCtx<'static>> =
+        RefCell::new(zstd::zstd_safe::DCtx::create());
+}
+
+/// A compression dictionary, prepared for both directions. Its id is a checksum of its bytes,
+/// so every prescient names the same dictionary the same way and a fetched copy can be checked.
+pub struct Dict {
+    pub id: u32,
+    pub raw: Bytes,
+    cdict: zstd::zstd_safe::CDict<'static>,
+    ddict: zstd::zstd_safe::DDict<'static>,
+}
+
+impl std::fmt::Debug for Dict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dict({:08x}, {} bytes)", self.id, self.raw.len())
+    }
+}
+
+impl Dict {
+    /// The id of a dictionary with these bytes (never 0).
+    pub fn id_of(raw: &[u8]) -> u32 {
+        crc32fast::hash(raw).max(1)
+    }
+
+    /// Prepares `raw` for compressing at `level`; None when zstd will not load it.
+    pub fn new(raw: Bytes, level: i32) -> Option<Dict> {
+        if raw.is_empty() {
+            return None;
+        }
+        let cdict = zstd::zstd_safe::CDict::try_create(&raw, level)?;
+        let ddict = zstd::zstd_safe::DDict::try_create(&raw)?;
+        Some(Dict {
+            id: Dict::id_of(&raw),
+            raw,
+            cdict,
+            ddict,
+        })
+    }
 }
 
 fn deflate(level: i32, data: &[u8], out: &mut Vec<u8>) -> Option<()> {
@@ -84,6 +130,8 @@ fn inflate(payload: &[u8], len: usize) -> Result<Vec<u8>, DecodeError> {
 pub const MAGIC: &[u8; 3] = b"\xF5PZ";
 pub const VERSION: u8 = 1;
 pub const HEADER: usize = 13;
+/// The header of a value compressed with a dictionary (codec 4): the id follows.
+pub const DICT_HEADER: usize = HEADER + 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -91,6 +139,7 @@ pub enum Codec {
     Zlib = 1,
     Zstd = 2,
     Lz4 = 3,
+    ZstdDict = 4,
 }
 
 impl From<crate::config::CodecName> for Codec {
@@ -110,6 +159,7 @@ impl Codec {
             1 => Codec::Zlib,
             2 => Codec::Zstd,
             3 => Codec::Lz4,
+            4 => Codec::ZstdDict,
             _ => return None,
         })
     }
@@ -120,6 +170,7 @@ impl Codec {
             Codec::Zlib => "zlib",
             Codec::Zstd => "zstd",
             Codec::Lz4 => "lz4",
+            Codec::ZstdDict => "zstd+dictionary",
         }
     }
 }
@@ -140,6 +191,8 @@ pub enum DecodeError {
     Length { got: usize, want: usize },
     #[error("checksum mismatch")]
     Checksum,
+    #[error("dictionary {0:08x} is not known (not in the store's prescient:dicts)")]
+    UnknownDictionary(u32),
 }
 
 /// What the header of an enveloped value says.
@@ -148,6 +201,18 @@ pub struct Header {
     pub codec: Codec,
     pub original_len: usize,
     pub crc: u32,
+    /// The dictionary's id (codec 4), else 0.
+    pub dict: u32,
+}
+
+impl Header {
+    /// Where the payload starts.
+    pub fn payload_at(&self) -> usize {
+        match self.codec {
+            Codec::ZstdDict => DICT_HEADER,
+            _ => HEADER,
+        }
+    }
 }
 
 /// Whether `b` contains the envelope magic anywhere (a reply that does not needs no
@@ -203,7 +268,28 @@ pub fn compress(codec: Codec, level: i32, data: &[u8]) -> Option<Vec<u8>> {
             Some(())
         })?,
         Codec::Lz4 => out.extend_from_slice(&lz4_flex::block::compress(data)),
+        // Needs the dictionary: `compress_with`.
+        Codec::ZstdDict => return None,
     }
+    Some(out)
+}
+
+/// Compresses `data` with a dictionary (codec 4), at the level the dictionary was prepared for.
+pub fn compress_with(dict: &Dict, data: &[u8]) -> Option<Vec<u8>> {
+    if data.len() > u32::MAX as usize {
+        return None;
+    }
+    let bound = zstd::zstd_safe::compress_bound(data.len());
+    let mut out = vec![0u8; DICT_HEADER + bound];
+    out[..HEADER].copy_from_slice(&header_bytes(Codec::ZstdDict, data));
+    out[HEADER..DICT_HEADER].copy_from_slice(&dict.id.to_le_bytes());
+    let n = ZSTD_CCTX
+        .with(|c| {
+            c.borrow_mut()
+                .compress_using_cdict(&mut out[DICT_HEADER..], data, &dict.cdict)
+        })
+        .ok()?;
+    out.truncate(DICT_HEADER + n);
     Some(out)
 }
 
@@ -221,16 +307,32 @@ pub fn header(v: &[u8]) -> Result<Option<Header>, DecodeError> {
     let codec = Codec::from_id(v[4]).ok_or(DecodeError::UnknownCodec(v[4]))?;
     let original_len = u32::from_le_bytes([v[5], v[6], v[7], v[8]]) as usize;
     let crc = u32::from_le_bytes([v[9], v[10], v[11], v[12]]);
+    let dict = match codec {
+        Codec::ZstdDict if v.len() < DICT_HEADER => return Err(DecodeError::Truncated),
+        Codec::ZstdDict => u32::from_le_bytes([v[13], v[14], v[15], v[16]]),
+        _ => 0,
+    };
     Ok(Some(Header {
         codec,
         original_len,
         crc,
+        dict,
     }))
 }
 
 /// The original bytes of a stored value: borrowed when it is raw, inflated when enveloped.
-/// Never allocates more than `max` bytes for the result (a stored bomb is an error).
+/// Never allocates more than `max` bytes for the result (a stored bomb is an error). A value
+/// compressed with a dictionary cannot be decoded here: `decode_with`.
 pub fn decode(v: &[u8], max: usize) -> Result<Cow<'_, [u8]>, DecodeError> {
+    decode_with(v, max, &|_| None)
+}
+
+/// [`decode`], finding dictionaries by id with `dicts`.
+pub fn decode_with<'a>(
+    v: &'a [u8],
+    max: usize,
+    dicts: &dyn Fn(u32) -> Option<Arc<Dict>>,
+) -> Result<Cow<'a, [u8]>, DecodeError> {
     let Some(h) = header(v)? else {
         return Ok(Cow::Borrowed(v));
     };
@@ -240,7 +342,7 @@ pub fn decode(v: &[u8], max: usize) -> Result<Cow<'_, [u8]>, DecodeError> {
             max,
         });
     }
-    let payload = &v[HEADER..];
+    let payload = &v[h.payload_at()..];
     let out: Vec<u8> = match h.codec {
         Codec::Stored => payload.to_vec(),
         Codec::Zlib => inflate(payload, h.original_len)?,
@@ -249,6 +351,22 @@ pub fn decode(v: &[u8], max: usize) -> Result<Cow<'_, [u8]>, DecodeError> {
             .map_err(|e| DecodeError::Payload(e.to_string()))?,
         Codec::Lz4 => lz4_flex::block::decompress(payload, h.original_len)
             .map_err(|e| DecodeError::Payload(e.to_string()))?,
+        Codec::ZstdDict => {
+            let d = dicts(h.dict).ok_or(DecodeError::UnknownDictionary(h.dict))?;
+            // The output buffer is the bound: a frame that expands past the recorded length
+            // fails instead of allocating.
+            let mut out = vec![0u8; h.original_len];
+            let n = ZSTD_DCTX
+                .with(|c| {
+                    c.borrow_mut()
+                        .decompress_using_ddict(&mut out[..], payload, &d.ddict)
+                })
+                .map_err(|e| {
+                    DecodeError::Payload(zstd::zstd_safe::get_error_name(e).to_string())
+                })?;
+            out.truncate(n);
+            out
+        }
     };
     if out.len() != h.original_len {
         return Err(DecodeError::Length {
@@ -337,7 +455,72 @@ mod tests {
         );
     }
 
+    fn test_dict() -> Arc<Dict> {
+        static D: std::sync::OnceLock<Arc<Dict>> = std::sync::OnceLock::new();
+        D.get_or_init(train_test_dict).clone()
+    }
+
+    fn train_test_dict() -> Arc<Dict> {
+        let samples: Vec<Vec<u8>> = (0..200)
+            .map(|i| {
+                format!(
+                    "{{\"order_id\":{i},\"status\":\"paid\",\"sku\":\"SKU-{:06}\",\"qty\":{}}}",
+                    i * 7919 % 1_000_000,
+                    i % 5
+                )
+                .into_bytes()
+            })
+            .collect();
+        let raw = zstd::dict::from_samples(&samples, 4096).expect("trained");
+        Arc::new(Dict::new(Bytes::from(raw), 1).expect("loads"))
+    }
+
+    #[test]
+    fn a_dictionary_value_names_its_dictionary_and_needs_it() {
+        let d = test_dict();
+        let data = b"{\"order_id\":90210,\"status\":\"paid\",\"sku\":\"SKU-123456\",\"qty\":3}";
+        let env = compress_with(&d, data).unwrap();
+        let h = header(&env).unwrap().unwrap();
+        assert_eq!(
+            (h.codec, h.dict, h.payload_at()),
+            (Codec::ZstdDict, d.id, DICT_HEADER)
+        );
+        assert!(env.len() < data.len(), "{} of {}", env.len(), data.len());
+        let found = |id: u32| (id == d.id).then(|| d.clone());
+        assert_eq!(&decode_with(&env, 1 << 20, &found).unwrap()[..], &data[..]);
+        assert_eq!(
+            decode(&env, 1 << 20),
+            Err(DecodeError::UnknownDictionary(d.id))
+        );
+        // Another dictionary under the id: the payload or the checksum says so.
+        let other = test_dict_other();
+        let wrong = |_: u32| Some(other.clone());
+        assert!(decode_with(&env, 1 << 20, &wrong).is_err());
+        assert_eq!(decode(&env[..15], 1 << 20), Err(DecodeError::Truncated));
+        assert_eq!(Dict::id_of(&d.raw), d.id);
+    }
+
+    fn test_dict_other() -> Arc<Dict> {
+        let samples: Vec<Vec<u8>> = (0..200)
+            .map(|i| format!("user:{i}:name=ada lovelace;city=lisbon;n={}", i * 31).into_bytes())
+            .collect();
+        let raw = zstd::dict::from_samples(&samples, 4096).expect("trained");
+        Arc::new(Dict::new(Bytes::from(raw), 1).expect("loads"))
+    }
+
     proptest! {
+        #[test]
+        fn dictionary_round_trip_and_hostile_payloads(data in proptest::collection::vec(any::<u8>(), 0..4096),
+                                                      tail in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let d = test_dict();
+            let found = |_: u32| Some(d.clone());
+            let env = compress_with(&d, &data).unwrap();
+            prop_assert_eq!(&decode_with(&env, usize::MAX, &found).unwrap()[..], &data[..]);
+            let mut v = env[..DICT_HEADER].to_vec();
+            v.extend_from_slice(&tail);
+            let _ = decode_with(&v, 1 << 16, &found);
+        }
+
         #[test]
         fn round_trip_any_bytes_any_codec(data in proptest::collection::vec(any::<u8>(), 0..4096),
                                           c in 0usize..4, level in 1i32..9) {

@@ -7,6 +7,7 @@
 //! - `plan`: what the session does with each command (encode values, decode the reply, or
 //!   run a byte-level command on the original bytes).
 
+pub mod dict;
 pub mod envelope;
 pub mod plan;
 pub mod reply;
@@ -115,10 +116,17 @@ pub struct Compressor {
     include: Vec<Vec<u8>>,
     exclude: Vec<Vec<u8>>,
     pub stats: Stats,
+    /// Dictionaries learned per key template (`dict.rs`).
+    pub dicts: std::sync::Arc<dict::Dictionaries>,
 }
 
 impl Compressor {
-    pub fn new(c: &config::Compression, r: &Registry) -> Compressor {
+    /// `templater` groups values by their key's template, for dictionaries (the tracker's).
+    pub fn new(
+        c: &config::Compression,
+        templater: &crate::tracking::template::Templater,
+        r: &Registry,
+    ) -> Compressor {
         Compressor {
             enabled: c.enabled,
             codec: c.codec.into(),
@@ -129,6 +137,24 @@ impl Compressor {
             include: c.include.iter().map(|p| p.as_bytes().to_vec()).collect(),
             exclude: c.exclude.iter().map(|p| p.as_bytes().to_vec()).collect(),
             stats: Stats::new(r),
+            dicts: std::sync::Arc::new(dict::Dictionaries::new(
+                dict::DictConfig {
+                    enabled: c.dictionaries,
+                    samples: c.dictionary_samples as usize,
+                    bytes: c.dictionary_bytes as usize,
+                    max: c.max_dictionaries as usize,
+                    // Dictionaries are zstd's: at the configured level when the codec is
+                    // zstd, else at level 1.
+                    level: if c.codec == config::CodecName::Zstd {
+                        c.level
+                    } else {
+                        1
+                    },
+                    key: Bytes::from(c.dictionary_key.clone()),
+                    check_every: std::time::Duration::from_secs(c.dictionary_check_secs),
+                },
+                templater.clone(),
+            )),
         }
     }
 
@@ -166,10 +192,17 @@ impl Compressor {
             Outcome::NoGain
         } else {
             let t = Instant::now();
-            let c = envelope::compress(self.codec, self.level, value);
+            let (group, dict) = self.dicts.for_value(key, value);
+            let c = match &dict {
+                Some(d) => envelope::compress_with(d, value),
+                None => envelope::compress(self.codec, self.level, value),
+            };
             self.stats
                 .compress_seconds
                 .inc_by(t.elapsed().as_secs_f64());
+            if let (Some(_), Some(c)) = (&dict, &c) {
+                self.dicts.observe(group, value.len(), c.len());
+            }
             let limit = value.len() as u64 * (100 - self.min_saving_percent.min(100)) as u64 / 100;
             match c {
                 Some(c) if (c.len() as u64) <= limit => {
@@ -191,7 +224,7 @@ impl Compressor {
             return Ok(Cow::Borrowed(stored));
         }
         let t = Instant::now();
-        let r = envelope::decode(stored, self.max_decompressed);
+        let r = envelope::decode_with(stored, self.max_decompressed, &|id| self.dicts.get(id));
         self.stats
             .decompress_seconds
             .inc_by(t.elapsed().as_secs_f64());
@@ -233,6 +266,7 @@ impl Compressor {
                 s.values[i].get().to_string(),
             ));
         }
+        v.extend(self.dicts.report());
         v.push(("compression_decoded".into(), s.decoded.get().to_string()));
         v.push(("compression_corrupt".into(), s.corrupt.get().to_string()));
         v.push((

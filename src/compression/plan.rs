@@ -117,7 +117,7 @@ mod tests {
             threshold_bytes: threshold,
             ..Default::default()
         };
-        Compressor::new(&cfg, &prometheus::Registry::new())
+        Compressor::new(&cfg, &Default::default(), &prometheus::Registry::new())
     }
 
     #[test]

@@ -223,7 +223,7 @@ mod tests {
 
     fn comp() -> Compressor {
         let cfg = crate::config::Compression::default();
-        Compressor::new(&cfg, &prometheus::Registry::new())
+        Compressor::new(&cfg, &Default::default(), &prometheus::Registry::new())
     }
 
     fn env(s: &str) -> Vec<u8> {

@@ -81,17 +81,29 @@ impl Session {
     /// and `effect` is spent. None for any other reply (or one with no envelope in it), which
     /// [`Session::apply`] handles on the spot. Called as the reply reaches the front of the
     /// queue, so an EXEC takes the shapes its QUEUED replies left.
+    ///
+    /// On Redis, a reply naming a dictionary this prescient does not know (another one trained
+    /// it) also waits: the dictionary is fetched from the store first, then the reply decoded.
     pub(crate) fn decode_later(
         &mut self,
         effect: &mut Effect,
         raw: &Bytes,
     ) -> Option<tokio::sync::oneshot::Receiver<crate::upstream::Reply>> {
-        if raw.len() < DECODE_OFFLOAD_BYTES
+        let large = raw.len() >= DECODE_OFFLOAD_BYTES;
+        if (!large && self.link.embedded())
             || !matches!(effect, Effect::Decode(_) | Effect::Exec)
             || !crate::compression::envelope::has_magic(raw)
         {
             // Nothing of it stored compressed (a large incompressible value, say): `apply`
             // passes it on as it is, no thread needed.
+            return None;
+        }
+        // The embedded store's values were all written here, with dictionaries known here.
+        let missing = match self.link.embedded() {
+            true => Vec::new(),
+            false => self.sh.compressor.dicts.missing_in(raw),
+        };
+        if !large && missing.is_empty() {
             return None;
         }
         let (shape, keys) = match std::mem::replace(effect, Effect::None) {
@@ -102,9 +114,28 @@ impl Session {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Should the task fail (decoding does not panic on any input), the client gets
         // "upstream connection closed" for this reply, in its place.
-        tokio::task::spawn_blocking(move || {
-            let _ = tx.send(Ok(reply::decode(&c, &raw, &shape, &keys)));
-        });
+        if missing.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(Ok(reply::decode(&c, &raw, &shape, &keys)));
+            });
+        } else {
+            let up = self.sh.upstream.clone();
+            tokio::spawn(async move {
+                // Those not found stay unknown: decoding then names the missing dictionary.
+                c.dicts.fetch(&up, &missing).await;
+                let decoded = match large {
+                    true => {
+                        tokio::task::spawn_blocking(move || reply::decode(&c, &raw, &shape, &keys))
+                            .await
+                            .ok()
+                    }
+                    false => Some(reply::decode(&c, &raw, &shape, &keys)),
+                };
+                if let Some(d) = decoded {
+                    let _ = tx.send(Ok(d));
+                }
+            });
+        }
         Some(rx)
     }
 

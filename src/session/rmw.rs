@@ -10,6 +10,8 @@
 //! byte-level write the new value is read back in the same transaction and, when it is large
 //! enough (or begins with the magic), stored encoded by a second WATCHed transaction.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::command::Command;
@@ -22,7 +24,7 @@ const ATTEMPTS: usize = 32;
 
 /// Runs a byte-level command; returns the reply for the client, in `proto`.
 pub async fn run(
-    up: &Upstream,
+    up: &Arc<Upstream>,
     c: &Compressor,
     db: u32,
     proto: Proto,
@@ -76,7 +78,7 @@ fn keys_and_reads(target: &Target) -> (Vec<Bytes>, Vec<Vec<Bytes>>) {
 /// WATCHes the target's keys and reads the stored values. For each enveloped one: the write
 /// that puts its original bytes in place and the write that restores the envelope.
 async fn watch_and_read(
-    up: &Upstream,
+    up: &Arc<Upstream>,
     c: &Compressor,
     d: &Dedicated,
     target: &Target,
@@ -93,6 +95,11 @@ async fn watch_and_read(
         if !envelope::is_enveloped(v) {
             continue;
         }
+        let missing = c.dicts.missing_in(v);
+        if !missing.is_empty() {
+            // Written by another prescient with a dictionary not known here yet.
+            c.dicts.fetch(up, &missing).await;
+        }
         match c.decode(v) {
             Ok(p) => {
                 demote.push(put(target, key, Bytes::from(p.into_owned())));
@@ -108,7 +115,7 @@ async fn watch_and_read(
 }
 
 async fn attempt_loop(
-    up: &Upstream,
+    up: &Arc<Upstream>,
     c: &Compressor,
     d: &Dedicated,
     cmd: &Command,
@@ -161,7 +168,7 @@ async fn attempt_loop(
 /// magic, compressed when that pays. Only if the key still holds exactly `raw`: a later write
 /// by someone else wins.
 async fn reencode(
-    up: &Upstream,
+    up: &Arc<Upstream>,
     c: &Compressor,
     d: &Dedicated,
     target: &Target,
@@ -188,7 +195,7 @@ async fn reencode(
 /// target's enveloped values in place, on a connection of its own, so the queued command
 /// runs natively on them at EXEC.
 pub async fn demote(
-    up: &Upstream,
+    up: &Arc<Upstream>,
     c: &Compressor,
     db: u32,
     proto: Proto,
@@ -216,7 +223,7 @@ pub async fn demote(
 
 /// Sends `cmds` pipelined and waits for every reply.
 async fn roundtrip(
-    up: &Upstream,
+    up: &Arc<Upstream>,
     d: &Dedicated,
     cmds: &[Vec<Bytes>],
 ) -> Result<Vec<Bytes>, String> {

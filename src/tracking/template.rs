@@ -296,32 +296,8 @@ impl Templater {
     /// [`Templater::parse`] of a key whose [`hash_bytes`] is known, its template taken
     /// from `seen` when it is there (and added when not).
     pub fn parse_with(&self, key: Bytes, hash: u64, seen: Option<&mut Templates>) -> ParsedKey {
-        let mut text = KeyBuf::new();
-        let mut holes: SmallVec<[u32; 4]> = SmallVec::new();
-        let mut values = SmallVec::new();
-        let mut start = 0;
-        for end in memchr::memchr2_iter(b':', b'/', &key).chain(std::iter::once(key.len())) {
-            let seg = &key[start..end];
-            if self.is_placeholder(seg) {
-                holes.push(text.len() as u32);
-                append(&mut text, b"{}");
-                values.push(Value {
-                    from: start as u32,
-                    to: end as u32,
-                    number: number(seg).unwrap_or(-1),
-                });
-            } else {
-                append(&mut text, seg);
-            }
-            if end < key.len() {
-                text.push(key[end]);
-            }
-            start = end + 1;
-        }
-        let mut h = foldhash::fast::FixedState::with_seed(0x7465_6d70).build_hasher();
-        text[..].hash(&mut h);
-        holes[..].hash(&mut h);
-        let template_hash = h.finish();
+        let (text, holes, values) = self.split(&key);
+        let template_hash = template_hash(&text, &holes);
         let make = || {
             Arc::new(Template {
                 text: Bytes::copy_from_slice(&text),
@@ -343,6 +319,41 @@ impl Templater {
         }
     }
 
+    /// The hash of `key`'s template (`parse(key).template.hash`), without building it: for
+    /// grouping values by template on the write path.
+    pub fn template_hash(&self, key: &[u8]) -> u64 {
+        let (text, holes, _) = self.split(key);
+        template_hash(&text, &holes)
+    }
+
+    /// A key's template text, its placeholders' offsets in it, and its values.
+    #[allow(clippy::type_complexity)]
+    fn split(&self, key: &[u8]) -> (KeyBuf, SmallVec<[u32; 4]>, SmallVec<[Value; 2]>) {
+        let mut text = KeyBuf::new();
+        let mut holes: SmallVec<[u32; 4]> = SmallVec::new();
+        let mut values = SmallVec::new();
+        let mut start = 0;
+        for end in memchr::memchr2_iter(b':', b'/', key).chain(std::iter::once(key.len())) {
+            let seg = &key[start..end];
+            if self.is_placeholder(seg) {
+                holes.push(text.len() as u32);
+                append(&mut text, b"{}");
+                values.push(Value {
+                    from: start as u32,
+                    to: end as u32,
+                    number: number(seg).unwrap_or(-1),
+                });
+            } else {
+                append(&mut text, seg);
+            }
+            if end < key.len() {
+                text.push(key[end]);
+            }
+            start = end + 1;
+        }
+        (text, holes, values)
+    }
+
     fn is_placeholder(&self, seg: &[u8]) -> bool {
         !seg.is_empty()
             && (seg.iter().all(u8::is_ascii_digit)
@@ -350,6 +361,13 @@ impl Templater {
                 || is_long_hex(seg)
                 || self.patterns.iter().any(|p| p.is_match(seg)))
     }
+}
+
+fn template_hash(text: &[u8], holes: &[u32]) -> u64 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x7465_6d70).build_hasher();
+    text.hash(&mut h);
+    holes.hash(&mut h);
+    h.finish()
 }
 
 fn is_uuid(s: &[u8]) -> bool {
@@ -403,6 +421,14 @@ mod tests {
             parse("user:42:profile").template,
             parse("user:7:profile").template
         );
+        let t = Templater::default();
+        for k in [
+            "user:42:profile",
+            "/s/123e4567-e89b-12d3-a456-426614174000/x",
+            "plain",
+        ] {
+            assert_eq!(t.template_hash(k.as_bytes()), parse(k).template.hash, "{k}");
+        }
     }
 
     #[test]
