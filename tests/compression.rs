@@ -465,7 +465,7 @@ async fn dictionaries_are_learned_stored_in_redis_and_read_by_every_prescient() 
         );
     }
     common::eventually(Duration::from_secs(20), "a dictionary trained", || {
-        let mut ca = Raw::to(&a);
+        let ca = Raw::to(&a);
         async move { (stat(&mut ca.await, "dictionaries_trained").await >= 1).then_some(()) }
     })
     .await;
@@ -533,7 +533,7 @@ async fn dictionaries_are_learned_stored_in_redis_and_read_by_every_prescient() 
         Duration::from_secs(20),
         "the dictionary written back",
         || {
-            let mut direct = redis.client();
+            let direct = redis.client();
             async move {
                 (direct.await.text(&["HLEN", "prescient:dicts"]).await == ":1\r\n").then_some(())
             }
