@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Compression benchmark, in one run against one redis-server:
 
-1. Memory: the same corpus of generated JSON documents (1 KB to 64 KB, log-uniform sizes,
-   records of users/orders with names, emails, timestamps, tags, nested addresses) is loaded
-   through prescient with compression off and with each codec; Redis's used_memory growth is
-   reported for each, and the saving against compression off. Every document is read back
-   through the proxy and compared byte for byte.
+1. Memory, on two JSON corpora: "users" (1 KB to 64 KB documents, log-uniform sizes, pages of
+   user records with names, emails, timestamps, tags, nested addresses and orders: long and
+   repetitive) and "orders" (1-2 KB API records dense in numbers and ids: order and customer
+   ids, SKUs, quantities, prices, statuses, timestamps; where dictionary coders gain less).
+   Each corpus is loaded through prescient with compression off and with each codec, with and
+   without dictionaries (trained as in service: from the first values written, while the rest
+   are being written); Redis's used_memory growth is reported for each, and the saving against
+   compression off. Every document is read back through the proxy and compared byte for byte.
 2. Throughput: redis-benchmark SET/GET with a 1 KB and a 16 KB JSON document as the value,
-   50 clients, against Redis directly and through prescient with compression off and on
-   (zlib), interleaved, median of --rounds. Read the on/off ratio, not the absolutes.
+   50 clients, against Redis directly and through prescient with compression off and with the
+   codecs, interleaved, median of --rounds of the per-round ratios. Read ratios, not absolutes.
 
 Usage: python3 bench/compression.py [--docs 2000] [--requests 50000] [--rounds 3]
 """
@@ -22,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core import DEFAULT_PRESCIENT, ROOT, free_port, need, start_redis, stop, wait_port  # noqa: E402,E501
@@ -64,6 +68,35 @@ def document(rng, size):
 def corpus(n, seed=42):
     rng = random.Random(seed)
     return [document(rng, int(1024 * 64 ** rng.random())) for _ in range(n)]
+
+
+STATUSES = ["pending", "paid", "shipped", "delivered", "cancelled", "refunded"]
+CARRIERS = ["ups", "fedex", "dhl", "usps"]
+CURRENCIES = ["USD", "EUR", "GBP"]
+
+
+def api_record(rng, i):
+    """An order as an API returns it: 1-2 KB, mostly numbers and ids."""
+    lines = []
+    for _ in range(rng.randrange(6, 20)):
+        q, p = rng.randrange(1, 6), round(rng.uniform(1, 400), 2)
+        lines.append({"sku": f"SKU-{rng.randrange(10**6):06d}", "variant_id": rng.randrange(10**7),
+                      "qty": q, "unit_price": p, "total": round(q * p, 2),
+                      "discount": round(rng.choice([0, 0, 0, rng.uniform(0, 20)]), 2)})
+    sub = round(sum(line["total"] for line in lines), 2)
+    ts = 1_780_000_000 + rng.randrange(10**7)
+    return {"order_id": 10**9 + i * 7 + rng.randrange(7), "customer_id": rng.randrange(10**7),
+            "status": rng.choice(STATUSES), "currency": rng.choice(CURRENCIES),
+            "created_at": ts, "updated_at": ts + rng.randrange(10**5),
+            "lines": lines, "subtotal": sub, "tax": round(sub * 0.08, 2),
+            "shipping": {"carrier": rng.choice(CARRIERS), "tracking": f"1Z{rng.randrange(16**12):012X}",
+                         "cost": round(rng.uniform(0, 30), 2), "eta": ts + 86400 * rng.randrange(1, 9)},
+            "flags": {"gift": rng.random() < 0.1, "priority": rng.random() < 0.2}}
+
+
+def orders(n, seed=7):
+    rng = random.Random(seed)
+    return [json.dumps(api_record(rng, i), separators=(",", ":")).encode() for i in range(n)]
 
 
 def send_all(port, commands, expect_prefix):
@@ -109,6 +142,15 @@ def parse_replies(buf, want):
     return out, buf[pos:]
 
 
+def stat(port, name):
+    """A counter from PROXY STATS."""
+    text = send_all(port, [("PROXY", "STATS")], b"$")[0].decode()
+    for line in text.splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split(":", 1)[1])
+    sys.exit(f"no {name} in PROXY STATS")
+
+
 def bench(port, args, requests, keyspace):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests), "-c", "50",
            "-r", str(keyspace), "-q"] + args
@@ -126,6 +168,7 @@ def main():
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prescient", default=DEFAULT_PRESCIENT)
+    ap.add_argument("--memory-only", action="store_true", help="skip the throughput part")
     args = ap.parse_args()
     need("redis-server", "redis-server")
     need("redis-benchmark", "redis-tools")
@@ -151,62 +194,90 @@ def main():
             wait_port(port, p, f"prescient ({name})")
             return port
 
-        proxies = {
-            "off": proxy("off", enabled="false"),
-            "zlib": proxy("zlib", codec="zlib", level=1),
-            "zlib-6": proxy("zlib-6", codec="zlib", level=6),
-            "zstd": proxy("zstd", codec="zstd", level=3),
-            "lz4": proxy("lz4", codec="lz4", level=0),
-        }
+        # (name, settings): dictionaries off unless the name says "+dict".
+        configs = [
+            ("off", dict(enabled="false")),
+            ("zlib 1", dict(codec="zlib", level=1)),
+            ("zlib 6", dict(codec="zlib", level=6)),
+            ("zstd 1", dict(codec="zstd", level=1)),
+            ("zstd 3", dict(codec="zstd", level=3)),
+            ("lz4", dict(codec="lz4", level=0)),
+            ("zstd 1 +dict", dict(codec="zstd", level=1)),
+            ("lz4 +dict", dict(codec="lz4", level=0)),
+        ]
+        proxies = {}
+        for name, cfg in configs:
+            cfg = {**cfg, "dictionaries": str("+dict" in name).lower(),
+                   # No write-back of a dictionary FLUSHALL removed into a later measurement.
+                   "dictionary_check_secs": 3600}
+            proxies[name] = proxy(name.replace(" ", "_").replace("+", ""), **cfg)
 
-        docs = corpus(args.docs)
-        total = sum(len(d) for d in docs)
-        print(f"corpus: {len(docs)} JSON documents, {total / 2**20:.1f} MiB, "
-              f"{min(map(len, docs))} to {max(map(len, docs))} bytes")
-        print("\n| compression | Redis used_memory growth | vs off | saving |")
-        print("|---|---|---|---|")
-        base = None
-        for name, port in proxies.items():
-            send_all(rport, [("FLUSHALL", "SYNC")], b"+OK")
-            before = info_used(rport)
-            send_all(port, [("SET", f"doc:{i}", d) for i, d in enumerate(docs)], b"+OK")
-            grew = info_used(rport) - before
-            got = send_all(port, [("GET", f"doc:{i}") for i in range(len(docs))], b"$")
-            for i, (r, d) in enumerate(zip(got, docs)):
-                if r != b"$%d\r\n%s\r\n" % (len(d), d):
-                    sys.exit(f"{name}: doc:{i} read back different bytes")
-            base = base or grew
-            print(f"| {name} | {grew / 2**20:.1f} MiB | {grew / base:.3f} | {100 * (1 - grew / base):.1f}% |")
+        for label, docs in [("users", corpus(args.docs)), ("orders", orders(args.docs))]:
+            total = sum(len(d) for d in docs)
+            print(f"\ncorpus {label}: {len(docs)} JSON documents, {total / 2**20:.1f} MiB, "
+                  f"{min(map(len, docs))} to {max(map(len, docs))} bytes")
+            print("| compression | Redis used_memory growth | vs off | saving |")
+            print("|---|---|---|---|")
+            base = None
+            for name, port in proxies.items():
+                send_all(rport, [("FLUSHALL", "SYNC")], b"+OK")
+                before = info_used(rport)
+                sets = [("SET", f"{label}:{i}", d) for i, d in enumerate(docs)]
+                if "+dict" in name:
+                    # As in service: the first values written train the dictionary (written
+                    # with the plain codec meanwhile), the later ones use it.
+                    trained = stat(port, "dictionaries_trained")
+                    send_all(port, sets[:200], b"+OK")
+                    deadline = time.time() + 60
+                    while stat(port, "dictionaries_trained") == trained and time.time() < deadline:
+                        time.sleep(0.05)
+                    sets = sets[200:]
+                send_all(port, sets, b"+OK")
+                grew = info_used(rport) - before
+                got = send_all(port, [("GET", f"{label}:{i}") for i in range(len(docs))], b"$")
+                for i, (r, d) in enumerate(zip(got, docs)):
+                    if r != b"$%d\r\n%s\r\n" % (len(d), d):
+                        sys.exit(f"{name}: {label}:{i} read back different bytes")
+                base = base or grew
+                print(f"| {name} | {grew / 2**20:.2f} MiB | {grew / base:.3f} | {100 * (1 - grew / base):.1f}% |")
         send_all(rport, [("FLUSHALL", "SYNC")], b"+OK")
+        if args.memory_only:
+            return
 
         small = document(random.Random(1), 1024)[:1024]
         large = document(random.Random(2), 16384)[:16384]
         rows = [("SET", "1 KB", small, 20000), ("GET", "1 KB", small, 20000),
                 ("SET", "16 KB", large, 5000), ("GET", "16 KB", large, 5000)]
-        targets = [("direct", rport), ("off", proxies["off"]), ("zlib", proxies["zlib"]),
-                   ("lz4", proxies["lz4"])]
-        results = {}
+        targets = [("direct", rport), ("off", proxies["off"]), ("zlib 1", proxies["zlib 1"]),
+                   ("lz4", proxies["lz4"]), ("zstd 1", proxies["zstd 1"]),
+                   ("zstd 1 +dict", proxies["zstd 1 +dict"])]
+        ratios = {}
         for rnd in range(args.rounds):
             for op, label, value, keyspace in rows:
-                for name, port in targets:
+                order = targets[:]
+                random.shuffle(order)
+                got = {}
+                for name, port in order:
                     if op == "GET":
                         send_all(port, [("SET", f"key:{i:012d}", value) for i in range(keyspace)], b"+OK")
                         bargs = ["GET", "key:__rand_int__"]
                     else:
                         bargs = ["SET", "key:__rand_int__", value.decode()]
-                    results.setdefault((op, label, name), []).append(
-                        bench(port, bargs, args.requests, keyspace))
+                    got[name] = bench(port, bargs, args.requests, keyspace)
                     send_all(rport, [("FLUSHALL", "SYNC")], b"+OK")
+                for name, _ in targets:
+                    ratios.setdefault((op, label, name), []).append(got[name] / got["off"])
+                ratios.setdefault((op, label, "off/direct"), []).append(got["off"] / got["direct"])
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
-        print(f"\nredis-benchmark, 50 clients, JSON values, median of {args.rounds} interleaved rounds (rps)")
-        print("| test | direct | prescient, compression off | prescient, zlib level 1 | prescient, lz4 "
-              "| zlib/off | lz4/off | off/direct |")
-        print("|---|---|---|---|---|---|---|---|")
+        names = [n for n, _ in targets if n not in ("direct", "off")]
+        print(f"\nredis-benchmark, 50 clients, JSON values: throughput over prescient with compression "
+              f"off, median of {args.rounds} per-round ratios (endpoint order shuffled per round)")
+        print("| test | " + " | ".join(f"{n}/off" for n in names) + " | off/direct |")
+        print("|---|" + "---|" * (len(names) + 1))
         for op, label, _, _ in rows:
-            m = {n: statistics.median(results[(op, label, n)]) for n, _ in targets}
-            print(f"| {op} {label} | {m['direct']:,.0f} | {m['off']:,.0f} | {m['zlib']:,.0f} | "
-                  f"{m['lz4']:,.0f} | {m['zlib'] / m['off']:.2f}x | {m['lz4'] / m['off']:.2f}x | "
-                  f"{m['off'] / m['direct']:.2f}x |")
+            cells = [f"{statistics.median(ratios[(op, label, n)]):.2f}x" for n in names]
+            cells.append(f"{statistics.median(ratios[(op, label, 'off/direct')]):.2f}x")
+            print(f"| {op} {label} | " + " | ".join(cells) + " |")
     finally:
         stop(procs, tmp)
 

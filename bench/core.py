@@ -4,15 +4,15 @@ and -P 16, against Redis directly, through prescient, and through twemproxy (nut
 front of the same redis-server, and against prescient on its embedded store (memory://), in one
 run. Prints throughput, p50/p99 and the ratios.
 
-Runs are interleaved (direct, prescient, twemproxy, direct, ...) and each cell is the median of
---rounds runs; each ratio is the median of the per-round ratios (runs of one round are back to
-back), because this machine is shared and noisy: read the ratios, not the absolutes.
+`prescient` is prescient with its defaults (compression and tracking on): what a user gets.
+The other columns explain its parts: `uncompressed` is the same with compression off,
+`untracked` with tracking off as well; `memory` is prescient on memory:// with its defaults.
 
-The proxy's own path is measured with compression off (`prescient`): redis-benchmark's 1 KB
-values are compressible, and compressing them is what the `compressed` column (all defaults)
-and bench/compression.py measure. `untracked` is `prescient` with tracking off as well
-(tracked/untracked: what access tracking costs); `memory` is prescient on its embedded store,
-compression off (the store against Redis).
+Each endpoint works on its own keyspace: before its turn the store is flushed, and its GETs read
+the values its own SETs wrote (so prescient's GETs decode the envelopes it stored, and direct
+Redis never reads an envelope). The endpoint order is shuffled every round; each cell is the
+median of --rounds runs and each ratio the median of the per-round ratios, because this machine
+is shared and noisy: read the ratios, not the absolutes.
 
 Usage: python3 bench/core.py [--requests N] [--rounds R] [--prescient PATH] [--extra-config K=V]
 Needs redis-server, redis-benchmark (redis-tools) and nutcracker; installs them with apt-get
@@ -22,6 +22,7 @@ import argparse
 import csv
 import io
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -116,6 +117,14 @@ def start_twemproxy(redis_port, tmp, procs):
     return port
 
 
+def flush(port):
+    """FLUSHALL SYNC on the endpoint at `port`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"*2\r\n$8\r\nFLUSHALL\r\n$4\r\nSYNC\r\n")
+        if not s.recv(64).startswith(b"+OK"):
+            sys.exit(f"FLUSHALL failed on port {port}")
+
+
 def bench(port, test, pipeline, requests, clients=50, size=1024):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-n", str(requests),
            "-c", str(clients), "-d", str(size), "-P", str(pipeline), "-r", "100000", "--csv", "-q"]
@@ -137,9 +146,9 @@ def main():
     ap.add_argument("--no-twemproxy", action="store_true")
     ap.add_argument("--no-embedded", action="store_true", help="skip prescient on memory://")
     ap.add_argument("--no-untracked", action="store_true",
-                    help="skip the prescient with tracking off (the tracking cost column)")
-    ap.add_argument("--no-compressed", action="store_true",
-                    help="skip the prescient with compression on (the compression cost column)")
+                    help="skip prescient with compression and tracking off")
+    ap.add_argument("--no-uncompressed", action="store_true",
+                    help="skip prescient with compression off (the compression cost column)")
     args = ap.parse_args()
     need("redis-server", "redis-server")
     need("redis-benchmark", "redis-tools")
@@ -160,20 +169,17 @@ def main():
             env[k] = v
         upstream = f"redis://127.0.0.1:{rport}"
         raw = {**env, "PRESCIENT__COMPRESSION__ENABLED": "false"}
-        pport = start_prescient(args.prescient, upstream, raw, tmp, "prescient", procs)
-        targets = [("direct", rport), ("prescient", pport)]
+        targets = [("direct", rport),
+                   ("prescient", start_prescient(args.prescient, upstream, env, tmp, "prescient", procs))]
+        if not args.no_uncompressed:
+            targets.append(("uncompressed", start_prescient(args.prescient, upstream, raw, tmp,
+                                                            "prescient-uncompressed", procs)))
         if not args.no_untracked:
-            uport = start_prescient(args.prescient, upstream,
-                                    {**raw, "PRESCIENT__TRACKING__ENABLED": "false"}, tmp,
-                                    "prescient-untracked", procs)
-            targets.append(("untracked", uport))
-        if not args.no_compressed:
-            cport = start_prescient(args.prescient, upstream, env, tmp, "prescient-compressed",
-                                    procs)
-            targets.append(("compressed", cport))
+            targets.append(("untracked", start_prescient(
+                args.prescient, upstream, {**raw, "PRESCIENT__TRACKING__ENABLED": "false"}, tmp,
+                "prescient-untracked", procs)))
         if not args.no_embedded:
-            mport = start_prescient(args.prescient, "memory://", raw, tmp, "prescient-memory",
-                                    procs)
+            mport = start_prescient(args.prescient, "memory://", env, tmp, "prescient-memory", procs)
             targets.append(("memory", mport))
         if not args.no_twemproxy:
             targets.append(("twemproxy", start_twemproxy(rport, tmp, procs)))
@@ -181,8 +187,12 @@ def main():
         rows = [(t, p) for p in (1, 16) for t in ("set", "get")]
         results = {}
         for rnd in range(args.rounds):
-            for test, pipe in rows:
-                for name, port in targets:
+            order = targets[:]
+            random.shuffle(order)
+            for name, port in order:
+                # Its own keyspace: the memory endpoint's store, or Redis flushed for it.
+                flush(port if name == "memory" else rport)
+                for test, pipe in rows:
                     n = args.requests * (4 if pipe > 1 else 1)
                     r = bench(port, test, pipe, n)
                     results.setdefault((test, pipe, name), []).append(r)
@@ -192,13 +202,14 @@ def main():
                for k, v in results.items()}
         names = [n for n, _ in targets]
         ratios = [(a, b) for a, b in [("prescient", "direct"), ("prescient", "twemproxy"),
-                                      ("twemproxy", "direct"), ("prescient", "untracked"),
-                                      ("compressed", "prescient"), ("memory", "direct")]
+                                      ("memory", "direct"), ("twemproxy", "direct"),
+                                      ("prescient", "uncompressed"), ("uncompressed", "untracked")]
                   if a in names and b in names]
-        print(f"\nredis-benchmark, 50 clients, 1 KB values, median of {args.rounds} interleaved rounds")
-        print("(prescient = in front of the same redis-server, compression off; untracked = the"
-              " same, tracking off too; compressed = all defaults; memory = on memory://,"
-              " compression off)")
+        print(f"\nredis-benchmark, 50 clients, 1 KB values, median of {args.rounds} rounds "
+              "(endpoint order shuffled per round, each on its own keyspace)")
+        print("(prescient = defaults, in front of the same redis-server; uncompressed = the same, "
+              "compression off; untracked = compression and tracking off; memory = defaults on "
+              "memory://)")
         head = "| test | " + " | ".join(f"{n} rps (p50/p99 ms)" for n in names) + " |"
         head += "".join(f" {a}/{b} |" for a, b in ratios)
         print(head)

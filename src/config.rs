@@ -67,8 +67,8 @@ impl Default for Compression {
     fn default() -> Self {
         Compression {
             enabled: true,
-            codec: CodecName::Zlib,
-            level: 1,
+            codec: CodecName::Lz4,
+            level: 0,
             threshold_bytes: 1024,
             min_saving_percent: 10,
             max_decompressed_bytes: 64 * 1024 * 1024,

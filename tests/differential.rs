@@ -265,6 +265,9 @@ async fn corpus_matches_redis_byte_for_byte() {
     files.sort();
     let mut failures = Vec::new();
     let mut compared = [0usize; 4];
+    // Replies compared per corpus file and target: a file that disappears, or stops running
+    // on a target, fails the guard below.
+    let mut per_file: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
     for f in files {
         let file = f
             .file_name()
@@ -320,6 +323,7 @@ async fn corpus_matches_redis_byte_for_byte() {
                 );
                 for ((line, w), (_, g)) in want.iter().zip(got) {
                     compared[i] += 1;
+                    per_file.entry(file.clone()).or_default()[i] += 1;
                     if w != g {
                         failures.push(format!(
                             "{file}:{line} [{target}] ({}):\n  redis:     {}\n  prescient: {}",
@@ -341,6 +345,13 @@ async fn corpus_matches_redis_byte_for_byte() {
         compared.iter().all(|&n| n > 3000),
         "the corpus ran ({compared:?} replies)"
     );
+    for name in ["core.txt", "edges.txt", "compression.txt"] {
+        let n = per_file.get(name).copied().unwrap_or_default();
+        assert!(
+            n.iter().all(|&k| k > 100),
+            "{name} ran on every target ({n:?} replies; per file: {per_file:?})"
+        );
+    }
     // The compressing targets did compress (and decode) values.
     for server in [&pz, &mz] {
         let stats = Raw::to(server).await.text(&["PROXY", "STATS"]).await;

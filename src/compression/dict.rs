@@ -6,9 +6,10 @@
 //! Values are grouped by their key's template (`order:{}` for `order:17`; the tracker's
 //! templater). For a template without a dictionary, values of up to 64 KiB are sampled (a copy
 //! each, bounded per template and in all); once enough are in, a dictionary is trained on
-//! tokio's blocking pool, written to the store (`HSET prescient:dicts <id> <bytes>`), and only
-//! once the store has it, used for the template's new values. Until then, and for templates
-//! that never get one, values are compressed with the configured codec.
+//! tokio's blocking pool, measured on its samples against the configured codec (it must beat
+//! it well: [`GAIN`]), written to the store (`HSET prescient:dicts <id> <bytes>`), and only once
+//! the store has it, used for the template's new values. Until then, and for templates whose
+//! values gain nothing from one, values are compressed with the configured codec.
 //!
 //! A dictionary is named by a checksum of its bytes, in every envelope that uses it, so any
 //! prescient in front of the store can decode any value: one it does not know it fetches from
@@ -61,6 +62,21 @@ pub struct DictConfig {
     pub key: Bytes,
     /// How often the trainer checks that the store still has every dictionary.
     pub check_every: Duration,
+    /// The plain codec and level a template uses without a dictionary: a dictionary is used
+    /// only where it beats them (`GAIN`).
+    pub plain: (envelope::Codec, i32),
+}
+
+/// A trained dictionary is used only when, on its own samples, it stores them in at most 90%
+/// of what the plain codec takes and saves at least 5% of their original size over it: values
+/// the plain codec already shrinks to nothing (a repeated filler) keep the faster codec.
+const GAIN: (u64, u64) = (90, 5);
+
+/// Whether a dictionary pays, from the samples' sizes: original, with the plain codec, with
+/// the dictionary.
+fn pays(original: u64, plain: u64, with_dict: u64) -> bool {
+    with_dict * 100 <= plain * GAIN.0
+        && (plain.saturating_sub(with_dict)) * 100 >= original * GAIN.1
 }
 
 /// A template's dictionary in use, and how well it still fits.
@@ -447,19 +463,34 @@ async fn load_all(d: &Dictionaries, client: &mut Internal) {
 }
 
 async fn train(d: &Dictionaries, client: &mut Internal, job: Job) {
-    let (size, level) = (d.cfg.bytes, d.cfg.level);
+    let (size, level, (codec, plain_level)) = (d.cfg.bytes, d.cfg.level, d.cfg.plain);
     let samples = job.samples;
     let trained = tokio::task::spawn_blocking(move || {
         let raw = zstd::dict::from_samples(&samples, size).ok()?;
-        Dict::new(Bytes::from(raw), level)
+        let dict = Dict::new(Bytes::from(raw), level)?;
+        let size = |v: Option<Vec<u8>>, s: &Bytes| v.map_or(s.len(), |v| v.len()) as u64;
+        let (mut original, mut plain, mut with_dict) = (0, 0, 0);
+        for s in &samples {
+            original += s.len() as u64;
+            plain += size(envelope::compress(codec, plain_level, s), s);
+            with_dict += size(envelope::compress_with(&dict, s), s);
+        }
+        tracing::debug!(
+            original,
+            plain,
+            with_dict,
+            "dictionary measured on its samples"
+        );
+        pays(original, plain, with_dict).then_some(dict)
     })
     .await
     .ok()
     .flatten();
     let Some(dict) = trained else {
-        // Too few or too alike samples: the template keeps the plain codec.
+        // Too few or too alike samples, or no gain over the plain codec: the template keeps
+        // the plain codec.
         d.stats.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(template = %job.template, "no dictionary could be trained");
+        tracing::debug!(template = %job.template, "no dictionary that pays could be trained");
         d.sampling_failed(job.group);
         return;
     };
@@ -542,6 +573,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dictionary_pays_only_well_past_the_plain_codec() {
+        // JSON orders: lz4 keeps 60%, the dictionary 30%.
+        assert!(pays(1000, 600, 300));
+        // A repeated filler: lz4 keeps 2%, the dictionary 1%: not worth zstd's time.
+        assert!(!pays(1000, 20, 10));
+        // Barely better than the plain codec.
+        assert!(!pays(1000, 400, 380));
+    }
+
+    #[test]
     fn bulks_reads_an_array_and_stops_at_damage() {
         assert_eq!(
             bulks(b"*2\r\n$3\r\nabc\r\n$0\r\n\r\n"),
@@ -563,6 +604,7 @@ mod tests {
                 level: 1,
                 key: Bytes::from_static(b"prescient:dicts"),
                 check_every: Duration::from_secs(60),
+                plain: (envelope::Codec::Lz4, 0),
             },
             Templater::default(),
         );

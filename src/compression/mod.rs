@@ -45,6 +45,8 @@ pub struct Stats {
     pub bytes_before: IntCounter,
     pub bytes_after: IntCounter,
     pub decoded: IntCounter,
+    /// Replies decoded on the blocking pool, off the event loop (large ones).
+    pub decoded_off_loop: IntCounter,
     pub corrupt: IntCounter,
     pub compress_seconds: Counter,
     pub decompress_seconds: Counter,
@@ -84,6 +86,10 @@ impl Stats {
             decoded: int(
                 "prescient_decompressions_total",
                 "Enveloped values decoded on the way back to a client.",
+            ),
+            decoded_off_loop: int(
+                "prescient_decompressions_off_loop_total",
+                "Replies with stored values decoded on the blocking pool, off the event loop (64 KiB or more as stored).",
             ),
             corrupt: int(
                 "prescient_compression_corrupt_total",
@@ -152,6 +158,7 @@ impl Compressor {
                     },
                     key: Bytes::from(c.dictionary_key.clone()),
                     check_every: std::time::Duration::from_secs(c.dictionary_check_secs),
+                    plain: (c.codec.into(), c.level),
                 },
                 templater.clone(),
             )),
@@ -268,6 +275,10 @@ impl Compressor {
         }
         v.extend(self.dicts.report());
         v.push(("compression_decoded".into(), s.decoded.get().to_string()));
+        v.push((
+            "compression_decoded_off_loop".into(),
+            s.decoded_off_loop.get().to_string(),
+        ));
         v.push(("compression_corrupt".into(), s.corrupt.get().to_string()));
         v.push((
             "compression_compress_seconds".into(),

@@ -2,7 +2,10 @@
 //! are replaced by their original bytes. Replies with no envelope in them (one `memmem` scan)
 //! pass through untouched and uncopied.
 
-use bytes::Bytes;
+use std::fmt::Write;
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use super::Compressor;
 
@@ -31,13 +34,19 @@ pub fn decode(c: &Compressor, raw: &Bytes, shape: &Shape, keys: &[Bytes]) -> Byt
     if !super::envelope::has_magic(raw) {
         return raw.clone();
     }
+    let mut out = BytesMut::new();
+    decode_into(c, raw, shape, keys, &mut out);
+    out.freeze()
+}
+
+/// [`decode`], appending the reply to `out` (the embedded store's replies are written into
+/// one buffer: decoding there saves a buffer and a copy per reply).
+pub fn decode_into(c: &Compressor, raw: &[u8], shape: &Shape, keys: &[Bytes], out: &mut BytesMut) {
     let Some(end) = skip(raw, 0) else {
-        return raw.clone();
+        return out.extend_from_slice(raw);
     };
-    let mut out = Vec::with_capacity(raw.len() * 2);
-    rewrite(c, raw, 0, end, shape, keys, &mut out);
+    rewrite(c, raw, 0, end, shape, keys, out);
     out.extend_from_slice(&raw[end..]);
-    Bytes::from(out)
 }
 
 /// Appends the element at `pos..end`, decoded, to `out`.
@@ -48,7 +57,7 @@ fn rewrite(
     end: usize,
     shape: &Shape,
     keys: &[Bytes],
-    out: &mut Vec<u8>,
+    out: &mut BytesMut,
 ) {
     if let Shape::Exec(parts) = shape {
         let Some((kind, n, mut p)) = header(buf, pos) else {
@@ -68,9 +77,10 @@ fn rewrite(
         }
         return;
     }
-    let mut targets = Vec::new();
+    // Most replies hold one value (GET) or a few: no allocation for them.
+    let mut targets: Targets = SmallVec::new();
     collect(buf, pos, shape, &mut targets);
-    let mut decoded = Vec::with_capacity(targets.len());
+    let mut decoded: SmallVec<[(usize, usize, Vec<u8>); 4]> = SmallVec::new();
     for &(i, start, data, data_end) in &targets {
         let v = &buf[data..data_end];
         match c.decode(v) {
@@ -79,19 +89,20 @@ fn rewrite(
             Err(e) => {
                 let key = keys.get(i).or(keys.first()).map_or(&b""[..], |k| &k[..]);
                 let text = Compressor::error_text(key, &e).replace(['\r', '\n'], " ");
-                out.push(b'-');
+                out.extend_from_slice(b"-");
                 out.extend_from_slice(text.as_bytes());
                 out.extend_from_slice(b"\r\n");
                 return;
             }
         }
     }
+    // One reservation for the whole reply: the decoded values are larger than the stored.
+    let grow: usize = decoded.iter().map(|(_, _, d)| d.len() + 24).sum();
+    out.reserve(end - pos + grow);
     let mut at = pos;
     for (start, stop, d) in decoded {
         out.extend_from_slice(&buf[at..start]);
-        out.push(b'$');
-        out.extend_from_slice(d.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let _ = write!(out, "${}\r\n", d.len());
         out.extend_from_slice(&d);
         out.extend_from_slice(b"\r\n");
         at = stop;
@@ -101,11 +112,14 @@ fn rewrite(
 
 /// Bulk strings at the shape's value positions: (value index, element start, data start,
 /// data end).
-fn collect(buf: &[u8], pos: usize, shape: &Shape, t: &mut Vec<(usize, usize, usize, usize)>) {
+/// (value index, element start, data start, data end) of each value to decode.
+type Targets = SmallVec<[(usize, usize, usize, usize); 4]>;
+
+fn collect(buf: &[u8], pos: usize, shape: &Shape, t: &mut Targets) {
     let Some((kind, n, first)) = header(buf, pos) else {
         return;
     };
-    let bulk = |i: usize, p: usize, t: &mut Vec<_>| {
+    let bulk = |i: usize, p: usize, t: &mut Targets| {
         if let Some((b'$', len, data)) = header(buf, p) {
             if len >= 0 {
                 t.push((i, p, data, data + len as usize));

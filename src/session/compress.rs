@@ -112,6 +112,9 @@ impl Session {
         };
         let (c, raw) = (self.sh.compressor.clone(), raw.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
+        if large {
+            c.stats.decoded_off_loop.inc();
+        }
         // Should the task fail (decoding does not panic on any input), the client gets
         // "upstream connection closed" for this reply, in its place.
         if missing.is_empty() {

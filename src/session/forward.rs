@@ -2,6 +2,7 @@
 //! its connection to the embedded store; and taking and giving back the dedicated connection.
 
 use super::*;
+use crate::compression::reply;
 
 impl Session {
     /// Sends a command upstream, through the compression layer: to the embedded store, or on
@@ -129,18 +130,23 @@ impl Session {
                     // A reply with an envelope in it is decoded (as the queue would); the
                     // rest, most replies, are already what the client gets.
                     let written = &self.direct[before..];
-                    if matches!(effect, Effect::Decode(_))
-                        && crate::compression::envelope::has_magic(written)
-                    {
-                        let raw = self.direct.split_off(before).freeze();
-                        if Self::decoded_on_delivery(&effect, raw.len()) {
-                            // Large: it joins the queue, where delivery decodes it on
-                            // another thread (the direct bytes before it go out first).
-                            w.push(Pending::undecoded(cmd.spec, start, raw, effect));
-                            return Ok(());
+                    if let Effect::Decode(s) = &effect {
+                        if crate::compression::envelope::has_magic(written) {
+                            if Self::decoded_on_delivery(&effect, written.len()) {
+                                // Large: it joins the queue, where delivery decodes it on
+                                // another thread (the direct bytes before it go out first).
+                                let raw = self.direct.split_off(before).freeze();
+                                w.push(Pending::undecoded(cmd.spec, start, raw, effect));
+                                return Ok(());
+                            }
+                            // Decoded in place: the stored bytes (compressed, small) are set
+                            // aside and the reply rewritten where they were, so the buffer
+                            // keeps its capacity.
+                            let raw = written.to_vec();
+                            self.direct.truncate(before);
+                            let c = &self.sh.compressor;
+                            reply::decode_into(c, &raw, &s.0, &s.1, &mut self.direct);
                         }
-                        let raw = self.apply(effect, raw);
-                        self.direct.extend_from_slice(&raw);
                     }
                     let outcome = Metrics::outcome_of(Outcome::Ok, &self.direct[before..]);
                     self.direct_done.push((cmd.spec, outcome, start));
