@@ -75,6 +75,10 @@ pub enum Op {
     ZPop {
         min: bool,
     },
+    MPop {
+        left: bool,
+        count: usize,
+    },
 }
 
 /// A parsed blocking command.
@@ -100,6 +104,15 @@ fn timeout_arg(b: &[u8]) -> Result<Option<Duration>, &'static str> {
 pub fn parse(name: &str, a: &[Bytes]) -> Result<Blocked, &'static str> {
     let last = &a[a.len() - 1];
     let (keys, op) = match name {
+        "blmpop" => {
+            // BLMPOP timeout numkeys key... LEFT|RIGHT [COUNT n]: the timeout is read last.
+            let (keys, left, count) = lists::mpop_args(a, 2)?;
+            return Ok(Blocked {
+                keys,
+                op: Op::MPop { left, count },
+                timeout: timeout_arg(&a[1])?,
+            });
+        }
         "blpop" | "brpop" => (
             a[1..a.len() - 1].to_vec(),
             Op::Pop {
@@ -170,6 +183,11 @@ pub fn try_serve(ctx: &mut Ctx, b: &Blocked, proto: Proto, only: Option<u64>) ->
                 Ok(Some(v)) => out.bulk(&v),
                 Ok(None) => continue,
             },
+            Op::MPop { left, count } => {
+                if !lists::mpop(ctx, std::slice::from_ref(k), *left, *count, &mut out) {
+                    continue;
+                }
+            }
             Op::ZPop { min } => match zsets::pop(ctx, k, *min, 1) {
                 Err(()) => out.err(WRONGTYPE),
                 Ok(v) if !v.is_empty() => {

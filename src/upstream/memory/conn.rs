@@ -10,8 +10,8 @@ use indexmap::IndexSet;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    blocking, hashes, keys, lists, own, server, sets, strings, zsets, Ctx, Handler, Out, Store,
-    DATABASES, OOM,
+    bits, blocking, hashes, keys, lists, own, server, sets, strings, zsets, Ctx, Handler, Out,
+    Store, DATABASES, OOM,
 };
 use crate::command::{flag, Command, CommandSpec};
 use crate::protocol::Proto;
@@ -417,6 +417,7 @@ fn handler(spec: &'static CommandSpec) -> Option<Handler> {
         let mut rows = vec![None; crate::command::all().len()];
         let families = [
             strings::COMMANDS,
+            bits::COMMANDS,
             keys::COMMANDS,
             hashes::COMMANDS,
             lists::COMMANDS,
@@ -446,6 +447,7 @@ fn implemented(spec: &'static CommandSpec) -> bool {
 
 /// The blocking pops, answered by blocking.rs.
 const BLOCKING_POPS: &[&str] = &[
+    "blmpop",
     "blpop",
     "brpop",
     "blmove",
@@ -484,6 +486,7 @@ mod tests {
         let store = Store::new(0, super::super::Policy::NoEviction);
         let families = [
             strings::COMMANDS,
+            bits::COMMANDS,
             keys::COMMANDS,
             hashes::COMMANDS,
             lists::COMMANDS,

@@ -63,7 +63,69 @@ pub(super) const COMMANDS: &[(&str, Handler)] = &[
     ("lpos", cmd_lpos),
     ("lmove", cmd_lmove),
     ("rpoplpush", cmd_lmove),
+    ("lmpop", cmd_lmpop),
 ];
+
+/// LMPOP and BLMPOP's arguments from `numkeys` at `a[at]` (Redis's lmpopGenericCommand):
+/// (keys, from the left, count).
+pub fn mpop_args(a: &[Bytes], at: usize) -> Result<(Vec<Bytes>, bool, usize), &'static str> {
+    let n = match parse_i64(&a[at]) {
+        Some(n) if n >= 1 => n as usize,
+        _ => return Err("ERR numkeys should be greater than 0"),
+    };
+    let side_at = at.saturating_add(n).saturating_add(1);
+    if side_at >= a.len() {
+        return Err(SYNTAX);
+    }
+    let left = side(&a[side_at]).ok_or(SYNTAX)?;
+    let mut count = None;
+    let mut j = side_at + 1;
+    while j < a.len() {
+        if count.is_none() && a[j].eq_ignore_ascii_case(b"count") && j + 1 < a.len() {
+            j += 1;
+            match parse_i64(&a[j]) {
+                Some(c) if c >= 1 => count = Some(c as usize),
+                _ => return Err("ERR count should be greater than 0"),
+            }
+        } else {
+            return Err(SYNTAX);
+        }
+        j += 1;
+    }
+    Ok((a[at + 1..side_at].to_vec(), left, count.unwrap_or(1)))
+}
+
+/// Pops up to `count` from the first of `keys` holding a list: Some(reply written), or None
+/// when all are empty.
+pub fn mpop(ctx: &mut Ctx, keys: &[Bytes], left: bool, count: usize, out: &mut Out) -> bool {
+    for k in keys {
+        match pop(ctx, k, left, count) {
+            Err(()) => {
+                out.err(WRONGTYPE);
+                return true;
+            }
+            Ok(Some(items)) if !items.is_empty() => {
+                out.array(2);
+                out.bulk(k);
+                out.bulks(items.iter().map(|b| &b[..]));
+                return true;
+            }
+            _ => continue,
+        }
+    }
+    false
+}
+
+fn cmd_lmpop(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    match mpop_args(a, 1) {
+        Err(e) => out.err(e),
+        Ok((keys, left, count)) => {
+            if !mpop(ctx, &keys, left, count, out) {
+                out.nil_array();
+            }
+        }
+    }
+}
 
 fn cmd_lpush(ctx: &mut Ctx, name: &'static str, a: &[Bytes], out: &mut Out) {
     if read(ctx, &a[1]).is_err() {

@@ -6,6 +6,7 @@
 //! to every other client; critical sections are a hash lookup and a copy. Expiry is lazy on
 //! access plus an active, sampled sweep; `maxmemory` evicts by sampled LRU (as Redis does).
 
+mod bits;
 mod blocking;
 mod conn;
 mod db;

@@ -157,7 +157,7 @@ fn cmd_incrbyfloat(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Ou
 
 /// The original bytes of the string at `key` (decoded when stored compressed): Ok(None) when
 /// missing, Err with the error reply for another type or an undecodable value.
-fn string_of(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, String> {
+pub(super) fn string_of(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, String> {
     match ctx.read(key) {
         None => Ok(None),
         Some(Value::Str(v)) => {
@@ -169,7 +169,7 @@ fn string_of(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, String> {
 }
 
 /// Writes a new string value, keeping the key's TTL (APPEND, SETRANGE, INCR keep it).
-fn set_keep_ttl(ctx: &mut Ctx, key: &Bytes, v: Vec<u8>) {
+pub(super) fn set_keep_ttl(ctx: &mut Ctx, key: &Bytes, v: Vec<u8>) {
     let v = ctx.stored(key, v);
     ctx.set(key, Value::Str(v), None, true);
 }
