@@ -29,6 +29,7 @@ pub(super) const COMMANDS: &[(&str, Handler)] = &[
     ("incrby", cmd_incr),
     ("decrby", cmd_incr),
     ("incrbyfloat", cmd_incrbyfloat),
+    ("lcs", cmd_lcs),
 ];
 
 fn cmd_get(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
@@ -388,4 +389,129 @@ fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes], out: &mut Out) {
     let s = fmt_human(n);
     out.bulk(s.as_bytes());
     set_keep_ttl(ctx, &a[1], s.into_bytes());
+}
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN]: Redis 7.0's t_string.c, its
+/// table limit (proto-max-bulk-len bytes of u32 cells) and its ranges included.
+fn cmd_lcs(ctx: &mut Ctx, _name: &'static str, a: &[Bytes], out: &mut Out) {
+    const NOT_STRINGS: &str = "ERR The specified keys must contain string values";
+    let (x, y) = match (string_of(ctx, &a[1]), string_of(ctx, &a[2])) {
+        (Ok(x), Ok(y)) => (x.unwrap_or_default(), y.unwrap_or_default()),
+        (Err(e), _) | (_, Err(e)) if e != WRONGTYPE => return out.err(&e),
+        _ => return out.err(NOT_STRINGS),
+    };
+    let (mut len_only, mut idx, mut with_len, mut min_len) = (false, false, false, 0i64);
+    let mut j = 3;
+    while j < a.len() {
+        let more = j + 1 < a.len();
+        match a[j].to_ascii_lowercase().as_slice() {
+            b"idx" => idx = true,
+            b"len" => len_only = true,
+            b"withmatchlen" => with_len = true,
+            b"minmatchlen" if more => {
+                match parse_i64(&a[j + 1]) {
+                    Some(n) => min_len = n.max(0),
+                    None => return out.err(NOT_INT),
+                }
+                j += 1;
+            }
+            _ => return out.err(SYNTAX),
+        }
+        j += 1;
+    }
+    if len_only && idx {
+        return out.err("ERR If you want both the length and indexes, please just use IDX.");
+    }
+    let (alen, blen) = (x.len(), y.len());
+    if alen as u64 >= u32::MAX as u64 - 1 || blen as u64 >= u32::MAX as u64 - 1 {
+        return out.err("ERR String too long for LCS");
+    }
+    let cells = (alen as u64 + 1) * (blen as u64 + 1);
+    if cells * 4 > 512 * 1024 * 1024 {
+        return out
+            .err("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len");
+    }
+    let w = blen + 1;
+    let mut t = vec![0u32; cells as usize];
+    for i in 1..=alen {
+        for k in 1..=blen {
+            t[k + i * w] = if x[i - 1] == y[k - 1] {
+                t[(k - 1) + (i - 1) * w] + 1
+            } else {
+                t[k + (i - 1) * w].max(t[(k - 1) + i * w])
+            };
+        }
+    }
+    let total = t[blen + alen * w];
+    if len_only {
+        return out.int(total as i64);
+    }
+    // Walk back from the end, as Redis does, collecting the string and the ranges.
+    let mut result = vec![0u8; total as usize];
+    let mut ranges: Vec<[i64; 5]> = Vec::new();
+    let (mut at, mut i, mut k) = (total as usize, alen, blen);
+    let unset = alen;
+    let (mut a_start, mut a_end, mut b_start, mut b_end) = (unset, 0usize, 0usize, 0usize);
+    while i > 0 && k > 0 {
+        let mut emit = false;
+        if x[i - 1] == y[k - 1] {
+            result[at - 1] = x[i - 1];
+            if a_start == unset {
+                (a_start, a_end, b_start, b_end) = (i - 1, i - 1, k - 1, k - 1);
+            } else if a_start == i && b_start == k {
+                a_start -= 1;
+                b_start -= 1;
+            } else {
+                emit = true;
+            }
+            if a_start == 0 || b_start == 0 {
+                emit = true;
+            }
+            at -= 1;
+            i -= 1;
+            k -= 1;
+        } else {
+            if t[k + (i - 1) * w] > t[(k - 1) + i * w] {
+                i -= 1;
+            } else {
+                k -= 1;
+            }
+            if a_start != unset {
+                emit = true;
+            }
+        }
+        if emit {
+            let len = (a_end as i64) - (a_start as i64) + 1;
+            if min_len == 0 || len >= min_len {
+                ranges.push([
+                    a_start as i64,
+                    a_end as i64,
+                    b_start as i64,
+                    b_end as i64,
+                    len,
+                ]);
+            }
+            a_start = unset;
+        }
+    }
+    if !idx {
+        return out.bulk(&result);
+    }
+    out.map(2);
+    out.bulk(b"matches");
+    out.array(ranges.len());
+    for r in &ranges {
+        out.array(2 + usize::from(with_len));
+        out.array(2);
+        out.int(r[0]);
+        out.int(r[1]);
+        out.array(2);
+        out.int(r[2]);
+        out.int(r[3]);
+        if with_len {
+            out.int(r[4]);
+        }
+    }
+    out.bulk(b"len");
+    out.int(total as i64);
 }
