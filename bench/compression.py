@@ -250,7 +250,8 @@ def main():
                 ("SET", "16 KB", large, 5000), ("GET", "16 KB", large, 5000)]
         targets = [("direct", rport), ("off", proxies["off"]), ("zlib 1", proxies["zlib 1"]),
                    ("lz4", proxies["lz4"]), ("zstd 1", proxies["zstd 1"]),
-                   ("zstd 1 +dict", proxies["zstd 1 +dict"])]
+                   ("zstd 1 +dict", proxies["zstd 1 +dict"]),
+                   ("lz4 +dict", proxies["lz4 +dict"])]
         ratios = {}
         for rnd in range(args.rounds):
             for op, label, value, keyspace in rows:
