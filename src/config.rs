@@ -35,6 +35,91 @@ pub struct Settings {
     pub auth: Auth,
     pub compression: Compression,
     pub tracking: crate::tracking::settings::Tracking,
+    pub origin: Origin,
+}
+
+/// The application's HTTP API, read through on misses (`[origin]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Origin {
+    /// Per request, unless a route says otherwise.
+    pub timeout_ms: u64,
+    /// Concurrent requests per origin host.
+    pub max_concurrency: u32,
+    pub routes: Vec<OriginRoute>,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            timeout_ms: 2000,
+            max_concurrency: 64,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One `[[origin.routes]]`: which keys, which URL, how long a fill is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginRoute {
+    /// The label in metrics and PROXY ORIGIN.
+    pub name: String,
+    /// Key pattern: `product:{id}`; `{name*}` matches the rest of the key.
+    pub key: String,
+    /// URL template naming the key's placeholders: `http://127.0.0.1:8080/api/products/{id}`.
+    pub url: String,
+    /// Seconds a filled value is kept (plus up to 10% jitter).
+    pub ttl: u64,
+    /// Seconds a 404 is remembered (0: not remembered).
+    pub negative_ttl: u64,
+    /// Largest body taken from the origin; a larger one is a failure.
+    pub max_body_bytes: u64,
+    /// Per request; 0: `origin.timeout_ms`.
+    pub timeout_ms: u64,
+    pub read_through: bool,
+    /// What a miss gets when the origin fails: nil, or an error naming the route.
+    pub on_error: OnError,
+}
+
+impl Default for OriginRoute {
+    fn default() -> Self {
+        OriginRoute {
+            name: String::new(),
+            key: String::new(),
+            url: String::new(),
+            ttl: 900,
+            negative_ttl: 30,
+            max_body_bytes: 1 << 20,
+            timeout_ms: 0,
+            read_through: true,
+            on_error: OnError::Nil,
+        }
+    }
+}
+
+/// `origin.routes[].on_error`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum OnError {
+    Nil,
+    Error,
+}
+
+impl OnError {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::Nil => "nil",
+            OnError::Error => "error",
+        }
+    }
+}
+
+impl TryFrom<String> for OnError {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        one_of(&s, &[OnError::Nil, OnError::Error], OnError::name)
+    }
 }
 
 /// Transparent value compression (`[compression]`).
@@ -128,6 +213,18 @@ impl EvictionPolicy {
             EvictionPolicy::NoEviction => "noeviction",
         }
     }
+}
+
+/// The `{name}` placeholders of a URL template, in order.
+pub fn url_names(url: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = url;
+    while let Some(i) = rest.find('{') {
+        let Some(j) = rest[i..].find('}') else { break };
+        out.push(&rest[i + 1..i + j]);
+        rest = &rest[i + j + 1..];
+    }
+    out
 }
 
 /// Reads a name from a closed set; the error lists the set (the loader adds the key).
@@ -375,6 +472,45 @@ impl Settings {
     }
 
     /// Checks every value that has a valid range or form; the error names the key.
+    fn validate_origin(&self) -> Result<(), ConfigError> {
+        let o = &self.origin;
+        if o.timeout_ms == 0 {
+            return Err(invalid("origin.timeout_ms", "must be at least 1"));
+        }
+        if o.max_concurrency == 0 {
+            return Err(invalid("origin.max_concurrency", "must be at least 1"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in o.routes.iter().enumerate() {
+            let key = |k: &str| format!("origin.routes[{i}].{k}");
+            if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                return Err(invalid(&key("name"), "must be set and unique"));
+            }
+            let pattern = crate::tracking::template::KeyPattern::parse(&r.key)
+                .map_err(|e| invalid(&key("key"), e))?;
+            let url = url::Url::parse(&r.url.replace(['{', '}'], ""))
+                .map_err(|e| invalid(&key("url"), format!("'{}' is not a URL ({e})", r.url)))?;
+            if url.scheme() != "http" {
+                return Err(invalid(&key("url"), "only http:// origins are supported"));
+            }
+            for name in url_names(&r.url) {
+                if !pattern.names().any(|n| n == name) {
+                    return Err(invalid(
+                        &key("url"),
+                        format!("{{{name}}} is not a placeholder of key '{}'", r.key),
+                    ));
+                }
+            }
+            if r.ttl == 0 {
+                return Err(invalid(&key("ttl"), "must be at least 1 second"));
+            }
+            if r.max_body_bytes == 0 || r.max_body_bytes > 512 << 20 {
+                return Err(invalid(&key("max_body_bytes"), "must be 1 to 536870912"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_compression(&self) -> Result<(), ConfigError> {
         let c = &self.compression;
         let levels = match c.codec {
@@ -437,6 +573,7 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.validate_origin()?;
         self.tracking
             .validate()
             .map_err(|(k, why)| invalid(k, why))?;

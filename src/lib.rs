@@ -23,6 +23,9 @@
 //!                  Memory (memory://, the default): the embedded store (upstream/memory/),
 //!                  each client's MemConn runs commands in-process. upstream::Internal is the
 //!                  proxy's own client of either, for work no application asked for.
+//!   -> origin      (origin/): a GET of a routed key that the store lacks goes back to
+//!                  waiting in the reply queue while one fill per key (single-flight) fetches
+//!                  the route's URL and stores the body through upstream::Internal
 //!   <- replies travel back in order
 //! shared.rs: what every connection shares, built once from the settings.
 //! admin/: INFO, PROXY and the HTTP server (/metrics, /health, /ready), through admin::View:
@@ -43,6 +46,7 @@ pub mod config;
 pub mod connection;
 pub mod fuzz_checks;
 pub mod metrics;
+pub mod origin;
 pub mod protocol;
 pub mod redis_glob;
 pub mod replay;

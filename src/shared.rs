@@ -35,6 +35,8 @@ pub struct Shared {
     /// Learns from every key read (tracking/).
     pub tracker: Arc<Tracker>,
     pub clients: Arc<Registry>,
+    /// The application's HTTP API, when routes are configured (read-through).
+    pub origin: Option<Arc<crate::origin::Origin>>,
     /// What INFO, PROXY and the admin HTTP server see: no secrets.
     pub admin: Arc<View>,
     pub deny: Denylist,
@@ -59,6 +61,12 @@ impl Shared {
             &metrics.registry,
         ));
         compressor.dicts.start_trainer(upstream.clone());
+        let origin = crate::origin::Origin::new(
+            &settings.origin,
+            upstream.clone(),
+            compressor.clone(),
+            &metrics.registry,
+        );
         if let Some(store) = upstream.memory() {
             let _ = store.compressor.set(compressor.clone());
         }
@@ -87,6 +95,7 @@ impl Shared {
             },
         ));
         Ok(Shared {
+            origin,
             admin,
             clients,
             tracker,

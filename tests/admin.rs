@@ -154,6 +154,18 @@ fn check_config_validates_and_names_the_bad_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("[upstream]"));
+    // The read-through example the docs walk through is valid too.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/origin-example.toml");
+    let out = std::process::Command::new(bin)
+        .args(["--config", example, "check-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[[origin.routes]]"));
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[upstream]\npool_size = 0\n").unwrap();

@@ -26,6 +26,8 @@ const HELP: &[&str] = &[
     "    What the model expects to be read after <key>: key, probability, level, fetch|touch.",
     "TRACKING STATS",
     "    The tracker: reads, drops, contexts, prediction accuracy, model size.",
+    "ORIGIN",
+    "    The origin's routes (read-through), with requests, coalesced misses, 404s remembered.",
     "HOTKEYS [<count>]",
     "    The keys read most in the hot-key window, with estimated reads.",
 ];

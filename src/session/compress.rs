@@ -72,7 +72,9 @@ impl Session {
     /// EXEC's shapes are session state, which the store's next commands change on the spot,
     /// so `mem_send` turns an EXEC's effect into a plain decode first.
     pub(super) fn decoded_on_delivery(effect: &Effect, len: usize) -> bool {
+        // A read-through is decided on delivery too (a miss goes to the origin).
         len >= DECODE_OFFLOAD_BYTES && matches!(effect, Effect::Decode(_))
+            || matches!(effect, Effect::ReadThrough(_))
     }
 
     /// A reply of [`DECODE_OFFLOAD_BYTES`] or more whose stored values are to be decoded (a
@@ -89,6 +91,17 @@ impl Session {
         effect: &mut Effect,
         raw: &Bytes,
     ) -> Option<tokio::sync::oneshot::Receiver<crate::upstream::Reply>> {
+        if let Effect::ReadThrough(_) = effect {
+            let Effect::ReadThrough(r) = std::mem::replace(effect, Effect::None) else {
+                return None;
+            };
+            let (key, route, inner) = *r;
+            if &raw[..] == b"$-1\r\n" || &raw[..] == b"_\r\n" {
+                let origin = self.sh.origin.as_ref()?;
+                return Some(origin.read_through(route, key, raw.clone()));
+            }
+            *effect = inner;
+        }
         let large = raw.len() >= DECODE_OFFLOAD_BYTES;
         if (!large && self.link.embedded())
             || !matches!(effect, Effect::Decode(_) | Effect::Exec)

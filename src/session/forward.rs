@@ -17,9 +17,25 @@ impl Session {
         w: &mut Wire,
     ) -> Result<(), Stop> {
         let (cmd, effect) = self.compress_layer(cmd, effect, w).await?;
+        let effect = self.read_through(&cmd, effect);
         match self.link {
             Link::Memory(_) => self.mem_send(cmd, start, effect, w).await,
             Link::Redis(_) => self.redis_send(cmd, start, conn, wait, effect, w).await,
+        }
+    }
+
+    /// A GET of a routed key, outside a transaction and on the default database (the origin's
+    /// fills go there): its nil reply is read through to the origin.
+    fn read_through(&self, cmd: &Command, effect: Effect) -> Effect {
+        let Some(o) = &self.sh.origin else {
+            return effect;
+        };
+        if self.st.in_multi || self.st.db != self.default_db || cmd.known_name() != Some("get") {
+            return effect;
+        }
+        match cmd.args.get(1).and_then(|k| o.route_for(k).map(|r| (k, r))) {
+            Some((k, r)) => Effect::ReadThrough(Box::new((k.clone(), r, effect))),
+            None => effect,
         }
     }
 

@@ -66,6 +66,9 @@ pub enum Effect {
     Exec,
     /// PROXY KEYINFO: the reply is the stored value of this key, to be described.
     KeyInfo(Bytes),
+    /// A GET of a key an origin route reads through: a nil reply is answered from the origin
+    /// (key, route); any other reply gets the inner effect.
+    ReadThrough(Box<(Bytes, usize, Effect)>),
 }
 
 /// Bytes of replies written straight out before the rest go through the reply queue, where
@@ -240,6 +243,13 @@ impl Session {
             self.sh
                 .tracker
                 .record(self.entry.id, self.track_name.as_ref(), &cmd);
+            if let Some(o) = &self.sh.origin {
+                if cmd.has(crate::command::flag::WRITE) {
+                    for k in cmd.keys() {
+                        o.note_write(k);
+                    }
+                }
+            }
             self.route(cmd, start, w).await?;
         }
         if suppress && w.pending.len() > before {
@@ -353,6 +363,7 @@ impl Session {
                 self.entry.db.store(self.st.db, Ordering::Relaxed);
                 raw
             }
+            Effect::ReadThrough(r) => self.apply(r.2, raw),
             Effect::InfoAppend => {
                 crate::admin::info::append_proxy_section(&self.sh.admin, raw, self.proto)
             }
@@ -389,6 +400,10 @@ impl Session {
                 let effect = Effect::KeyInfo(key);
                 return self.send(get, start, d, Wait::Deadline, effect, w).await;
             }
+            "proxy" if cmd.arg_is(1, "origin") && cmd.args.len() == 2 => match &self.sh.origin {
+                Some(o) => Value::Verbatim(o.report().iter().map(|l| format!("{l}\r\n")).collect()),
+                None => Value::err("ERR no origin routes are configured ([[origin.routes]])"),
+            },
             "proxy" => crate::admin::proxy_cmd::handle(&self.sh.admin, &cmd),
             _ => Value::err("ERR unknown command"),
         };

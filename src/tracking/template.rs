@@ -363,6 +363,123 @@ impl Templater {
     }
 }
 
+/// Whether `b` separates key segments (the templater's split, and a route's `{name}`).
+pub fn is_separator(b: u8) -> bool {
+    b == b':' || b == b'/'
+}
+
+/// A key pattern with named placeholders, as an origin route writes it: `product:{id}`,
+/// `user:{uid}:orders:page:{n}`, `{k*}`. `{name}` matches one non-empty segment (up to the
+/// next `:` or `/`, as the templater splits keys); `{name*}`, last in the pattern, matches the
+/// rest of the key, separators included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPattern {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(Vec<u8>),
+    Hole { name: String, rest: bool },
+}
+
+impl KeyPattern {
+    pub fn parse(p: &str) -> Result<KeyPattern, String> {
+        let mut parts = Vec::new();
+        let mut rest = p;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("'{p}': a '{{' without '}}'"))?;
+                    let inner = &rest[1..end];
+                    let (name, star) = match inner.strip_suffix('*') {
+                        Some(n) => (n, true),
+                        None => (inner, false),
+                    };
+                    if name.is_empty()
+                        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        return Err(format!("'{p}': placeholder '{{{inner}}}' is not a name"));
+                    }
+                    if matches!(parts.last(), Some(Part::Hole { .. })) {
+                        return Err(format!(
+                            "'{p}': two placeholders need a separator between them"
+                        ));
+                    }
+                    parts.push(Part::Hole {
+                        name: name.to_string(),
+                        rest: star,
+                    });
+                    rest = &rest[end + 1..];
+                    if star && !rest.is_empty() {
+                        return Err(format!("'{p}': '{{{inner}}}' must end the pattern"));
+                    }
+                }
+                Some(i) => {
+                    parts.push(Part::Literal(rest.as_bytes()[..i].to_vec()));
+                    rest = &rest[i..];
+                }
+                None => {
+                    if rest.contains('}') {
+                        return Err(format!("'{p}': a '}}' without '{{'"));
+                    }
+                    parts.push(Part::Literal(rest.as_bytes().to_vec()));
+                    rest = "";
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err("an empty key pattern".into());
+        }
+        Ok(KeyPattern { parts })
+    }
+
+    /// The placeholders' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Hole { name, .. } => Some(name.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// The placeholders' values when `key` matches, by name.
+    pub fn captures<'k>(&self, key: &'k [u8]) -> Option<Vec<(&str, &'k [u8])>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => {
+                    if !key[at..].starts_with(l) {
+                        return None;
+                    }
+                    at += l.len();
+                }
+                Part::Hole { name, rest: true } => {
+                    if at == key.len() {
+                        return None;
+                    }
+                    out.push((name.as_str(), &key[at..]));
+                    at = key.len();
+                }
+                Part::Hole { name, rest: false } => {
+                    let len = key[at..]
+                        .iter()
+                        .position(|&b| is_separator(b))
+                        .unwrap_or(key.len() - at);
+                    if len == 0 {
+                        return None;
+                    }
+                    out.push((name.as_str(), &key[at..at + len]));
+                    at += len;
+                }
+            }
+        }
+        (at == key.len()).then_some(out)
+    }
+}
+
 fn template_hash(text: &[u8], holes: &[u32]) -> u64 {
     let mut h = foldhash::fast::FixedState::with_seed(0x7465_6d70).build_hasher();
     text.hash(&mut h);
@@ -428,6 +545,32 @@ mod tests {
             "plain",
         ] {
             assert_eq!(t.template_hash(k.as_bytes()), parse(k).template.hash, "{k}");
+        }
+    }
+
+    #[test]
+    fn key_patterns_match_segments_and_rests() {
+        let p = KeyPattern::parse("user:{uid}:orders:page:{n}").unwrap();
+        assert_eq!(p.names().collect::<Vec<_>>(), ["uid", "n"]);
+        assert_eq!(
+            p.captures(b"user:42:orders:page:3"),
+            Some(vec![("uid", &b"42"[..]), ("n", &b"3"[..])])
+        );
+        assert_eq!(
+            p.captures(b"user:42:orders:page:"),
+            None,
+            "an empty segment"
+        );
+        assert_eq!(p.captures(b"user:4/2:orders:page:3"), None, "two segments");
+        assert_eq!(p.captures(b"user:42:orders:page:3:x"), None, "more after");
+        let all = KeyPattern::parse("{k*}").unwrap();
+        assert_eq!(all.captures(b"a:b/c"), Some(vec![("k", &b"a:b/c"[..])]));
+        assert_eq!(all.captures(b""), None);
+        let lit = KeyPattern::parse("config").unwrap();
+        assert_eq!(lit.captures(b"config"), Some(vec![]));
+        assert_eq!(lit.captures(b"config2"), None);
+        for bad in ["", "a:{", "a:{}", "a:{b*}:c", "{a}{b}", "x}", "{a-b}"] {
+            assert!(KeyPattern::parse(bad).is_err(), "{bad}");
         }
     }
 

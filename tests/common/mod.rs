@@ -3,6 +3,8 @@
 //! fixed sleeps: everything that waits polls against a deadline.
 #![allow(dead_code)]
 
+pub mod origin;
+
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

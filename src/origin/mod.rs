@@ -1,0 +1,433 @@
+//! The origin: the application's HTTP API, read through when a routed key is missing.
+//!
+//! A route (`[[origin.routes]]`) maps a key pattern (`product:{id}`) to a URL template. A GET
+//! of a routed key that the store does not hold is answered from the origin: the reply waits in
+//! the client's reply queue (the replies before it still go out, other clients are not held)
+//! while one fill runs per key, whoever else asks for it meanwhile (single-flight). The fill
+//! fetches the URL, stores the body (compressed as any write is) with the route's TTL plus up
+//! to 10% jitter, and answers every waiter with the body. A fill runs in a task of its own: a
+//! client that goes away does not cancel it, and it always ends (the request has a timeout), so
+//! no key is left stuck in flight.
+//!
+//! A fill never overwrites a newer write: it stores with `SET ... NX GET`, so a value a client
+//! wrote meanwhile (through any prescient) stays and is the answer; and a write through this
+//! prescient to a key being filled (SET, DEL, EXPIRE, ...) drops the fill's write altogether.
+//! A 404 is remembered for `negative_ttl` (a nil answer without asking the origin); a client
+//! write to the key forgets it at once. When the origin fails (refused, timeout, 5xx, a body
+//! over `max_body_bytes`), the miss gets nil or an error naming the route (`on_error`).
+//!
+//! Not yet: MGET/GETEX/hash routes, batch URLs, stale-while-revalidate, the circuit breaker,
+//! rate limits, retries (see the issue).
+
+pub mod client;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use rand::Rng;
+use tokio::sync::oneshot;
+
+use crate::compression::Compressor;
+use crate::config::{OnError, Origin as Settings, OriginRoute};
+use crate::protocol::reply::Proto;
+use crate::tracking::template::KeyPattern;
+use crate::upstream::{Internal, Upstream};
+
+/// Negative entries kept at most; past it the oldest half is forgotten.
+const MAX_NEGATIVE: usize = 100_000;
+
+/// What a fill found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The value the key holds now: the origin's body, or a client's write that won.
+    Value(Bytes),
+    /// The origin has no such thing (404).
+    NotFound,
+    /// The origin failed: why.
+    Failed(String),
+}
+
+pub struct Route {
+    pub cfg: OriginRoute,
+    pattern: KeyPattern,
+    timeout: Duration,
+}
+
+impl Route {
+    /// The URL for `key`, when the route's pattern matches it.
+    fn url_for(&self, key: &[u8]) -> Option<String> {
+        let caps = self.pattern.captures(key)?;
+        let mut url = self.cfg.url.clone();
+        for (name, value) in caps {
+            let enc = percent_encoding::percent_encode(value, client::COMPONENT).to_string();
+            url = url.replace(&format!("{{{name}}}"), &enc);
+        }
+        Some(url)
+    }
+}
+
+struct Flight {
+    waiters: Vec<oneshot::Sender<Found>>,
+    /// A client wrote the key through this prescient while the fill ran: do not store.
+    overwritten: bool,
+}
+
+pub struct Metrics {
+    requests: IntCounterVec,
+    coalesced: IntCounterVec,
+    negative_hits: IntCounterVec,
+    inflight: IntGauge,
+    duration: Histogram,
+}
+
+impl Metrics {
+    fn new(r: &Registry) -> Metrics {
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            r.register(Box::new(v.clone())).expect("unique metric");
+            v
+        };
+        let inflight = IntGauge::new(
+            "prescient_origin_inflight",
+            "Origin requests in flight (fills).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(inflight.clone()))
+            .expect("unique metric");
+        let duration = Histogram::with_opts(HistogramOpts::new(
+            "prescient_origin_request_duration_seconds",
+            "Time of origin requests, body included.",
+        ))
+        .expect("valid metric");
+        r.register(Box::new(duration.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: vec(
+                "prescient_origin_requests_total",
+                "Origin requests by route and outcome (ok, not_found, error).",
+                &["route", "outcome"],
+            ),
+            coalesced: vec(
+                "prescient_origin_coalesced_total",
+                "Misses that joined a fill already in flight instead of asking the origin.",
+                &["route"],
+            ),
+            negative_hits: vec(
+                "prescient_origin_negative_hits_total",
+                "Misses answered nil from a remembered 404, without asking the origin.",
+                &["route"],
+            ),
+            inflight,
+            duration,
+        }
+    }
+}
+
+/// The origin as the request path sees it.
+pub struct Origin {
+    routes: Vec<Route>,
+    http: client::Http,
+    up: Arc<Upstream>,
+    compressor: Arc<Compressor>,
+    flights: Mutex<HashMap<Bytes, Flight>>,
+    /// Keys whose 404 is remembered, until when.
+    negative: Mutex<HashMap<Bytes, Instant>>,
+    /// Flights open now (a lock-free look before the write path takes the lock).
+    open: AtomicU64,
+    pub metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Origin {
+    /// The origin of `s`; None without routes. Validated settings: patterns parse.
+    pub fn new(
+        s: &Settings,
+        up: Arc<Upstream>,
+        compressor: Arc<Compressor>,
+        registry: &Registry,
+    ) -> Option<Arc<Origin>> {
+        if s.routes.is_empty() {
+            return None;
+        }
+        let routes = s
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(Route {
+                    pattern: KeyPattern::parse(&r.key).ok()?,
+                    timeout: Duration::from_millis(match r.timeout_ms {
+                        0 => s.timeout_ms,
+                        t => t,
+                    }),
+                    cfg: r.clone(),
+                })
+            })
+            .collect();
+        Some(Arc::new(Origin {
+            routes,
+            http: client::Http::new(s.max_concurrency as usize),
+            up,
+            compressor,
+            flights: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
+            open: AtomicU64::new(0),
+            metrics: Metrics::new(registry),
+        }))
+    }
+
+    /// The first route that reads `key` through, if any.
+    pub fn route_for(&self, key: &[u8]) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.cfg.read_through && r.pattern.captures(key).is_some())
+    }
+
+    pub fn route(&self, i: usize) -> &OriginRoute {
+        &self.routes[i].cfg
+    }
+
+    /// A client wrote `key` (through this prescient): a fill in flight does not store its
+    /// result, and a remembered 404 is forgotten.
+    pub fn note_write(&self, key: &[u8]) {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            if let Some(f) = lock(&self.flights).get_mut(key) {
+                f.overwritten = true;
+            }
+        }
+        let mut neg = lock(&self.negative);
+        if !neg.is_empty() {
+            neg.remove(key);
+        }
+    }
+
+    /// Answers a miss of `key` on `route`: the reply for the client in `proto`, once the fill
+    /// this miss started or joined ends. `nil` is the reply the store gave (in the client's
+    /// protocol), returned for a 404 and, with `on_error = "nil"`, for a failure.
+    pub fn read_through(
+        self: &Arc<Self>,
+        route: usize,
+        key: Bytes,
+        nil: Bytes,
+    ) -> oneshot::Receiver<crate::upstream::Reply> {
+        let (tx, rx) = oneshot::channel();
+        let name = self.routes[route].cfg.name.clone();
+        let on_error = self.routes[route].cfg.on_error;
+        if self.remembered_missing(&key) {
+            self.metrics.negative_hits.with_label_values(&[&name]).inc();
+            let _ = tx.send(Ok(nil));
+            return rx;
+        }
+        let found = self.join(route, key);
+        tokio::spawn(async move {
+            let reply = match found.await {
+                Ok(Found::Value(v)) => bulk(&v),
+                Ok(Found::NotFound) => nil,
+                Ok(Found::Failed(why)) => match on_error {
+                    OnError::Nil => nil,
+                    OnError::Error => {
+                        let line = crate::protocol::reply::error_line(&format!(
+                            "ERR origin route '{name}' failed: {why}"
+                        ))
+                        .into_owned();
+                        Bytes::from(format!("-{line}\r\n"))
+                    }
+                },
+                // The fill task always answers; should it not, the client is not left waiting.
+                Err(_) => nil,
+            };
+            let _ = tx.send(Ok(reply));
+        });
+        rx
+    }
+
+    fn remembered_missing(&self, key: &[u8]) -> bool {
+        let mut neg = lock(&self.negative);
+        match neg.get(key) {
+            Some(&until) if Instant::now() < until => true,
+            Some(_) => {
+                neg.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Joins the fill of `key`, starting it if none is in flight.
+    fn join(self: &Arc<Self>, route: usize, key: Bytes) -> oneshot::Receiver<Found> {
+        let (tx, rx) = oneshot::channel();
+        let mut flights = lock(&self.flights);
+        if let Some(f) = flights.get_mut(&key) {
+            f.waiters.push(tx);
+            let name = &self.routes[route].cfg.name;
+            self.metrics.coalesced.with_label_values(&[name]).inc();
+            return rx;
+        }
+        flights.insert(
+            key.clone(),
+            Flight {
+                waiters: vec![tx],
+                overwritten: false,
+            },
+        );
+        self.open.fetch_add(1, Ordering::Relaxed);
+        drop(flights);
+        let me = self.clone();
+        tokio::spawn(async move {
+            // Ends the flight whatever happens to the fill (a panic included): no key stuck.
+            let mut guard = Landing {
+                origin: me.clone(),
+                key: key.clone(),
+                found: Found::Failed("the fill ended early".into()),
+            };
+            guard.found = me.fill(route, &key).await;
+        });
+        rx
+    }
+
+    async fn fill(&self, route: usize, key: &Bytes) -> Found {
+        let r = &self.routes[route];
+        let name = r.cfg.name.as_str();
+        let Some(url) = r.url_for(key) else {
+            return Found::Failed("the key does not match the route".into());
+        };
+        self.metrics.inflight.inc();
+        let started = Instant::now();
+        let got = self
+            .http
+            .get(&url, r.timeout, r.cfg.max_body_bytes as usize)
+            .await;
+        self.metrics.inflight.dec();
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &got {
+            Ok(client::Fetched::Body(_)) => "ok",
+            Ok(client::Fetched::NotFound) => "not_found",
+            Err(_) => "error",
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[name, outcome])
+            .inc();
+        match got {
+            Ok(client::Fetched::Body(body)) => self.store(route, key, body).await,
+            Ok(client::Fetched::NotFound) => {
+                if r.cfg.negative_ttl > 0 {
+                    let mut neg = lock(&self.negative);
+                    if neg.len() >= MAX_NEGATIVE {
+                        neg.clear();
+                    }
+                    let until = Instant::now() + Duration::from_secs(r.cfg.negative_ttl);
+                    neg.insert(key.clone(), until);
+                }
+                Found::NotFound
+            }
+            Err(e) => {
+                tracing::debug!(route = name, url, error = %e, "origin request failed");
+                Found::Failed(e)
+            }
+        }
+    }
+
+    /// Stores a body unless a client wrote the key meanwhile; the value the key holds is the
+    /// answer.
+    async fn store(&self, route: usize, key: &Bytes, body: Bytes) -> Found {
+        if lock(&self.flights).get(key).is_some_and(|f| f.overwritten) {
+            return Found::Value(body);
+        }
+        let ttl = self.routes[route].cfg.ttl;
+        let jitter = rand::rng().random_range(0..=ttl / 10);
+        let stored = self.compressor.encode(key, &body);
+        let args = [
+            Bytes::from_static(b"SET"),
+            key.clone(),
+            stored,
+            Bytes::from_static(b"EX"),
+            Bytes::from((ttl + jitter).to_string()),
+            Bytes::from_static(b"NX"),
+            Bytes::from_static(b"GET"),
+        ];
+        let mut client = Internal::new(self.up.clone());
+        match client.call(&args).await {
+            Ok(r) => match crate::compression::reply::bulk_payload(&r) {
+                // Someone wrote the key first: theirs is the value.
+                Some(Some(theirs)) => match self.compressor.decode(theirs) {
+                    Ok(v) => Found::Value(Bytes::copy_from_slice(&v)),
+                    Err(_) => Found::Value(body),
+                },
+                _ => Found::Value(body),
+            },
+            // Not stored (the store failed): the client still gets the origin's answer.
+            Err(_) => Found::Value(body),
+        }
+    }
+
+    /// Lines for `PROXY ORIGIN`.
+    pub fn report(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!("routes:{}", self.routes.len()),
+            format!("inflight:{}", self.metrics.inflight.get()),
+            format!("negative_entries:{}", lock(&self.negative).len()),
+        ];
+        for r in &self.routes {
+            let n = &r.cfg.name;
+            let count = |o: &str| self.metrics.requests.with_label_values(&[n, o]).get();
+            lines.push(format!(
+                "route:{n} key={} url={} ttl={} read_through={} on_error={} requests_ok={} requests_not_found={} requests_error={} coalesced={} negative_hits={}",
+                r.cfg.key,
+                r.cfg.url,
+                r.cfg.ttl,
+                r.cfg.read_through,
+                r.cfg.on_error.name(),
+                count("ok"),
+                count("not_found"),
+                count("error"),
+                self.metrics.coalesced.with_label_values(&[n]).get(),
+                self.metrics.negative_hits.with_label_values(&[n]).get(),
+            ));
+        }
+        lines
+    }
+}
+
+/// Ends a flight: answers its waiters with what the fill found (or the failure left in it).
+struct Landing {
+    origin: Arc<Origin>,
+    key: Bytes,
+    found: Found,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let flight = lock(&self.origin.flights).remove(&self.key);
+        self.origin.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(f) = flight {
+            for w in f.waiters {
+                let _ = w.send(self.found.clone());
+            }
+        }
+    }
+}
+
+fn bulk(v: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(v.len() + 16);
+    out.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
+    out.extend_from_slice(v);
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// The nil reply of a protocol (what a GET of a missing key returns).
+pub fn nil(proto: Proto) -> Bytes {
+    match proto {
+        Proto::Resp2 => Bytes::from_static(b"$-1\r\n"),
+        Proto::Resp3 => Bytes::from_static(b"_\r\n"),
+    }
+}

@@ -1,0 +1,116 @@
+//! A real HTTP origin for the read-through tests: an axum server on a free port that counts
+//! requests per path and can be told to be slow, to fail, or to send a huge body.
+//!
+//! `GET /api/products/{id}`: `{"id":"<id>","name":"product <id>"}`; ids starting `missing` are
+//! 404. `GET /api/big`: 2 MiB. Everything else: 404.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+#[derive(Default)]
+pub struct Behaviour {
+    pub hits: Mutex<HashMap<String, u64>>,
+    /// Every answer waits this long first.
+    pub delay_ms: AtomicU64,
+    /// Non-zero: every answer is this status.
+    pub status: AtomicU16,
+}
+
+impl Behaviour {
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> u64 {
+        self.hits.lock().unwrap().values().sum()
+    }
+}
+
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    pub b: Arc<Behaviour>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn body_of(id: &str) -> String {
+    format!("{{\"id\":\"{id}\",\"name\":\"product {id}\"}}")
+}
+
+async fn behave(b: &Behaviour, path: String) -> Option<StatusCode> {
+    *b.hits.lock().unwrap().entry(path).or_default() += 1;
+    let delay = b.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    match b.status.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some(StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)),
+    }
+}
+
+async fn product(State(b): State<Arc<Behaviour>>, Path(id): Path<String>) -> (StatusCode, String) {
+    if let Some(s) = behave(&b, format!("/api/products/{id}")).await {
+        return (s, "failing".into());
+    }
+    if id.starts_with("missing") {
+        return (StatusCode::NOT_FOUND, "no such product".into());
+    }
+    (StatusCode::OK, body_of(&id))
+}
+
+async fn big(State(b): State<Arc<Behaviour>>) -> (StatusCode, String) {
+    if let Some(s) = behave(&b, "/api/big".into()).await {
+        return (s, "failing".into());
+    }
+    (StatusCode::OK, "x".repeat(2 << 20))
+}
+
+impl TestOrigin {
+    pub async fn start() -> TestOrigin {
+        let b = Arc::new(Behaviour::default());
+        let app = Router::new()
+            .route("/api/products/{id}", get(product))
+            .route("/api/big", get(big))
+            .with_state(b.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        TestOrigin {
+            addr,
+            b,
+            stop: Some(tx),
+        }
+    }
+
+    /// A route to this origin's products.
+    pub fn route(&self, name: &str) -> prescient::config::OriginRoute {
+        prescient::config::OriginRoute {
+            name: name.into(),
+            key: "product:{id}".into(),
+            url: format!("http://{}/api/products/{{id}}", self.addr),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Read-through to a real HTTP origin (tests/common/origin.rs), on both upstreams: a miss is
+//! filled once and answered, 1,000 concurrent misses of one key make one origin request, a 404
+//! is remembered until a client writes the key, a failing or oversized origin gives the
+//! configured outcome while everything else is served, a client's write during a fill wins,
+//! replies stay in order around a slow fill, and RESP3 clients get RESP3 nils.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::origin::{body_of, TestOrigin};
+use common::{proxy_with, settings, Raw, Redis};
+use prescient::config::OnError;
+use prescient::server::Server;
+
+fn bulk(v: &str) -> String {
+    format!("${}\r\n{v}\r\n", v.len())
+}
+
+async fn proxy_for(url: &str, origin: &TestOrigin, on_error: OnError) -> Server {
+    let mut s = settings(url);
+    let mut r = origin.route("product");
+    r.on_error = on_error;
+    r.max_body_bytes = 1 << 20;
+    s.origin.routes = vec![r];
+    s.origin.timeout_ms = 5_000;
+    proxy_with(s).await
+}
+
+/// Both upstreams, one test each: a redis-server is started for the first.
+async fn upstreams() -> (Redis, [String; 2]) {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    (redis, [url, "memory://".to_string()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_is_filled_from_the_origin_once_and_then_hits() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        let p = proxy_for(&url, &origin, OnError::Nil).await;
+        let mut c = Raw::to(&p).await;
+        assert_eq!(
+            c.text(&["GET", "product:1"]).await,
+            bulk(&body_of("1")),
+            "{url}"
+        );
+        assert_eq!(
+            c.text(&["GET", "product:1"]).await,
+            bulk(&body_of("1")),
+            "{url}"
+        );
+        assert_eq!(origin.b.hits("/api/products/1"), 1, "{url}");
+        // Stored with the route's TTL (900 s plus up to 10% jitter).
+        let ttl: i64 = c.text(&["TTL", "product:1"]).await[1..]
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((890..=990).contains(&ttl), "{url}: ttl {ttl}");
+        // Keys no route matches are untouched.
+        assert_eq!(c.text(&["GET", "other:1"]).await, "$-1\r\n");
+        assert_eq!(origin.b.total(), 1);
+        let report = c.text(&["PROXY", "ORIGIN"]).await;
+        assert!(
+            report.contains("route:product") && report.contains("requests_ok=1"),
+            "{report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_of_one_key_make_one_origin_request() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        origin.b.delay_ms.store(300, Ordering::Relaxed);
+        let p = proxy_for(&url, &origin, OnError::Nil).await;
+        let mut clients = Vec::new();
+        for _ in 0..1000 {
+            clients.push(Raw::to(&p).await);
+        }
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| tokio::spawn(async move { c.text(&["GET", "product:herd"]).await }))
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), bulk(&body_of("herd")), "{url}");
+        }
+        assert_eq!(origin.b.hits("/api/products/herd"), 1, "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_is_nil_and_remembered_until_a_client_writes_the_key() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        let p = proxy_for(&url, &origin, OnError::Error).await;
+        let mut c = Raw::to(&p).await;
+        assert_eq!(c.text(&["GET", "product:missing1"]).await, "$-1\r\n");
+        assert_eq!(c.text(&["GET", "product:missing1"]).await, "$-1\r\n");
+        assert_eq!(
+            origin.b.hits("/api/products/missing1"),
+            1,
+            "{url}: remembered"
+        );
+        assert_eq!(
+            c.text(&["SET", "product:missing1", "mine"]).await,
+            "+OK\r\n"
+        );
+        assert_eq!(c.text(&["GET", "product:missing1"]).await, bulk("mine"));
+        assert_eq!(c.text(&["DEL", "product:missing1"]).await, ":1\r\n");
+        // The write forgot the 404: the next miss asks the origin again.
+        assert_eq!(c.text(&["GET", "product:missing1"]).await, "$-1\r\n");
+        assert_eq!(origin.b.hits("/api/products/missing1"), 2, "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_origin_gives_the_configured_outcome_and_nothing_else_waits() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        origin.b.status.store(503, Ordering::Relaxed);
+        let quiet = proxy_for(&url, &origin, OnError::Nil).await;
+        let loud = proxy_for(&url, &origin, OnError::Error).await;
+        let (mut q, mut l) = (Raw::to(&quiet).await, Raw::to(&loud).await);
+        assert_eq!(q.text(&["GET", "product:2"]).await, "$-1\r\n", "{url}");
+        let e = l.text(&["GET", "product:3"]).await;
+        assert!(
+            e.starts_with("-ERR origin route 'product' failed: status 503"),
+            "{url}: {e}"
+        );
+        // Not remembered: a failure is not a 404.
+        origin.b.status.store(0, Ordering::Relaxed);
+        assert_eq!(
+            q.text(&["GET", "product:2"]).await,
+            bulk(&body_of("2")),
+            "{url}"
+        );
+        // An origin that is not there at all; a body over max_body_bytes.
+        let mut s = settings(&url);
+        let mut gone = origin.route("gone");
+        gone.url = "http://127.0.0.1:9/api/{id}".into();
+        gone.on_error = OnError::Error;
+        gone.key = "gone:{id}".into();
+        let mut big = origin.route("big");
+        big.url = format!("http://{}/api/big?{{id}}", origin.addr);
+        big.key = "big:{id}".into();
+        big.on_error = OnError::Error;
+        big.max_body_bytes = 1 << 20;
+        s.origin.routes = vec![gone, big];
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        let e = c.text(&["GET", "gone:1"]).await;
+        assert!(
+            e.starts_with("-ERR origin route 'gone' failed: request failed"),
+            "{e}"
+        );
+        let e = c.text(&["GET", "big:1"]).await;
+        assert!(e.contains("body over max_body_bytes"), "{e}");
+        assert_eq!(c.text(&["PING"]).await, "+PONG\r\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_write_during_a_fill_wins() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        origin.b.delay_ms.store(400, Ordering::Relaxed);
+        let p = proxy_for(&url, &origin, OnError::Nil).await;
+        let mut reader = Raw::to(&p).await;
+        let mut writer = Raw::to(&p).await;
+        reader.send(&[b"GET", b"product:race"]).await;
+        common::eventually(Duration::from_secs(5), "the fill started", || {
+            let n = origin.b.hits("/api/products/race");
+            async move { (n == 1).then_some(()) }
+        })
+        .await;
+        assert_eq!(
+            writer.text(&["SET", "product:race", "mine"]).await,
+            "+OK\r\n"
+        );
+        // The read was asked before the write: it gets the origin's answer ...
+        assert_eq!(&reader.read().await[..], bulk(&body_of("race")).as_bytes());
+        // ... and the client's value stays, without the fill's TTL.
+        assert_eq!(
+            writer.text(&["GET", "product:race"]).await,
+            bulk("mine"),
+            "{url}"
+        );
+        assert_eq!(
+            writer.text(&["TTL", "product:race"]).await,
+            ":-1\r\n",
+            "{url}"
+        );
+        // A DEL during the fill wins too: the fill does not store (EXISTS does not read
+        // through).
+        reader.send(&[b"GET", b"product:race2"]).await;
+        common::eventually(Duration::from_secs(5), "the second fill started", || {
+            let n = origin.b.hits("/api/products/race2");
+            async move { (n == 1).then_some(()) }
+        })
+        .await;
+        assert_eq!(writer.text(&["DEL", "product:race2"]).await, ":0\r\n");
+        assert_eq!(&reader.read().await[..], bulk(&body_of("race2")).as_bytes());
+        assert_eq!(
+            writer.text(&["EXISTS", "product:race2"]).await,
+            ":0\r\n",
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_stay_in_order_around_a_slow_fill_and_resp3_gets_its_nil() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        origin.b.delay_ms.store(200, Ordering::Relaxed);
+        let p = proxy_for(&url, &origin, OnError::Nil).await;
+        let mut c = Raw::to(&p).await;
+        c.text(&["SET", "plain", "v"]).await;
+        for args in [
+            &["GET", "plain"][..],
+            &["GET", "product:slow"],
+            &["PING"],
+            &["GET", "plain"],
+        ] {
+            let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+            c.send(&a).await;
+        }
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(String::from_utf8_lossy(&c.read().await).into_owned());
+        }
+        assert_eq!(
+            got,
+            [
+                bulk("v"),
+                bulk(&body_of("slow")),
+                "+PONG\r\n".into(),
+                bulk("v")
+            ],
+            "{url}"
+        );
+        // Another client is served while a fill is slow.
+        let mut waiting = Raw::to(&p).await;
+        waiting.send(&[b"GET", b"product:slow2"]).await;
+        let mut other = Raw::to(&p).await;
+        assert_eq!(other.text(&["GET", "plain"]).await, bulk("v"));
+        assert_eq!(
+            &waiting.read().await[..],
+            bulk(&body_of("slow2")).as_bytes()
+        );
+        // RESP3: a 404 is RESP3's nil.
+        let mut r3 = Raw::to(&p).await;
+        r3.proto = prescient::protocol::reply::Proto::Resp3;
+        r3.text(&["HELLO", "3"]).await;
+        assert_eq!(
+            r3.text(&["GET", "product:missing9"]).await,
+            "_\r\n",
+            "{url}"
+        );
+        assert_eq!(
+            r3.text(&["GET", "product:9"]).await,
+            bulk(&body_of("9")),
+            "{url}"
+        );
+    }
+}
