@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -102,23 +102,26 @@ fn deflate(level: i32, data: &[u8], out: &mut Vec<u8>) -> Option<()> {
     })
 }
 
-/// Inflates at most `len + 1` bytes: the output buffer is the bound, so a payload that
-/// expands past its recorded length stops there.
-fn inflate(payload: &[u8], len: usize) -> Result<Vec<u8>, DecodeError> {
+/// Inflates into `dst`, at most its length: the output buffer is the bound, so a payload that
+/// expands past it stops there (and the caller sees the length differ).
+fn inflate(payload: &[u8], dst: &mut [u8]) -> Result<usize, DecodeError> {
     INFLATE.with(|d| {
         let mut d = d.borrow_mut();
         d.reset(true);
-        let mut out = Vec::with_capacity(len + 1);
         loop {
-            let (in_before, out_before) = (d.total_in(), out.len());
-            let consumed = in_before as usize;
+            let (in_before, out_before) = (d.total_in() as usize, d.total_out() as usize);
             let status = d
-                .decompress_vec(&payload[consumed..], &mut out, FlushDecompress::Finish)
+                .decompress(
+                    &payload[in_before..],
+                    &mut dst[out_before..],
+                    FlushDecompress::Finish,
+                )
                 .map_err(|e| DecodeError::Payload(e.to_string()))?;
+            let out_now = d.total_out() as usize;
             match status {
-                Status::StreamEnd => return Ok(out),
-                _ if out.len() == out.capacity() => return Ok(out),
-                _ if d.total_in() == in_before && out.len() == out_before => {
+                Status::StreamEnd => return Ok(out_now),
+                _ if out_now == dst.len() => return Ok(out_now),
+                _ if d.total_in() as usize == in_before && out_now == out_before => {
                     return Err(DecodeError::Payload("truncated stream".into()))
                 }
                 _ => continue,
@@ -336,48 +339,94 @@ pub fn decode_with<'a>(
     let Some(h) = header(v)? else {
         return Ok(Cow::Borrowed(v));
     };
+    check_len(&h, max)?;
+    // One byte more than recorded: a payload that expands past the length is caught there.
+    let mut out = vec![0u8; h.original_len + 1];
+    let n = decode_slice(&h, &v[h.payload_at()..], &mut out, dicts)?;
+    out.truncate(n);
+    check_out(&h, &out)?;
+    Ok(Cow::Owned(out))
+}
+
+/// Decodes an enveloped value and appends the original bytes to `out` (a reply being built:
+/// no buffer of its own, no copy). `Ok(false)` for a raw value: nothing appended. On an
+/// error `out` is as it was.
+pub fn decode_append(
+    v: &[u8],
+    max: usize,
+    dicts: &dyn Fn(u32) -> Option<Arc<Dict>>,
+    out: &mut BytesMut,
+) -> Result<bool, DecodeError> {
+    let Some(h) = header(v)? else {
+        return Ok(false);
+    };
+    check_len(&h, max)?;
+    let start = out.len();
+    out.resize(start + h.original_len + 1, 0);
+    let r = decode_slice(&h, &v[h.payload_at()..], &mut out[start..], dicts).and_then(|n| {
+        out.truncate(start + n);
+        check_out(&h, &out[start..])
+    });
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r.map(|()| true)
+}
+
+fn check_len(h: &Header, max: usize) -> Result<(), DecodeError> {
     if h.original_len > max {
         return Err(DecodeError::TooLarge {
             len: h.original_len,
             max,
         });
     }
-    let payload = &v[h.payload_at()..];
-    let out: Vec<u8> = match h.codec {
-        Codec::Stored => payload.to_vec(),
-        Codec::Zlib => inflate(payload, h.original_len)?,
-        Codec::Zstd => ZSTD_D
-            .with(|d| d.borrow_mut().decompress(payload, h.original_len))
-            .map_err(|e| DecodeError::Payload(e.to_string()))?,
-        Codec::Lz4 => lz4_flex::block::decompress(payload, h.original_len)
-            .map_err(|e| DecodeError::Payload(e.to_string()))?,
-        Codec::ZstdDict => {
-            let d = dicts(h.dict).ok_or(DecodeError::UnknownDictionary(h.dict))?;
-            // The output buffer is the bound: a frame that expands past the recorded length
-            // fails instead of allocating.
-            let mut out = vec![0u8; h.original_len];
-            let n = ZSTD_DCTX
-                .with(|c| {
-                    c.borrow_mut()
-                        .decompress_using_ddict(&mut out[..], payload, &d.ddict)
-                })
-                .map_err(|e| {
-                    DecodeError::Payload(zstd::zstd_safe::get_error_name(e).to_string())
-                })?;
-            out.truncate(n);
-            out
-        }
-    };
+    Ok(())
+}
+
+fn check_out(h: &Header, out: &[u8]) -> Result<(), DecodeError> {
     if out.len() != h.original_len {
         return Err(DecodeError::Length {
             got: out.len(),
             want: h.original_len,
         });
     }
-    if crc32fast::hash(&out) != h.crc {
+    if crc32fast::hash(out) != h.crc {
         return Err(DecodeError::Checksum);
     }
-    Ok(Cow::Owned(out))
+    Ok(())
+}
+
+/// Decodes a payload into `dst` (the recorded length plus one byte): how many bytes it gave.
+fn decode_slice(
+    h: &Header,
+    payload: &[u8],
+    dst: &mut [u8],
+    dicts: &dyn Fn(u32) -> Option<Arc<Dict>>,
+) -> Result<usize, DecodeError> {
+    let failed = |e: String| DecodeError::Payload(e);
+    match h.codec {
+        Codec::Stored => {
+            let n = payload.len().min(dst.len());
+            dst[..n].copy_from_slice(&payload[..n]);
+            Ok(n)
+        }
+        Codec::Zlib => inflate(payload, dst),
+        Codec::Zstd => ZSTD_D
+            .with(|d| d.borrow_mut().decompress_to_buffer(payload, dst))
+            .map_err(|e| failed(e.to_string())),
+        Codec::Lz4 => {
+            lz4_flex::block::decompress_into(payload, dst).map_err(|e| failed(e.to_string()))
+        }
+        Codec::ZstdDict => {
+            let d = dicts(h.dict).ok_or(DecodeError::UnknownDictionary(h.dict))?;
+            ZSTD_DCTX
+                .with(|c| {
+                    c.borrow_mut()
+                        .decompress_using_ddict(dst, payload, &d.ddict)
+                })
+                .map_err(|e| failed(zstd::zstd_safe::get_error_name(e).to_string()))
+        }
+    }
 }
 
 #[cfg(test)]

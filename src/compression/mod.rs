@@ -242,6 +242,29 @@ impl Compressor {
         r
     }
 
+    /// Appends the original bytes of an enveloped stored value to `out`; `Ok(false)` (nothing
+    /// appended) for a raw one. On an error `out` is unchanged.
+    pub fn decode_append(
+        &self,
+        stored: &[u8],
+        out: &mut bytes::BytesMut,
+    ) -> Result<bool, DecodeError> {
+        if !envelope::is_enveloped(stored) {
+            return Ok(false);
+        }
+        let t = Instant::now();
+        let r =
+            envelope::decode_append(stored, self.max_decompressed, &|id| self.dicts.get(id), out);
+        self.stats
+            .decompress_seconds
+            .inc_by(t.elapsed().as_secs_f64());
+        match &r {
+            Ok(_) => self.stats.decoded.inc(),
+            Err(_) => self.stats.corrupt.inc(),
+        }
+        r
+    }
+
     /// The error reply text for a value at `key` that cannot be decoded.
     pub fn error_text(key: &[u8], e: &DecodeError) -> String {
         format!(

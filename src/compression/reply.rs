@@ -80,32 +80,37 @@ fn rewrite(
     // Most replies hold one value (GET) or a few: no allocation for them.
     let mut targets: Targets = SmallVec::new();
     collect(buf, pos, shape, &mut targets);
-    let mut decoded: SmallVec<[(usize, usize, Vec<u8>); 4]> = SmallVec::new();
+    // Each enveloped value is decoded straight into the reply (no buffer of its own); the
+    // bytes between values are copied as they are. A value that cannot be decoded turns the
+    // whole element into the error naming its key.
+    let mark = out.len();
+    let mut at = pos;
     for &(i, start, data, data_end) in &targets {
         let v = &buf[data..data_end];
-        match c.decode(v) {
-            Ok(std::borrow::Cow::Owned(d)) => decoded.push((start, data_end + 2, d)),
-            Ok(_) => {}
+        let header = match super::envelope::header(v) {
+            Ok(None) => continue,
+            Ok(Some(h)) => Ok(h),
             Err(e) => {
-                let key = keys.get(i).or(keys.first()).map_or(&b""[..], |k| &k[..]);
-                let text = Compressor::error_text(key, &e).replace(['\r', '\n'], " ");
-                out.extend_from_slice(b"-");
-                out.extend_from_slice(text.as_bytes());
-                out.extend_from_slice(b"\r\n");
-                return;
+                c.stats.corrupt.inc();
+                Err(e)
             }
+        };
+        let r = header.and_then(|h| {
+            out.extend_from_slice(&buf[at..start]);
+            let _ = write!(out, "${}\r\n", h.original_len);
+            c.decode_append(v, out)
+        });
+        if let Err(e) = r {
+            out.truncate(mark);
+            let key = keys.get(i).or(keys.first()).map_or(&b""[..], |k| &k[..]);
+            let text = Compressor::error_text(key, &e).replace(['\r', '\n'], " ");
+            out.extend_from_slice(b"-");
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            return;
         }
-    }
-    // One reservation for the whole reply: the decoded values are larger than the stored.
-    let grow: usize = decoded.iter().map(|(_, _, d)| d.len() + 24).sum();
-    out.reserve(end - pos + grow);
-    let mut at = pos;
-    for (start, stop, d) in decoded {
-        out.extend_from_slice(&buf[at..start]);
-        let _ = write!(out, "${}\r\n", d.len());
-        out.extend_from_slice(&d);
         out.extend_from_slice(b"\r\n");
-        at = stop;
+        at = data_end + 2;
     }
     out.extend_from_slice(&buf[at..end]);
 }
