@@ -272,3 +272,57 @@ async fn replies_stay_in_order_around_a_slow_fill_and_resp3_gets_its_nil() {
         );
     }
 }
+
+/// An MGET fills its routed misses from the origin, all at once, and keeps everything else:
+/// hits (compressed ones decoded), unrouted keys, 404s and failures stay nil. A GET of a key an
+/// MGET is filling joins that fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mget_fills_its_routed_misses_and_keeps_the_rest() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        origin.b.delay_ms.store(200, Ordering::Relaxed);
+        let mut s = settings(&url);
+        s.compression.threshold_bytes = 64;
+        s.origin.routes = vec![origin.route("product")];
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        let big = "x".repeat(500);
+        c.text(&["SET", "product:hit", &big]).await;
+        c.text(&["SET", "plain", "v"]).await;
+        let keys = [
+            "product:hit",
+            "product:a",
+            "plain",
+            "product:missing2",
+            "nosuch",
+            "product:b",
+        ];
+        let mut mget = vec![b"MGET".as_slice()];
+        mget.extend(keys.iter().map(|k| k.as_bytes()));
+        c.send(&mget).await;
+        // Joins the MGET's fill of product:a rather than asking again.
+        let mut g = Raw::to(&p).await;
+        g.send(&[b"GET", b"product:a"]).await;
+        let want = format!(
+            "*6\r\n{}{}{}$-1\r\n$-1\r\n{}",
+            bulk(&big),
+            bulk(&body_of("a")),
+            bulk("v"),
+            bulk(&body_of("b"))
+        );
+        assert_eq!(String::from_utf8_lossy(&c.read().await), want, "{url}");
+        assert_eq!(&g.read().await[..], bulk(&body_of("a")).as_bytes());
+        assert_eq!(origin.b.hits("/api/products/a"), 1, "{url}");
+        assert_eq!(origin.b.hits("/api/products/b"), 1, "{url}");
+        assert_eq!(origin.b.hits("/api/products/hit"), 0, "{url}");
+        // Stored: the next MGET is all hits.
+        let before = origin.b.total();
+        let again = c.text(&["MGET", "product:a", "product:b"]).await;
+        assert_eq!(
+            again,
+            format!("*2\r\n{}{}", bulk(&body_of("a")), bulk(&body_of("b")))
+        );
+        assert_eq!(origin.b.total(), before, "{url}");
+    }
+}

@@ -196,6 +196,21 @@ pub fn array_element(raw: &[u8], i: usize) -> Option<(usize, usize)> {
     Some((p, skip(raw, p)?))
 }
 
+/// The spans of a top-level array's elements (`*n` or RESP3 `~n`), or None for another reply.
+pub fn array_elements(buf: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let (kind, n, mut p) = header(buf, 0)?;
+    if !matches!(kind, b'*' | b'~') || n < 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let e = skip(buf, p)?;
+        out.push((p, e));
+        p = e;
+    }
+    Some(out)
+}
+
 /// Type byte, length (or count; -1 for null) and the offset after the header line.
 fn header(buf: &[u8], pos: usize) -> Option<(u8, i64, usize)> {
     let kind = *buf.get(pos)?;

@@ -16,7 +16,9 @@
 //! write to the key forgets it at once. When the origin fails (refused, timeout, 5xx, a body
 //! over `max_body_bytes`), the miss gets nil or an error naming the route (`on_error`).
 //!
-//! Not yet: MGET/GETEX/hash routes, batch URLs, stale-while-revalidate, the circuit breaker,
+//! An MGET's routed misses are filled the same way, all at once (`read_through_many`).
+//!
+//! Not yet: GETEX and hash routes, batch URLs, stale-while-revalidate, the circuit breaker,
 //! rate limits, retries (see the issue).
 
 pub mod client;
@@ -247,6 +249,72 @@ impl Origin {
         rx
     }
 
+    /// Whether an MGET reply has a nil element whose key a route reads through.
+    pub fn any_routed_nil(&self, raw: &[u8], routes: &[Option<usize>]) -> bool {
+        let Some(spans) = crate::compression::reply::array_elements(raw) else {
+            return false;
+        };
+        spans
+            .iter()
+            .zip(routes)
+            .any(|(&(s, e), r)| r.is_some() && is_nil(&raw[s..e]))
+    }
+
+    /// Answers an MGET's routed misses from the origin: each joins (or starts) its key's fill,
+    /// all at once; the reply is the MGET's (hits already decoded) with the filled values in
+    /// place. A miss whose fill finds nothing or fails stays nil (one failing key does not fail
+    /// the others).
+    pub fn read_through_many(
+        self: &Arc<Self>,
+        keys: Vec<Bytes>,
+        routes: Vec<Option<usize>>,
+        decoded: Bytes,
+    ) -> oneshot::Receiver<crate::upstream::Reply> {
+        let (tx, rx) = oneshot::channel();
+        let Some(spans) = crate::compression::reply::array_elements(&decoded) else {
+            let _ = tx.send(Ok(decoded));
+            return rx;
+        };
+        let mut fills = Vec::new();
+        for (i, &(s, e)) in spans.iter().enumerate() {
+            let (Some(Some(route)), Some(key)) = (routes.get(i), keys.get(i)) else {
+                continue;
+            };
+            if !is_nil(&decoded[s..e]) {
+                continue;
+            }
+            if self.remembered_missing(key) {
+                let name = &self.routes[*route].cfg.name;
+                self.metrics.negative_hits.with_label_values(&[name]).inc();
+                continue;
+            }
+            fills.push((i, self.join(*route, key.clone())));
+        }
+        tokio::spawn(async move {
+            let mut filled: HashMap<usize, Bytes> = HashMap::new();
+            for (i, rx) in fills {
+                if let Ok(Found::Value(v)) = rx.await {
+                    filled.insert(i, v);
+                }
+            }
+            let mut out = Vec::with_capacity(
+                decoded.len() + filled.values().map(|v| v.len() + 16).sum::<usize>(),
+            );
+            let first = spans.first().map_or(decoded.len(), |s| s.0);
+            out.extend_from_slice(&decoded[..first]);
+            for (i, &(s, e)) in spans.iter().enumerate() {
+                match filled.get(&i) {
+                    Some(v) => out.extend_from_slice(&bulk(v)),
+                    None => out.extend_from_slice(&decoded[s..e]),
+                }
+            }
+            let last = spans.last().map_or(decoded.len(), |s| s.1);
+            out.extend_from_slice(&decoded[last..]);
+            let _ = tx.send(Ok(Bytes::from(out)));
+        });
+        rx
+    }
+
     fn remembered_missing(&self, key: &[u8]) -> bool {
         let mut neg = lock(&self.negative);
         match neg.get(key) {
@@ -422,6 +490,10 @@ fn bulk(v: &[u8]) -> Bytes {
     out.extend_from_slice(v);
     out.extend_from_slice(b"\r\n");
     Bytes::from(out)
+}
+
+fn is_nil(element: &[u8]) -> bool {
+    element == b"$-1\r\n" || element == b"_\r\n"
 }
 
 /// The nil reply of a protocol (what a GET of a missing key returns).

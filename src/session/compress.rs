@@ -74,7 +74,7 @@ impl Session {
     pub(super) fn decoded_on_delivery(effect: &Effect, len: usize) -> bool {
         // A read-through is decided on delivery too (a miss goes to the origin).
         len >= DECODE_OFFLOAD_BYTES && matches!(effect, Effect::Decode(_))
-            || matches!(effect, Effect::ReadThrough(_))
+            || matches!(effect, Effect::ReadThrough(_) | Effect::ReadThroughMany(_))
     }
 
     /// A reply of [`DECODE_OFFLOAD_BYTES`] or more whose stored values are to be decoded (a
@@ -101,6 +101,38 @@ impl Session {
                 return Some(origin.read_through(route, key, raw.clone()));
             }
             *effect = inner;
+        }
+        if let Effect::ReadThroughMany(_) = effect {
+            let Effect::ReadThroughMany(r) = std::mem::replace(effect, Effect::None) else {
+                return None;
+            };
+            let (keys, routes, inner) = *r;
+            let origin = self.sh.origin.clone()?;
+            if !origin.any_routed_nil(raw, &routes) {
+                *effect = inner;
+            } else {
+                // The hits are decoded as the MGET's own effect would (a large reply on the
+                // blocking pool), then the misses filled.
+                let (c, raw) = (self.sh.compressor.clone(), raw.clone());
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let decoded = match inner {
+                        Effect::Decode(s) if raw.len() >= DECODE_OFFLOAD_BYTES => {
+                            c.stats.decoded_off_loop.inc();
+                            let work = move || reply::decode(&c, &raw, &s.0, &s.1);
+                            match tokio::task::spawn_blocking(work).await {
+                                Ok(d) => d,
+                                Err(_) => return,
+                            }
+                        }
+                        Effect::Decode(s) => reply::decode(&c, &raw, &s.0, &s.1),
+                        _ => raw,
+                    };
+                    let reply = origin.read_through_many(keys, routes, decoded).await;
+                    let _ = tx.send(reply.unwrap_or(Err(crate::upstream::UpstreamError::Closed)));
+                });
+                return Some(rx);
+            }
         }
         let large = raw.len() >= DECODE_OFFLOAD_BYTES;
         if (!large && self.link.embedded())

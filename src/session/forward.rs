@@ -30,12 +30,23 @@ impl Session {
         let Some(o) = &self.sh.origin else {
             return effect;
         };
-        if self.st.in_multi || self.st.db != self.default_db || cmd.known_name() != Some("get") {
+        if self.st.in_multi || self.st.db != self.default_db {
             return effect;
         }
-        match cmd.args.get(1).and_then(|k| o.route_for(k).map(|r| (k, r))) {
-            Some((k, r)) => Effect::ReadThrough(Box::new((k.clone(), r, effect))),
-            None => effect,
+        match cmd.known_name() {
+            Some("get") => match cmd.args.get(1).and_then(|k| o.route_for(k).map(|r| (k, r))) {
+                Some((k, r)) => Effect::ReadThrough(Box::new((k.clone(), r, effect))),
+                None => effect,
+            },
+            Some("mget") => {
+                let keys: Vec<Bytes> = cmd.args[1..].to_vec();
+                let routes: Vec<Option<usize>> = keys.iter().map(|k| o.route_for(k)).collect();
+                match routes.iter().any(Option::is_some) {
+                    true => Effect::ReadThroughMany(Box::new((keys, routes, effect))),
+                    false => effect,
+                }
+            }
+            _ => effect,
         }
     }
 

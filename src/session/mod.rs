@@ -69,6 +69,9 @@ pub enum Effect {
     /// A GET of a key an origin route reads through: a nil reply is answered from the origin
     /// (key, route); any other reply gets the inner effect.
     ReadThrough(Box<(Bytes, usize, Effect)>),
+    /// An MGET naming routed keys: its nil elements whose key a route reads through are
+    /// answered from the origin (keys, each key's route), after the inner effect.
+    ReadThroughMany(Box<(Vec<Bytes>, Vec<Option<usize>>, Effect)>),
 }
 
 /// Bytes of replies written straight out before the rest go through the reply queue, where
@@ -364,6 +367,7 @@ impl Session {
                 raw
             }
             Effect::ReadThrough(r) => self.apply(r.2, raw),
+            Effect::ReadThroughMany(r) => self.apply(r.2, raw),
             Effect::InfoAppend => {
                 crate::admin::info::append_proxy_section(&self.sh.admin, raw, self.proto)
             }
