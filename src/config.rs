@@ -46,6 +46,10 @@ pub struct Origin {
     pub timeout_ms: u64,
     /// Concurrent requests per origin host.
     pub max_concurrency: u32,
+    /// Consecutive failures that open a host's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses before one probe request goes through (ms).
+    pub breaker_cooldown_ms: u64,
     pub routes: Vec<OriginRoute>,
 }
 
@@ -54,6 +58,8 @@ impl Default for Origin {
         Origin {
             timeout_ms: 2000,
             max_concurrency: 64,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 5000,
             routes: Vec::new(),
         }
     }
@@ -479,6 +485,12 @@ impl Settings {
         }
         if o.max_concurrency == 0 {
             return Err(invalid("origin.max_concurrency", "must be at least 1"));
+        }
+        if o.breaker_failures == 0 {
+            return Err(invalid("origin.breaker_failures", "must be at least 1"));
+        }
+        if o.breaker_cooldown_ms == 0 {
+            return Err(invalid("origin.breaker_cooldown_ms", "must be at least 1"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, r) in o.routes.iter().enumerate() {

@@ -326,3 +326,44 @@ async fn an_mget_fills_its_routed_misses_and_keeps_the_rest() {
         assert_eq!(origin.b.total(), before, "{url}");
     }
 }
+
+/// A failing origin host opens its breaker: after `breaker_failures` consecutive failures,
+/// misses fail at once without asking it; once it recovers, one probe closes the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_on_a_failing_host_and_closes_when_it_recovers() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        origin.b.status.store(500, Ordering::Relaxed);
+        let mut s = settings(&url);
+        let mut r = origin.route("product");
+        r.on_error = OnError::Error;
+        s.origin.routes = vec![r];
+        s.origin.breaker_failures = 3;
+        s.origin.breaker_cooldown_ms = 200;
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        for i in 0..3 {
+            let e = c.text(&["GET", &format!("product:f{i}")]).await;
+            assert!(e.contains("status 500"), "{url}: {e}");
+        }
+        let e = c.text(&["GET", "product:f3"]).await;
+        assert!(e.contains("circuit breaker open"), "{url}: {e}");
+        assert_eq!(origin.b.total(), 3, "{url}: the open breaker asked nothing");
+        assert!(c.text(&["PROXY", "ORIGIN"]).await.contains(" open"));
+        origin.b.status.store(0, Ordering::Relaxed);
+        // After the cooldown a probe goes through, succeeds and closes the breaker.
+        let body = bulk(&body_of("f4"));
+        common::eventually(Duration::from_secs(10), "the breaker closes", || {
+            let p = &p;
+            let body = body.clone();
+            async move {
+                let mut c = Raw::to(p).await;
+                (c.text(&["GET", "product:f4"]).await == body).then_some(())
+            }
+        })
+        .await;
+        assert!(c.text(&["PROXY", "ORIGIN"]).await.contains(" closed"));
+        assert_eq!(c.text(&["GET", "product:f5"]).await, bulk(&body_of("f5")));
+    }
+}

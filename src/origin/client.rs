@@ -1,10 +1,18 @@
 //! The HTTP client to the origin: hyper's pooled client (HTTP/1.1, keep-alive), a concurrency
-//! cap per origin host, a timeout over the whole request, body included, and a body limit
-//! enforced while it streams in (a huge or endless body is cut off, never buffered whole).
+//! cap per origin host, a timeout over the whole request, body included, a body limit
+//! enforced while it streams in (a huge or endless body is cut off, never buffered whole), and
+//! a circuit breaker per host.
+//!
+//! The breaker opens after `breaker_failures` consecutive failures (no answer, a timeout, a
+//! 5xx); while open, requests to the host fail at once. After `breaker_cooldown_ms` one request
+//! goes through as a probe (half-open), the others still fail at once; its success closes the
+//! breaker, its failure opens it for another cooldown. The probe has the request's timeout, and
+//! a probe that ends any other way (its task dropped) counts as failed, so the breaker is never
+//! stuck half-open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -32,11 +40,111 @@ pub enum Fetched {
 pub struct Http {
     client: Client<HttpConnector, Empty<Bytes>>,
     per_host: usize,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    breaker: BreakerConfig,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerConfig {
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+/// One origin host: its concurrency cap and its breaker.
+pub struct Host {
+    permits: Semaphore,
+    state: Mutex<Breaker>,
+}
+
+/// A host's breaker state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breaker {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen,
+}
+
+impl Breaker {
+    /// For the metric: 0 closed, 1 open, 2 half-open.
+    pub fn code(self) -> i64 {
+        match self {
+            Breaker::Closed { .. } => 0,
+            Breaker::Open { .. } => 1,
+            Breaker::HalfOpen => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Breaker::Closed { .. } => "closed",
+            Breaker::Open { .. } => "open",
+            Breaker::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// What the breaker lets a request do.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Go,
+    Probe,
+    Refuse,
+}
+
+impl Host {
+    fn state(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn admit(&self, now: Instant) -> Admit {
+        let mut s = self.state();
+        match *s {
+            Breaker::Closed { .. } => Admit::Go,
+            Breaker::Open { until } if now >= until => {
+                *s = Breaker::HalfOpen;
+                Admit::Probe
+            }
+            Breaker::Open { .. } | Breaker::HalfOpen => Admit::Refuse,
+        }
+    }
+
+    fn record(&self, ok: bool, probe: bool, cfg: BreakerConfig, now: Instant) {
+        let mut s = self.state();
+        *s = match (*s, ok) {
+            (_, true) => Breaker::Closed { failures: 0 },
+            (Breaker::Closed { failures }, false) if failures + 1 < cfg.failures && !probe => {
+                Breaker::Closed {
+                    failures: failures + 1,
+                }
+            }
+            (_, false) => Breaker::Open {
+                until: now + cfg.cooldown,
+            },
+        };
+    }
+}
+
+/// Records a probe's outcome when it ends, however it ends: a probe dropped unanswered counts
+/// as failed and re-opens the breaker.
+struct ProbeGuard<'a> {
+    host: &'a Host,
+    cfg: BreakerConfig,
+    probe: bool,
+    outcome: Option<bool>,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        match self.outcome {
+            Some(ok) => self.host.record(ok, self.probe, self.cfg, Instant::now()),
+            None if self.probe => self.host.record(false, true, self.cfg, Instant::now()),
+            None => {}
+        }
+    }
 }
 
 impl Http {
-    pub fn new(per_host: usize) -> Http {
+    pub fn new(per_host: usize, breaker: BreakerConfig) -> Http {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -45,16 +153,30 @@ impl Http {
         Http {
             client,
             per_host: per_host.max(1),
+            breaker,
             hosts: Mutex::new(HashMap::new()),
         }
     }
 
-    fn permits(&self, host: &str) -> Arc<Semaphore> {
+    fn host(&self, host: &str) -> Arc<Host> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         hosts
             .entry(host.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    permits: Semaphore::new(self.per_host),
+                    state: Mutex::new(Breaker::Closed { failures: 0 }),
+                })
+            })
             .clone()
+    }
+
+    /// Every host asked so far, with its breaker's state.
+    pub fn breakers(&self) -> Vec<(String, Breaker)> {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = hosts.iter().map(|(h, s)| (h.clone(), *s.state())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// GETs `url`: the body of a 2xx, NotFound for a 404, else an error saying what happened.
@@ -66,10 +188,21 @@ impl Http {
         max_body: usize,
     ) -> Result<Fetched, String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let permits = self.permits(&host);
+        let name = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let host = self.host(&name);
+        let probe = match host.admit(Instant::now()) {
+            Admit::Refuse => return Err(format!("circuit breaker open for {name}")),
+            Admit::Probe => true,
+            Admit::Go => false,
+        };
+        let mut guard = ProbeGuard {
+            host: &host,
+            cfg: self.breaker,
+            probe,
+            outcome: None,
+        };
         let work = async {
-            let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
+            let _permit = host.permits.acquire().await.map_err(|e| e.to_string())?;
             let resp = self
                 .client
                 .get(uri)
@@ -93,10 +226,18 @@ impl Http {
                 )?;
             Ok(Fetched::Body(body.to_bytes()))
         };
-        match tokio::time::timeout(timeout, work).await {
+        let r = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
-        }
+        };
+        // The host answered (a body, a 404, even one too large): healthy. No answer, a
+        // timeout or a 5xx: a failure.
+        let healthy = match &r {
+            Ok(_) => true,
+            Err(e) => e.starts_with("body over") || e.starts_with("status 4"),
+        };
+        guard.outcome = Some(healthy);
+        r
     }
 }
 
@@ -110,4 +251,54 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_probes_once_and_closes_or_reopens() {
+        let cfg = BreakerConfig {
+            failures: 3,
+            cooldown: Duration::from_secs(5),
+        };
+        let h = Host {
+            permits: Semaphore::new(1),
+            state: Mutex::new(Breaker::Closed { failures: 0 }),
+        };
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            assert_eq!(h.admit(t0), Admit::Go);
+            h.record(false, false, cfg, t0);
+        }
+        assert_eq!(*h.state(), Breaker::Closed { failures: 2 });
+        h.record(false, false, cfg, t0);
+        assert_eq!(h.admit(t0), Admit::Refuse, "open after 3 failures");
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(h.admit(later), Admit::Probe);
+        assert_eq!(h.admit(later), Admit::Refuse, "one probe at a time");
+        h.record(false, true, cfg, later);
+        assert_eq!(h.admit(later), Admit::Refuse, "a failed probe reopens");
+        let again = later + Duration::from_secs(6);
+        assert_eq!(h.admit(again), Admit::Probe);
+        h.record(true, true, cfg, again);
+        assert_eq!(h.admit(again), Admit::Go, "a good probe closes");
+        // A success resets the count.
+        h.record(false, false, cfg, again);
+        h.record(true, false, cfg, again);
+        assert_eq!(*h.state(), Breaker::Closed { failures: 0 });
+        // A probe dropped without an outcome counts as failed.
+        let h2 = Host {
+            permits: Semaphore::new(1),
+            state: Mutex::new(Breaker::HalfOpen),
+        };
+        drop(ProbeGuard {
+            host: &h2,
+            cfg,
+            probe: true,
+            outcome: None,
+        });
+        assert!(matches!(*h2.state(), Breaker::Open { .. }));
+    }
 }

@@ -84,6 +84,9 @@ pub struct Metrics {
     negative_hits: IntCounterVec,
     inflight: IntGauge,
     duration: Histogram,
+    /// Per origin host: 0 closed, 1 open, 2 half-open (updated as requests and PROXY ORIGIN
+    /// see it).
+    breaker: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -107,7 +110,18 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(duration.clone()))
             .expect("unique metric");
+        let breaker = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "prescient_origin_breaker_state",
+                "Circuit breaker per origin host: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["origin"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(breaker.clone()))
+            .expect("unique metric");
         Metrics {
+            breaker,
             requests: vec(
                 "prescient_origin_requests_total",
                 "Origin requests by route and outcome (ok, not_found, error).",
@@ -174,7 +188,13 @@ impl Origin {
             .collect();
         Some(Arc::new(Origin {
             routes,
-            http: client::Http::new(s.max_concurrency as usize),
+            http: client::Http::new(
+                s.max_concurrency as usize,
+                client::BreakerConfig {
+                    failures: s.breaker_failures,
+                    cooldown: Duration::from_millis(s.breaker_cooldown_ms),
+                },
+            ),
             up,
             compressor,
             flights: Mutex::new(HashMap::new()),
@@ -384,6 +404,12 @@ impl Origin {
             .requests
             .with_label_values(&[name, outcome])
             .inc();
+        for (host, state) in self.http.breakers() {
+            self.metrics
+                .breaker
+                .with_label_values(&[&host])
+                .set(state.code());
+        }
         match got {
             Ok(client::Fetched::Body(body)) => self.store(route, key, body).await,
             Ok(client::Fetched::NotFound) => {
@@ -444,6 +470,13 @@ impl Origin {
             format!("inflight:{}", self.metrics.inflight.get()),
             format!("negative_entries:{}", lock(&self.negative).len()),
         ];
+        for (host, state) in self.http.breakers() {
+            lines.push(format!("breaker:{host} {}", state.name()));
+            self.metrics
+                .breaker
+                .with_label_values(&[&host])
+                .set(state.code());
+        }
         for r in &self.routes {
             let n = &r.cfg.name;
             let count = |o: &str| self.metrics.requests.with_label_values(&[n, o]).get();
