@@ -75,8 +75,13 @@ pub struct OriginRoute {
     pub key: String,
     /// URL template naming the key's placeholders: `http://127.0.0.1:8080/api/products/{id}`.
     pub url: String,
-    /// Seconds a filled value is kept (plus up to 10% jitter).
+    /// Seconds a filled value is fresh (it is kept longer, for `stale` and `stale_if_error`;
+    /// plus up to 10% jitter).
     pub ttl: u64,
+    /// Seconds past `ttl` a value is still served, while one refresh runs in the background.
+    pub stale: u64,
+    /// Seconds past `ttl` a value is served while the origin fails.
+    pub stale_if_error: u64,
     /// Seconds a 404 is remembered (0: not remembered).
     pub negative_ttl: u64,
     /// Largest body taken from the origin; a larger one is a failure.
@@ -95,6 +100,8 @@ impl Default for OriginRoute {
             key: String::new(),
             url: String::new(),
             ttl: 900,
+            stale: 0,
+            stale_if_error: 0,
             negative_ttl: 30,
             max_body_bytes: 1 << 20,
             timeout_ms: 0,

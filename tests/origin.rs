@@ -367,3 +367,119 @@ async fn the_breaker_opens_on_a_failing_host_and_closes_when_it_recovers() {
         assert_eq!(c.text(&["GET", "product:f5"]).await, bulk(&body_of("f5")));
     }
 }
+
+/// Stale-while-revalidate: past `ttl` and within `stale`, a read gets the stored value at once
+/// and one refresh runs, however many readers see it stale; the reads after it get the new
+/// value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_value_is_served_while_one_refresh_runs() {
+    use common::origin::versioned;
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        origin.b.version.store(1, Ordering::Relaxed);
+        let mut s = settings(&url);
+        let mut r = origin.route("product");
+        r.ttl = 1;
+        r.stale = 60;
+        s.origin.routes = vec![r];
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        let v1 = bulk(&versioned("s", 1));
+        assert_eq!(c.text(&["GET", "product:s"]).await, v1, "{url}");
+        origin.b.version.store(2, Ordering::Relaxed);
+        origin.b.delay_ms.store(300, Ordering::Relaxed);
+        // Fresh for a second: reads are plain hits; then the first stale read starts the refresh.
+        common::eventually(
+            Duration::from_secs(10),
+            "a stale read starts a refresh",
+            || {
+                let p = &p;
+                let (o, v1) = (&origin, v1.clone());
+                async move {
+                    let mut c = Raw::to(p).await;
+                    assert_eq!(
+                        c.text(&["GET", "product:s"]).await,
+                        v1,
+                        "stale, served at once"
+                    );
+                    (o.b.hits("/api/products/s") == 2).then_some(())
+                }
+            },
+        )
+        .await;
+        // The refresh is slow: fifty more readers see the stale value, and ask nothing.
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let mut c = Raw::to(&p).await;
+            tasks.push(tokio::spawn(
+                async move { c.text(&["GET", "product:s"]).await },
+            ));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), v1, "{url}");
+        }
+        let v2 = bulk(&versioned("s", 2));
+        common::eventually(Duration::from_secs(10), "the refreshed value", || {
+            let p = &p;
+            let v2 = v2.clone();
+            async move { (Raw::to(p).await.text(&["GET", "product:s"]).await == v2).then_some(()) }
+        })
+        .await;
+        assert_eq!(origin.b.hits("/api/products/s"), 2, "{url}: one refresh");
+    }
+}
+
+/// Stale-if-error: past `ttl` (and `stale`) a read is a miss, but while the origin fails the
+/// stored value is served for `stale_if_error`; after that, the route's on_error outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_origin_is_covered_by_stale_values_for_a_while() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        let mut s = settings(&url);
+        let mut r = origin.route("product");
+        r.ttl = 1;
+        r.stale_if_error = 2;
+        r.on_error = OnError::Error;
+        s.origin.routes = vec![r];
+        s.origin.breaker_failures = 1000;
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        let v = bulk(&body_of("e"));
+        assert_eq!(c.text(&["GET", "product:e"]).await, v, "{url}");
+        origin.b.status.store(500, Ordering::Relaxed);
+        // Expired: each read asks the origin, which fails; the stored value is served.
+        common::eventually(
+            Duration::from_secs(10),
+            "a failed fill covered by the stale value",
+            || {
+                let (p, o, v) = (&p, &origin, v.clone());
+                async move {
+                    let got = Raw::to(p).await.text(&["GET", "product:e"]).await;
+                    assert_eq!(got, v, "served while the origin fails");
+                    (o.b.hits("/api/products/e") >= 2).then_some(())
+                }
+            },
+        )
+        .await;
+        // Past stale_if_error: the failure shows.
+        common::eventually(Duration::from_secs(10), "the configured failure", || {
+            let p = &p;
+            async move {
+                let got = Raw::to(p).await.text(&["GET", "product:e"]).await;
+                got.starts_with("-ERR origin route 'product' failed")
+                    .then_some(())
+            }
+        })
+        .await;
+        // Recovered: the next read fills a fresh value over the expired one.
+        origin.b.status.store(0, Ordering::Relaxed);
+        assert_eq!(c.text(&["GET", "product:e"]).await, v, "{url}");
+        let ttl: i64 = c.text(&["TTL", "product:e"]).await[1..]
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(ttl >= 2, "{url}: refilled, ttl {ttl}");
+    }
+}

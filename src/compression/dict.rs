@@ -334,7 +334,7 @@ impl Dictionaries {
         for at in memchr::memmem::find_iter(raw, envelope::MAGIC) {
             let h = &raw[at..];
             if h.len() < envelope::DICT_HEADER
-                || h[3] != envelope::VERSION
+                || (h[3] != envelope::VERSION && h[3] != envelope::VERSION_FRESH)
                 || h[4] != envelope::Codec::ZstdDict as u8
             {
                 continue;

@@ -3,14 +3,18 @@
 //! ```text
 //! offset  size  field
 //!      0     3  magic: F5 50 5A ("\xF5PZ"; 0xF5 never occurs in UTF-8 text)
-//!      3     1  format version: 1
+//!      3     1  format version: 1, or 2 for a value filled from the origin (below)
 //!      4     1  codec id: 0 stored (an escaped raw value), 1 zlib, 2 zstd, 3 lz4 (block),
 //!                 4 zstd with a dictionary
 //!      5     4  original length, u32 little-endian
 //!      9     4  CRC-32 (IEEE) of the original bytes, u32 little-endian
 //!     13     4  codec 4 only: the dictionary's id, u32 little-endian (see `dict.rs`)
-//!  13/17     -  payload: the original bytes, compressed by the codec (as is for codec 0)
+//!      -     8  version 2 only: fresh until, unix ms, u64 little-endian (after the id)
+//!      -     -  payload: the original bytes, compressed by the codec (as is for codec 0)
 //! ```
+//!
+//! Version 2 marks a value filled from the origin with the time it stays fresh; a value a
+//! client wrote is version 1 (or raw) and never goes stale.
 //!
 //! A value that does not begin with the magic is returned as it is. A raw value that happens to
 //! begin with the magic is written with codec 0, so it too reads back unchanged. The codec id
@@ -132,6 +136,8 @@ fn inflate(payload: &[u8], dst: &mut [u8]) -> Result<usize, DecodeError> {
 
 pub const MAGIC: &[u8; 3] = b"\xF5PZ";
 pub const VERSION: u8 = 1;
+/// The version of a value filled from the origin: version 1 plus its fresh-until time.
+pub const VERSION_FRESH: u8 = 2;
 pub const HEADER: usize = 13;
 /// The header of a value compressed with a dictionary (codec 4): the id follows.
 pub const DICT_HEADER: usize = HEADER + 4;
@@ -206,11 +212,18 @@ pub struct Header {
     pub crc: u32,
     /// The dictionary's id (codec 4), else 0.
     pub dict: u32,
+    /// Version 2: until when (unix ms) the value is fresh.
+    pub fresh_until: Option<u64>,
 }
 
 impl Header {
     /// Where the payload starts.
     pub fn payload_at(&self) -> usize {
+        self.fresh_at() + if self.fresh_until.is_some() { 8 } else { 0 }
+    }
+
+    /// Where a version 2 value's fresh-until time is.
+    fn fresh_at(&self) -> usize {
         match self.codec {
             Codec::ZstdDict => DICT_HEADER,
             _ => HEADER,
@@ -239,6 +252,35 @@ fn header_bytes(codec: Codec, data: &[u8]) -> [u8; HEADER] {
     h[5..9].copy_from_slice(&(data.len() as u32).to_le_bytes());
     h[9..13].copy_from_slice(&crc32fast::hash(data).to_le_bytes());
     h
+}
+
+/// Marks a stored value as filled from the origin, fresh until `until` (unix ms): an envelope
+/// becomes version 2; a raw value is first wrapped with codec 0. A damaged envelope is returned
+/// as it is (it reads back as the damage it is).
+pub fn with_freshness(stored: &[u8], until: u64) -> Vec<u8> {
+    let env;
+    let v = if is_enveloped(stored) {
+        stored
+    } else {
+        env = escape(stored);
+        &env
+    };
+    let Ok(Some(h)) = header(v) else {
+        return stored.to_vec();
+    };
+    if h.fresh_until.is_some() {
+        let mut out = v.to_vec();
+        let at = h.fresh_at();
+        out[at..at + 8].copy_from_slice(&until.to_le_bytes());
+        return out;
+    }
+    let at = h.fresh_at();
+    let mut out = Vec::with_capacity(v.len() + 8);
+    out.extend_from_slice(&v[..at]);
+    out.extend_from_slice(&until.to_le_bytes());
+    out.extend_from_slice(&v[at..]);
+    out[3] = VERSION_FRESH;
+    out
 }
 
 /// Wraps `data` with codec 0 (no compression): how a raw value that begins with the magic is
@@ -304,7 +346,7 @@ pub fn header(v: &[u8]) -> Result<Option<Header>, DecodeError> {
     if v.len() < HEADER {
         return Err(DecodeError::Truncated);
     }
-    if v[3] != VERSION {
+    if v[3] != VERSION && v[3] != VERSION_FRESH {
         return Err(DecodeError::Version(v[3]));
     }
     let codec = Codec::from_id(v[4]).ok_or(DecodeError::UnknownCodec(v[4]))?;
@@ -315,12 +357,19 @@ pub fn header(v: &[u8]) -> Result<Option<Header>, DecodeError> {
         Codec::ZstdDict => u32::from_le_bytes([v[13], v[14], v[15], v[16]]),
         _ => 0,
     };
-    Ok(Some(Header {
+    let mut h = Header {
         codec,
         original_len,
         crc,
         dict,
-    }))
+        fresh_until: None,
+    };
+    if v[3] == VERSION_FRESH {
+        let at = h.fresh_at();
+        let b = v.get(at..at + 8).ok_or(DecodeError::Truncated)?;
+        h.fresh_until = Some(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    }
+    Ok(Some(h))
 }
 
 /// The original bytes of a stored value: borrowed when it is raw, inflated when enveloped.
@@ -555,6 +604,40 @@ mod tests {
             .collect();
         let raw = zstd::dict::from_samples(&samples, 4096).expect("trained");
         Arc::new(Dict::new(Bytes::from(raw), 1).expect("loads"))
+    }
+
+    #[test]
+    fn a_fresh_until_time_travels_with_any_value_and_leaves_its_bytes_alone() {
+        let d = test_dict();
+        let data = b"{\"order_id\":1,\"status\":\"paid\"}".repeat(20);
+        let found = |_: u32| Some(d.clone());
+        for stored in [
+            data.clone(),
+            compress(Codec::Lz4, 0, &data).unwrap(),
+            compress(Codec::Zlib, 1, &data).unwrap(),
+            compress_with(&d, &data).unwrap(),
+            escape(b"\xF5PZ raw with the magic"),
+        ] {
+            let fresh = with_freshness(&stored, 1_700_000_000_123);
+            let h = header(&fresh).unwrap().unwrap();
+            assert_eq!(h.fresh_until, Some(1_700_000_000_123));
+            let want = decode_with(&stored, usize::MAX, &found)
+                .unwrap()
+                .into_owned();
+            assert_eq!(
+                decode_with(&fresh, usize::MAX, &found)
+                    .unwrap()
+                    .into_owned(),
+                want
+            );
+            // Marking again replaces the time.
+            let again = with_freshness(&fresh, 5);
+            assert_eq!(header(&again).unwrap().unwrap().fresh_until, Some(5));
+            assert_eq!(again.len(), fresh.len());
+        }
+        let mut cut = with_freshness(&data, 9);
+        cut.truncate(16);
+        assert_eq!(header(&cut), Err(DecodeError::Truncated));
     }
 
     proptest! {

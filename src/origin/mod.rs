@@ -18,8 +18,11 @@
 //!
 //! An MGET's routed misses are filled the same way, all at once (`read_through_many`).
 //!
-//! Not yet: GETEX and hash routes, batch URLs, stale-while-revalidate, the circuit breaker,
-//! rate limits, retries (see the issue).
+//! Filled values carry their fresh-until time (envelope version 2): past it a read is served
+//! the stored value while one refresh runs (`stale`), or, past that, is a miss that may still
+//! be served the stored value while the origin fails (`stale_if_error`).
+//!
+//! Not yet: GETEX and hash routes, batch URLs, rate limits, retries (see the issue).
 
 pub mod client;
 
@@ -38,6 +41,16 @@ use crate::config::{OnError, Origin as Settings, OriginRoute};
 use crate::protocol::reply::Proto;
 use crate::tracking::template::KeyPattern;
 use crate::upstream::{Internal, Upstream};
+
+/// A refresh on Redis: replaces the value only if the key still holds the stale bytes.
+const REPLACE_IF_SAME: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
+return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) else return false end";
+
+/// A fill after a value expired (past `stale`) on Redis: writes if the key is absent or still
+/// holds a filled value (an envelope of version 2, "\xF5PZ\x02"); a client's value stays.
+const REPLACE_EXPIRED: &[u8] = b"local v = redis.call('GET', KEYS[1]) \
+if v == false or string.sub(v, 1, 4) == '\\245PZ\\2' then \
+return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) else return false end";
 
 /// Negative entries kept at most; past it the oldest half is forgotten.
 const MAX_NEGATIVE: usize = 100_000;
@@ -78,10 +91,37 @@ struct Flight {
     overwritten: bool,
 }
 
+/// What a fill replaces: nothing (a miss), or a stale value (a refresh), which it overwrites
+/// only if the key still holds exactly those bytes.
+#[derive(Clone)]
+enum Replaces {
+    Nothing,
+    Stale(Bytes),
+}
+
+/// A routed key's stored value, as the read path finds it.
+pub enum Hit {
+    /// A client's value, or a filled one still fresh: served as it is.
+    Fresh,
+    /// Past its freshness but within `stale`: served, and one refresh runs meanwhile.
+    Stale,
+    /// Past `stale`: a miss. Should the fill fail, the stored value may still be served until
+    /// this time (unix ms; `stale_if_error`).
+    Expired { fallback_until: u64 },
+}
+
+/// Now, in unix ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub struct Metrics {
     requests: IntCounterVec,
     coalesced: IntCounterVec,
     negative_hits: IntCounterVec,
+    stale_served: IntCounterVec,
     inflight: IntGauge,
     duration: Histogram,
     /// Per origin host: 0 closed, 1 open, 2 half-open (updated as requests and PROXY ORIGIN
@@ -131,6 +171,11 @@ impl Metrics {
                 "prescient_origin_coalesced_total",
                 "Misses that joined a fill already in flight instead of asking the origin.",
                 &["route"],
+            ),
+            stale_served: vec(
+                "prescient_origin_stale_served_total",
+                "Values served past their freshness: while a refresh runs (swr) or while the origin fails (error).",
+                &["route", "reason"],
             ),
             negative_hits: vec(
                 "prescient_origin_negative_hits_total",
@@ -232,25 +277,40 @@ impl Origin {
     /// Answers a miss of `key` on `route`: the reply for the client in `proto`, once the fill
     /// this miss started or joined ends. `nil` is the reply the store gave (in the client's
     /// protocol), returned for a 404 and, with `on_error = "nil"`, for a failure.
+    /// `fallback`: an expired value (original bytes) served instead, until a time, should the
+    /// fill fail (`stale_if_error`).
     pub fn read_through(
         self: &Arc<Self>,
         route: usize,
         key: Bytes,
         nil: Bytes,
+        fallback: Option<(Bytes, u64)>,
     ) -> oneshot::Receiver<crate::upstream::Reply> {
         let (tx, rx) = oneshot::channel();
         let name = self.routes[route].cfg.name.clone();
         let on_error = self.routes[route].cfg.on_error;
-        if self.remembered_missing(&key) {
+        if fallback.is_none() && self.remembered_missing(&key) {
             self.metrics.negative_hits.with_label_values(&[&name]).inc();
             let _ = tx.send(Ok(nil));
             return rx;
         }
-        let found = self.join(route, key);
+        let replaces = match &fallback {
+            Some(_) => Replaces::Stale(Bytes::new()),
+            None => Replaces::Nothing,
+        };
+        let found = self.join(route, key, replaces);
+        let me = self.clone();
         tokio::spawn(async move {
             let reply = match found.await {
                 Ok(Found::Value(v)) => bulk(&v),
                 Ok(Found::NotFound) => nil,
+                Ok(Found::Failed(_)) if fallback.as_ref().is_some_and(|f| now_ms() <= f.1) => {
+                    me.metrics
+                        .stale_served
+                        .with_label_values(&[&name, "error"])
+                        .inc();
+                    fallback.map_or(nil, |f| bulk(&f.0))
+                }
                 Ok(Found::Failed(why)) => match on_error {
                     OnError::Nil => nil,
                     OnError::Error => {
@@ -267,6 +327,39 @@ impl Origin {
             let _ = tx.send(Ok(reply));
         });
         rx
+    }
+
+    /// How fresh a routed key's stored value (as stored: the envelope) is.
+    pub fn on_hit(&self, route: usize, stored: &[u8]) -> Hit {
+        let Ok(Some(h)) = crate::compression::envelope::header(stored) else {
+            return Hit::Fresh;
+        };
+        let Some(until) = h.fresh_until else {
+            return Hit::Fresh;
+        };
+        let cfg = &self.routes[route].cfg;
+        let now = now_ms();
+        if now <= until {
+            Hit::Fresh
+        } else if now <= until + cfg.stale * 1000 {
+            Hit::Stale
+        } else {
+            Hit::Expired {
+                fallback_until: until + cfg.stale_if_error * 1000,
+            }
+        }
+    }
+
+    /// A stale value is being served: one refresh of `key` runs (however many readers see it
+    /// stale), replacing `stored` only if the key still holds it.
+    pub fn refresh(self: &Arc<Self>, route: usize, key: Bytes, stored: Bytes) {
+        let name = &self.routes[route].cfg.name;
+        self.metrics
+            .stale_served
+            .with_label_values(&[name, "swr"])
+            .inc();
+        // Nobody waits for the refresh: the reader was served the stale value.
+        drop(self.join(route, key, Replaces::Stale(stored)));
     }
 
     /// Whether an MGET reply has a nil element whose key a route reads through.
@@ -308,7 +401,7 @@ impl Origin {
                 self.metrics.negative_hits.with_label_values(&[name]).inc();
                 continue;
             }
-            fills.push((i, self.join(*route, key.clone())));
+            fills.push((i, self.join(*route, key.clone(), Replaces::Nothing)));
         }
         tokio::spawn(async move {
             let mut filled: HashMap<usize, Bytes> = HashMap::new();
@@ -348,7 +441,12 @@ impl Origin {
     }
 
     /// Joins the fill of `key`, starting it if none is in flight.
-    fn join(self: &Arc<Self>, route: usize, key: Bytes) -> oneshot::Receiver<Found> {
+    fn join(
+        self: &Arc<Self>,
+        route: usize,
+        key: Bytes,
+        replaces: Replaces,
+    ) -> oneshot::Receiver<Found> {
         let (tx, rx) = oneshot::channel();
         let mut flights = lock(&self.flights);
         if let Some(f) = flights.get_mut(&key) {
@@ -374,12 +472,12 @@ impl Origin {
                 key: key.clone(),
                 found: Found::Failed("the fill ended early".into()),
             };
-            guard.found = me.fill(route, &key).await;
+            guard.found = me.fill(route, &key, replaces).await;
         });
         rx
     }
 
-    async fn fill(&self, route: usize, key: &Bytes) -> Found {
+    async fn fill(&self, route: usize, key: &Bytes, replaces: Replaces) -> Found {
         let r = &self.routes[route];
         let name = r.cfg.name.as_str();
         let Some(url) = r.url_for(key) else {
@@ -411,7 +509,7 @@ impl Origin {
                 .set(state.code());
         }
         match got {
-            Ok(client::Fetched::Body(body)) => self.store(route, key, body).await,
+            Ok(client::Fetched::Body(body)) => self.store(route, key, body, replaces).await,
             Ok(client::Fetched::NotFound) => {
                 if r.cfg.negative_ttl > 0 {
                     let mut neg = lock(&self.negative);
@@ -430,32 +528,74 @@ impl Origin {
         }
     }
 
-    /// Stores a body unless a client wrote the key meanwhile; the value the key holds is the
-    /// answer.
-    async fn store(&self, route: usize, key: &Bytes, body: Bytes) -> Found {
+    /// Stores a body, marked fresh for the route's `ttl` and kept for `ttl + max(stale,
+    /// stale_if_error)` plus jitter, unless a client wrote the key meanwhile. A miss's fill
+    /// stores only if the key is still absent (the value the key holds is then the answer); a
+    /// refresh only if the key still holds the stale bytes it replaces (on Redis a
+    /// compare-and-set script; on the embedded store, whose every writer is this prescient,
+    /// the write flag suffices).
+    async fn store(&self, route: usize, key: &Bytes, body: Bytes, replaces: Replaces) -> Found {
         if lock(&self.flights).get(key).is_some_and(|f| f.overwritten) {
             return Found::Value(body);
         }
-        let ttl = self.routes[route].cfg.ttl;
-        let jitter = rand::rng().random_range(0..=ttl / 10);
+        let cfg = &self.routes[route].cfg;
+        let keep = cfg.ttl + cfg.stale.max(cfg.stale_if_error);
+        let jitter = rand::rng().random_range(0..=keep / 10);
+        let fresh_until = now_ms() + cfg.ttl * 1000;
         let stored = self.compressor.encode(key, &body);
-        let args = [
-            Bytes::from_static(b"SET"),
-            key.clone(),
-            stored,
-            Bytes::from_static(b"EX"),
-            Bytes::from((ttl + jitter).to_string()),
-            Bytes::from_static(b"NX"),
-            Bytes::from_static(b"GET"),
-        ];
+        let stored = Bytes::from(crate::compression::envelope::with_freshness(
+            &stored,
+            fresh_until,
+        ));
+        let ex = Bytes::from((keep + jitter).to_string());
         let mut client = Internal::new(self.up.clone());
+        let args: Vec<Bytes> = match (&replaces, self.up.memory().is_some()) {
+            (Replaces::Nothing, _) => vec![
+                Bytes::from_static(b"SET"),
+                key.clone(),
+                stored,
+                Bytes::from_static(b"EX"),
+                ex,
+                Bytes::from_static(b"NX"),
+                Bytes::from_static(b"GET"),
+            ],
+            (Replaces::Stale(_), true) => vec![
+                Bytes::from_static(b"SET"),
+                key.clone(),
+                stored,
+                Bytes::from_static(b"EX"),
+                ex,
+                Bytes::from_static(b"XX"),
+            ],
+            (Replaces::Stale(old), false) if old.is_empty() => vec![
+                // An expired value (a miss past `stale`): it may be overwritten, not a newer
+                // client value, which carries no freshness; the script checks that.
+                Bytes::from_static(b"EVAL"),
+                Bytes::from_static(REPLACE_EXPIRED),
+                Bytes::from_static(b"1"),
+                key.clone(),
+                stored,
+                ex,
+            ],
+            (Replaces::Stale(old), false) => vec![
+                Bytes::from_static(b"EVAL"),
+                Bytes::from_static(REPLACE_IF_SAME),
+                Bytes::from_static(b"1"),
+                key.clone(),
+                old.clone(),
+                stored,
+                ex,
+            ],
+        };
         match client.call(&args).await {
             Ok(r) => match crate::compression::reply::bulk_payload(&r) {
                 // Someone wrote the key first: theirs is the value.
-                Some(Some(theirs)) => match self.compressor.decode(theirs) {
-                    Ok(v) => Found::Value(Bytes::copy_from_slice(&v)),
-                    Err(_) => Found::Value(body),
-                },
+                Some(Some(theirs)) if matches!(replaces, Replaces::Nothing) => {
+                    match self.compressor.decode(theirs) {
+                        Ok(v) => Found::Value(Bytes::copy_from_slice(&v)),
+                        Err(_) => Found::Value(body),
+                    }
+                }
                 _ => Found::Value(body),
             },
             // Not stored (the store failed): the client still gets the origin's answer.

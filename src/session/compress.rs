@@ -96,9 +96,28 @@ impl Session {
                 return None;
             };
             let (key, route, inner) = *r;
+            let origin = self.sh.origin.clone()?;
             if &raw[..] == b"$-1\r\n" || &raw[..] == b"_\r\n" {
-                let origin = self.sh.origin.as_ref()?;
-                return Some(origin.read_through(route, key, raw.clone()));
+                return Some(origin.read_through(route, key, raw.clone(), None));
+            }
+            // A hit: a value filled from the origin may be stale, or expired.
+            if let Some(Some(stored)) = reply::bulk_payload(raw) {
+                match origin.on_hit(route, stored) {
+                    crate::origin::Hit::Fresh => {}
+                    crate::origin::Hit::Stale => {
+                        origin.refresh(route, key, Bytes::copy_from_slice(stored));
+                    }
+                    crate::origin::Hit::Expired { fallback_until } => {
+                        let fallback = self
+                            .sh
+                            .compressor
+                            .decode(stored)
+                            .ok()
+                            .map(|v| (Bytes::copy_from_slice(&v), fallback_until));
+                        let nil = crate::origin::nil(self.proto);
+                        return Some(origin.read_through(route, key, nil, fallback));
+                    }
+                }
             }
             *effect = inner;
         }

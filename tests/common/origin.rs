@@ -22,6 +22,8 @@ pub struct Behaviour {
     pub delay_ms: AtomicU64,
     /// Non-zero: every answer is this status.
     pub status: AtomicU16,
+    /// Non-zero: product bodies carry it (`"v":N`), to tell a refreshed value from the old.
+    pub version: AtomicU64,
 }
 
 impl Behaviour {
@@ -70,7 +72,14 @@ async fn product(State(b): State<Arc<Behaviour>>, Path(id): Path<String>) -> (St
     if id.starts_with("missing") {
         return (StatusCode::NOT_FOUND, "no such product".into());
     }
-    (StatusCode::OK, body_of(&id))
+    match b.version.load(Ordering::Relaxed) {
+        0 => (StatusCode::OK, body_of(&id)),
+        v => (StatusCode::OK, versioned(&id, v)),
+    }
+}
+
+pub fn versioned(id: &str, v: u64) -> String {
+    format!("{{\"id\":\"{id}\",\"v\":{v}}}")
 }
 
 async fn big(State(b): State<Arc<Behaviour>>) -> (StatusCode, String) {
