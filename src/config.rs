@@ -88,6 +88,11 @@ pub struct OriginRoute {
     pub max_body_bytes: u64,
     /// Per request; 0: `origin.timeout_ms`.
     pub timeout_ms: u64,
+    /// Optional: one URL for many keys, `{ids}` their placeholder values comma-separated,
+    /// answering a JSON object keyed by id (an MGET's misses of this route use it).
+    pub batch_url: String,
+    /// Ids per batch request at most.
+    pub batch_size: u32,
     pub read_through: bool,
     /// What a miss gets when the origin fails: nil, or an error naming the route.
     pub on_error: OnError,
@@ -105,6 +110,8 @@ impl Default for OriginRoute {
             negative_ttl: 30,
             max_body_bytes: 1 << 20,
             timeout_ms: 0,
+            batch_url: String::new(),
+            batch_size: 100,
             read_through: true,
             on_error: OnError::Nil,
         }
@@ -522,6 +529,28 @@ impl Settings {
             }
             if r.ttl == 0 {
                 return Err(invalid(&key("ttl"), "must be at least 1 second"));
+            }
+            if !r.batch_url.is_empty() {
+                if pattern.names().count() != 1 {
+                    return Err(invalid(
+                        &key("batch_url"),
+                        "needs a key pattern with exactly one placeholder (its values are the ids)",
+                    ));
+                }
+                if url_names(&r.batch_url) != ["ids"] {
+                    return Err(invalid(&key("batch_url"), "must name {ids}, and only it"));
+                }
+                let u = url::Url::parse(&r.batch_url.replace(['{', '}'], ""))
+                    .map_err(|e| invalid(&key("batch_url"), format!("not a URL ({e})")))?;
+                if u.scheme() != "http" {
+                    return Err(invalid(
+                        &key("batch_url"),
+                        "only http:// origins are supported",
+                    ));
+                }
+            }
+            if r.batch_size == 0 {
+                return Err(invalid(&key("batch_size"), "must be at least 1"));
             }
             if r.max_body_bytes == 0 || r.max_body_bytes > 512 << 20 {
                 return Err(invalid(&key("max_body_bytes"), "must be 1 to 536870912"));

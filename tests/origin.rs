@@ -483,3 +483,55 @@ async fn a_failing_origin_is_covered_by_stale_values_for_a_while() {
         assert!(ttl >= 2, "{url}: refilled, ttl {ttl}");
     }
 }
+
+/// An MGET's misses on a route with a batch URL: one origin request per `batch_size` of them,
+/// the values taken from the JSON object by id (exactly the bytes a single GET returns), the
+/// ids it leaves out remembered as 404s; an answer that is not JSON fails those keys only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mget_backfills_through_the_batch_url() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        let mut s = settings(&url);
+        let mut r = origin.route("product");
+        r.batch_url = format!("http://{}/api/products?ids={{ids}}", origin.addr);
+        r.batch_size = 2;
+        s.origin.routes = vec![r];
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        c.text(&["SET", "product:hit", "h"]).await;
+        let got = c
+            .text(&[
+                "MGET",
+                "product:a",
+                "product:hit",
+                "product:b",
+                "product:missing3",
+                "product:c",
+            ])
+            .await;
+        let want = format!(
+            "*5\r\n{}{}{}$-1\r\n{}",
+            bulk(&body_of("a")),
+            bulk("h"),
+            bulk(&body_of("b")),
+            bulk(&body_of("c"))
+        );
+        assert_eq!(got, want, "{url}");
+        // Four misses, two per request.
+        assert_eq!(origin.b.hits("/api/products"), 2, "{url}");
+        assert_eq!(origin.b.total(), 2, "{url}: no single requests");
+        // Stored as a single GET's fill: the next reads are hits; the 404 is remembered.
+        assert_eq!(c.text(&["GET", "product:b"]).await, bulk(&body_of("b")));
+        assert_eq!(c.text(&["GET", "product:missing3"]).await, "$-1\r\n");
+        assert_eq!(origin.b.total(), 2, "{url}");
+        let ttl: i64 = c.text(&["TTL", "product:c"]).await[1..]
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(ttl > 800, "{url}: ttl {ttl}");
+        // Not JSON: those keys stay nil, the MGET still answers.
+        let got = c.text(&["MGET", "product:bad-json1", "product:hit"]).await;
+        assert_eq!(got, format!("*2\r\n$-1\r\n{}", bulk("h")), "{url}");
+    }
+}

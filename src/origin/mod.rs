@@ -22,7 +22,9 @@
 //! the stored value while one refresh runs (`stale`), or, past that, is a miss that may still
 //! be served the stored value while the origin fails (`stale_if_error`).
 //!
-//! Not yet: GETEX and hash routes, batch URLs, rate limits, retries (see the issue).
+//! A route with a `batch_url` serves an MGET's misses with one request per `batch_size`.
+//!
+//! Not yet: GETEX and hash routes, rate limits, retries (see the issue).
 
 pub mod client;
 
@@ -389,6 +391,8 @@ impl Origin {
             return rx;
         };
         let mut fills = Vec::new();
+        // Misses of routes with a batch URL, gathered per route: (element index, key).
+        let mut batched: HashMap<usize, Vec<(usize, Bytes)>> = HashMap::new();
         for (i, &(s, e)) in spans.iter().enumerate() {
             let (Some(Some(route)), Some(key)) = (routes.get(i), keys.get(i)) else {
                 continue;
@@ -401,7 +405,14 @@ impl Origin {
                 self.metrics.negative_hits.with_label_values(&[name]).inc();
                 continue;
             }
-            fills.push((i, self.join(*route, key.clone(), Replaces::Nothing)));
+            if self.routes[*route].cfg.batch_url.is_empty() {
+                fills.push((i, self.join(*route, key.clone(), Replaces::Nothing)));
+            } else {
+                batched.entry(*route).or_default().push((i, key.clone()));
+            }
+        }
+        for (route, misses) in batched {
+            fills.extend(self.join_batch(route, misses));
         }
         tokio::spawn(async move {
             let mut filled: HashMap<usize, Bytes> = HashMap::new();
@@ -477,6 +488,174 @@ impl Origin {
         rx
     }
 
+    /// Joins the fills of an MGET's misses on a batch route: keys already in flight are joined;
+    /// the rest get flights of their own, filled by one batch request per `batch_size` of them.
+    fn join_batch(
+        self: &Arc<Self>,
+        route: usize,
+        misses: Vec<(usize, Bytes)>,
+    ) -> Vec<(usize, oneshot::Receiver<Found>)> {
+        let mut out = Vec::with_capacity(misses.len());
+        let mut owned = Vec::new();
+        {
+            let mut flights = lock(&self.flights);
+            for (i, key) in misses {
+                let (tx, rx) = oneshot::channel();
+                out.push((i, rx));
+                match flights.get_mut(&key) {
+                    Some(f) => {
+                        f.waiters.push(tx);
+                        let name = &self.routes[route].cfg.name;
+                        self.metrics.coalesced.with_label_values(&[name]).inc();
+                    }
+                    None => {
+                        flights.insert(
+                            key.clone(),
+                            Flight {
+                                waiters: vec![tx],
+                                overwritten: false,
+                            },
+                        );
+                        self.open.fetch_add(1, Ordering::Relaxed);
+                        owned.push(key);
+                    }
+                }
+            }
+        }
+        let size = self.routes[route].cfg.batch_size.max(1) as usize;
+        for chunk in owned.chunks(size) {
+            let me = self.clone();
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                // Each flight ends whatever happens to the batch: no key stuck.
+                let mut guards: Vec<Landing> = chunk
+                    .iter()
+                    .map(|k| Landing {
+                        origin: me.clone(),
+                        key: k.clone(),
+                        found: Found::Failed("the fill ended early".into()),
+                    })
+                    .collect();
+                let found = me.fill_batch(route, &chunk).await;
+                for (g, f) in guards.iter_mut().zip(found) {
+                    g.found = f;
+                }
+            });
+        }
+        out
+    }
+
+    /// One batch request for `keys` (all of one route): each key's outcome, in order.
+    async fn fill_batch(&self, route: usize, keys: &[Bytes]) -> Vec<Found> {
+        let r = &self.routes[route];
+        let name = r.cfg.name.as_str();
+        let ids: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| {
+                r.pattern
+                    .captures(k)
+                    .and_then(|c| c.first().map(|(_, v)| v.to_vec()))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let joined = ids
+            .iter()
+            .map(|id| percent_encoding::percent_encode(id, client::COMPONENT).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let url = r.cfg.batch_url.replace("{ids}", &joined);
+        self.metrics.inflight.inc();
+        let started = Instant::now();
+        // A batch body holds many values: its limit is the route's per value, times them.
+        let limit = (r.cfg.max_body_bytes as usize).saturating_mul(keys.len());
+        let got = self.http.get(&url, r.timeout, limit).await;
+        self.metrics.inflight.dec();
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        let parsed = match got {
+            Ok(client::Fetched::Body(body)) => {
+                serde_json::from_slice::<HashMap<String, Box<serde_json::value::RawValue>>>(&body)
+                    .map_err(|e| format!("the batch URL's answer is not a JSON object ({e})"))
+            }
+            Ok(client::Fetched::NotFound) => Ok(HashMap::new()),
+            Err(e) => Err(e),
+        };
+        let outcome = if parsed.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .requests
+            .with_label_values(&[name, outcome])
+            .inc();
+        let obj = match parsed {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(route = name, url, error = %e, "origin batch request failed");
+                return keys.iter().map(|_| Found::Failed(e.clone())).collect();
+            }
+        };
+        // The values found, stored in one pipeline (each written as a single fill would be).
+        let mut out = Vec::with_capacity(keys.len());
+        let mut writes = Vec::new();
+        for (key, id) in keys.iter().zip(&ids) {
+            let found = obj.get(String::from_utf8_lossy(id).as_ref());
+            match found {
+                Some(raw) if raw.get().len() <= r.cfg.max_body_bytes as usize => {
+                    let body = Bytes::copy_from_slice(raw.get().as_bytes());
+                    if !lock(&self.flights).get(key).is_some_and(|f| f.overwritten) {
+                        writes.push(self.fill_write(route, key, &body));
+                    }
+                    out.push(Found::Value(body));
+                }
+                Some(_) => out.push(Found::Failed(format!(
+                    "a value over max_body_bytes ({})",
+                    r.cfg.max_body_bytes
+                ))),
+                None => {
+                    self.remember_missing(route, key);
+                    out.push(Found::NotFound);
+                }
+            }
+        }
+        if !writes.is_empty() {
+            let mut client = Internal::new(self.up.clone());
+            let _ = client.pipeline(&writes).await;
+        }
+        out
+    }
+
+    /// The SET of a miss's fill: fresh for the route's ttl, kept for its stale windows, only if
+    /// the key is absent.
+    fn fill_write(&self, route: usize, key: &Bytes, body: &Bytes) -> Vec<Bytes> {
+        let (stored, ex) = self.fresh_stored(route, key, body);
+        set_nx(key, stored, ex)
+    }
+
+    /// A body as a fill stores it (compressed as any write, fresh for the route's `ttl`), and
+    /// how long it is kept: `ttl + max(stale, stale_if_error)` plus up to 10% jitter.
+    fn fresh_stored(&self, route: usize, key: &Bytes, body: &Bytes) -> (Bytes, Bytes) {
+        let cfg = &self.routes[route].cfg;
+        let keep = cfg.ttl + cfg.stale.max(cfg.stale_if_error);
+        let jitter = rand::rng().random_range(0..=keep / 10);
+        let stored = self.compressor.encode(key, body);
+        let stored =
+            crate::compression::envelope::with_freshness(&stored, now_ms() + cfg.ttl * 1000);
+        (
+            Bytes::from(stored),
+            Bytes::from((keep + jitter).to_string()),
+        )
+    }
+
+    fn remember_missing(&self, route: usize, key: &Bytes) {
+        let ttl = self.routes[route].cfg.negative_ttl;
+        if ttl > 0 {
+            let mut neg = lock(&self.negative);
+            if neg.len() >= MAX_NEGATIVE {
+                neg.clear();
+            }
+            neg.insert(key.clone(), Instant::now() + Duration::from_secs(ttl));
+        }
+    }
+
     async fn fill(&self, route: usize, key: &Bytes, replaces: Replaces) -> Found {
         let r = &self.routes[route];
         let name = r.cfg.name.as_str();
@@ -511,14 +690,7 @@ impl Origin {
         match got {
             Ok(client::Fetched::Body(body)) => self.store(route, key, body, replaces).await,
             Ok(client::Fetched::NotFound) => {
-                if r.cfg.negative_ttl > 0 {
-                    let mut neg = lock(&self.negative);
-                    if neg.len() >= MAX_NEGATIVE {
-                        neg.clear();
-                    }
-                    let until = Instant::now() + Duration::from_secs(r.cfg.negative_ttl);
-                    neg.insert(key.clone(), until);
-                }
+                self.remember_missing(route, key);
                 Found::NotFound
             }
             Err(e) => {
@@ -538,27 +710,14 @@ impl Origin {
         if lock(&self.flights).get(key).is_some_and(|f| f.overwritten) {
             return Found::Value(body);
         }
-        let cfg = &self.routes[route].cfg;
-        let keep = cfg.ttl + cfg.stale.max(cfg.stale_if_error);
-        let jitter = rand::rng().random_range(0..=keep / 10);
-        let fresh_until = now_ms() + cfg.ttl * 1000;
-        let stored = self.compressor.encode(key, &body);
-        let stored = Bytes::from(crate::compression::envelope::with_freshness(
-            &stored,
-            fresh_until,
-        ));
-        let ex = Bytes::from((keep + jitter).to_string());
+        let (stored, ex) = self.fresh_stored(route, key, &body);
         let mut client = Internal::new(self.up.clone());
         let args: Vec<Bytes> = match (&replaces, self.up.memory().is_some()) {
-            (Replaces::Nothing, _) => vec![
-                Bytes::from_static(b"SET"),
-                key.clone(),
-                stored,
-                Bytes::from_static(b"EX"),
-                ex,
-                Bytes::from_static(b"NX"),
-                Bytes::from_static(b"GET"),
-            ],
+            (Replaces::Nothing, _) => {
+                let mut a = set_nx(key, stored, ex);
+                a.push(Bytes::from_static(b"GET"));
+                a
+            }
             (Replaces::Stale(_), true) => vec![
                 Bytes::from_static(b"SET"),
                 key.clone(),
@@ -663,6 +822,18 @@ fn bulk(v: &[u8]) -> Bytes {
     out.extend_from_slice(v);
     out.extend_from_slice(b"\r\n");
     Bytes::from(out)
+}
+
+/// `SET key stored EX ex NX`: a fill's write, which never replaces a value.
+fn set_nx(key: &Bytes, stored: Bytes, ex: Bytes) -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(b"SET"),
+        key.clone(),
+        stored,
+        Bytes::from_static(b"EX"),
+        ex,
+        Bytes::from_static(b"NX"),
+    ]
 }
 
 fn is_nil(element: &[u8]) -> bool {

@@ -82,6 +82,28 @@ pub fn versioned(id: &str, v: u64) -> String {
     format!("{{\"id\":\"{id}\",\"v\":{v}}}")
 }
 
+/// `GET /api/products?ids=a,b`: `{"a":<a's body>,"b":<b's body>}`, leaving out the ids a single
+/// GET would 404; `ids=bad-json...` answers something that is not JSON.
+async fn batch(State(b): State<Arc<Behaviour>>, uri: axum::http::Uri) -> (StatusCode, String) {
+    if let Some(s) = behave(&b, "/api/products".into()).await {
+        return (s, "failing".into());
+    }
+    let ids = uri
+        .query()
+        .and_then(|q| q.strip_prefix("ids="))
+        .unwrap_or("")
+        .to_string();
+    if ids.starts_with("bad-json") {
+        return (StatusCode::OK, "{not json".into());
+    }
+    let parts: Vec<String> = ids
+        .split(',')
+        .filter(|id| !id.is_empty() && !id.starts_with("missing"))
+        .map(|id| format!("\"{id}\":{}", body_of(id)))
+        .collect();
+    (StatusCode::OK, format!("{{{}}}", parts.join(",")))
+}
+
 async fn big(State(b): State<Arc<Behaviour>>) -> (StatusCode, String) {
     if let Some(s) = behave(&b, "/api/big".into()).await {
         return (s, "failing".into());
@@ -94,6 +116,7 @@ impl TestOrigin {
         let b = Arc::new(Behaviour::default());
         let app = Router::new()
             .route("/api/products/{id}", get(product))
+            .route("/api/products", get(batch))
             .route("/api/big", get(big))
             .with_state(b.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
