@@ -535,3 +535,95 @@ async fn an_mget_backfills_through_the_batch_url() {
         assert_eq!(got, format!("*2\r\n$-1\r\n{}", bulk("h")), "{url}");
     }
 }
+
+/// A lying origin, on raw TCP: a Content-Length longer than the body (then the connection
+/// closes), a connection reset before any answer, garbage instead of HTTP, and an answer that
+/// never ends. Each miss gets the configured failure, within the timeout, and the next reader
+/// of the same key starts a new fill (no key is left stuck); other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_origin_gives_a_clear_failure_and_leaves_no_key_stuck() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                if req.contains("/short") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+                        .await;
+                } else if req.contains("/reset") {
+                    let _ = s.set_linger(Some(Duration::ZERO));
+                } else if req.contains("/garbage") {
+                    let _ = s.write_all(b"this is not HTTP at all\r\n\r\n").await;
+                } else if req.contains("/endless") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                        .await;
+                    loop {
+                        if s.write_all(b"4\r\nmore\r\n").await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                // Dropped: closed.
+            });
+        }
+    });
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let mut s = settings(&url);
+        s.origin.breaker_failures = 1000;
+        let mut r = prescient::config::OriginRoute {
+            name: "liar".into(),
+            key: "liar:{id}".into(),
+            url: format!("http://{addr}/{{id}}"),
+            on_error: OnError::Error,
+            timeout_ms: 500,
+            ..Default::default()
+        };
+        r.max_body_bytes = 1 << 20;
+        s.origin.routes = vec![r];
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        for (key, why) in [
+            ("liar:short", "body failed"),
+            ("liar:reset", "request failed"),
+            ("liar:garbage", "request failed"),
+            ("liar:endless", "timed out after 500 ms"),
+        ] {
+            let before = served.load(Ordering::Relaxed);
+            let e = c.text(&["GET", key]).await;
+            assert!(
+                e.starts_with("-ERR origin route 'liar' failed") && e.contains(why),
+                "{url} {key}: {e}"
+            );
+            // Not stuck: the next read asks again.
+            let e = c.text(&["GET", key]).await;
+            assert!(
+                e.starts_with("-ERR origin route 'liar' failed"),
+                "{url} {key}: {e}"
+            );
+            assert!(
+                served.load(Ordering::Relaxed) >= before + 2,
+                "{url} {key}: asked twice"
+            );
+            assert_eq!(
+                c.text(&["EXISTS", key]).await,
+                ":0\r\n",
+                "{url} {key}: nothing stored"
+            );
+        }
+        assert_eq!(c.text(&["PING"]).await, "+PONG\r\n");
+    }
+}
