@@ -562,6 +562,8 @@ async fn a_lying_origin_gives_a_clear_failure_and_leaves_no_key_stuck() {
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
                         .await;
                 } else if req.contains("/reset") {
+                    // A zero linger makes the close a reset (RST); with zero it does not block.
+                    #[allow(deprecated)]
                     let _ = s.set_linger(Some(Duration::ZERO));
                 } else if req.contains("/garbage") {
                     let _ = s.write_all(b"this is not HTTP at all\r\n\r\n").await;
