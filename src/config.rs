@@ -96,6 +96,34 @@ pub struct OriginRoute {
     pub read_through: bool,
     /// What a miss gets when the origin fails: nil, or an error naming the route.
     pub on_error: OnError,
+    /// `string`: the body is the value. `hash`: the body is a JSON object whose top-level
+    /// fields become the hash's fields (HGET, HMGET, HGETALL read through).
+    #[serde(rename = "type")]
+    pub value_type: ValueType,
+}
+
+/// `origin.routes[].type`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum ValueType {
+    String,
+    Hash,
+}
+
+impl ValueType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::String => "string",
+            ValueType::Hash => "hash",
+        }
+    }
+}
+
+impl TryFrom<String> for ValueType {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        one_of(&s, &[ValueType::String, ValueType::Hash], ValueType::name)
+    }
 }
 
 impl Default for OriginRoute {
@@ -114,6 +142,7 @@ impl Default for OriginRoute {
             batch_size: 100,
             read_through: true,
             on_error: OnError::Nil,
+            value_type: ValueType::String,
         }
     }
 }
@@ -546,6 +575,17 @@ impl Settings {
                     return Err(invalid(
                         &key("batch_url"),
                         "only http:// origins are supported",
+                    ));
+                }
+            }
+            if r.value_type == ValueType::Hash {
+                if !r.batch_url.is_empty() {
+                    return Err(invalid(&key("batch_url"), "serves string routes only"));
+                }
+                if r.stale > 0 || r.stale_if_error > 0 {
+                    return Err(invalid(
+                        &key("stale"),
+                        "hash routes expire by ttl alone (stale and stale_if_error are for string routes)",
                     ));
                 }
             }

@@ -629,3 +629,73 @@ async fn a_lying_origin_gives_a_clear_failure_and_leaves_no_key_stuck() {
         assert_eq!(c.text(&["PING"]).await, "+PONG\r\n");
     }
 }
+
+/// A hash route: the origin's JSON object becomes the hash (its top-level fields), and HGET,
+/// HMGET and HGETALL of a missing key read through, each answering as it asked, in RESP2 and
+/// RESP3; a hash that exists is never overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_route_reads_hget_hmget_and_hgetall_through() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        let mut s = settings(&url);
+        let mut r = origin.route("ph");
+        r.key = "ph:{id}".into();
+        r.value_type = prescient::config::ValueType::Hash;
+        s.origin.routes = vec![r];
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        assert_eq!(
+            c.text(&["HGET", "ph:1", "name"]).await,
+            bulk("product 1"),
+            "{url}"
+        );
+        assert_eq!(
+            c.text(&["HGETALL", "ph:1"]).await,
+            format!(
+                "*4\r\n{}{}{}{}",
+                bulk("id"),
+                bulk("1"),
+                bulk("name"),
+                bulk("product 1")
+            ),
+            "{url}: stored"
+        );
+        let ttl: i64 = c.text(&["TTL", "ph:1"]).await[1..].trim().parse().unwrap();
+        assert!((890..=990).contains(&ttl), "{url}: ttl {ttl}");
+        assert_eq!(
+            c.text(&["HMGET", "ph:2", "id", "nosuch", "name"]).await,
+            format!("*3\r\n{}$-1\r\n{}", bulk("2"), bulk("product 2")),
+            "{url}"
+        );
+        let mut r3 = Raw::to(&p).await;
+        r3.proto = prescient::protocol::reply::Proto::Resp3;
+        r3.text(&["HELLO", "3"]).await;
+        assert_eq!(
+            r3.text(&["HGETALL", "ph:3"]).await,
+            format!(
+                "%2\r\n{}{}{}{}",
+                bulk("id"),
+                bulk("3"),
+                bulk("name"),
+                bulk("product 3")
+            ),
+            "{url}"
+        );
+        assert_eq!(
+            r3.text(&["HGET", "ph:missing4", "name"]).await,
+            "_\r\n",
+            "{url}"
+        );
+        assert_eq!(origin.b.hits("/api/products/1"), 1, "{url}");
+        // A hash that exists is not replaced (a field it lacks reads nil).
+        c.text(&["HSET", "ph:5", "x", "y"]).await;
+        assert_eq!(c.text(&["HGET", "ph:5", "name"]).await, "$-1\r\n", "{url}");
+        assert_eq!(
+            c.text(&["HGETALL", "ph:5"]).await,
+            format!("*2\r\n{}{}", bulk("x"), bulk("y"))
+        );
+        // GET of a hash route's key is not read through.
+        assert_eq!(origin.b.hits("/api/products/6"), 0);
+    }
+}

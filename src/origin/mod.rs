@@ -24,7 +24,10 @@
 //!
 //! A route with a `batch_url` serves an MGET's misses with one request per `batch_size`.
 //!
-//! Not yet: GETEX and hash routes, rate limits, retries (see the issue).
+//! Hash routes (`type = "hash"`) store a JSON object's fields; HGET, HMGET and HGETALL read
+//! them through (`read_through_hash`).
+//!
+//! Not yet: GETEX, rate limits, retries (see the issue).
 
 pub mod client;
 
@@ -39,7 +42,7 @@ use rand::Rng;
 use tokio::sync::oneshot;
 
 use crate::compression::Compressor;
-use crate::config::{OnError, Origin as Settings, OriginRoute};
+use crate::config::{OnError, Origin as Settings, OriginRoute, ValueType};
 use crate::protocol::reply::Proto;
 use crate::tracking::template::KeyPattern;
 use crate::upstream::{Internal, Upstream};
@@ -54,6 +57,14 @@ const REPLACE_EXPIRED: &[u8] = b"local v = redis.call('GET', KEYS[1]) \
 if v == false or string.sub(v, 1, 4) == '\\245PZ\\2' then \
 return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) else return false end";
 
+/// A hash route's fill on Redis: the fields, with the TTL, only if the key is absent.
+const HSET_IF_ABSENT: &[u8] = b"if redis.call('EXISTS', KEYS[1]) == 0 then \
+redis.call('HSET', KEYS[1], unpack(ARGV, 2)) \
+redis.call('EXPIRE', KEYS[1], ARGV[1]) return 1 else return 0 end";
+
+/// Fields a hash route's body may have (Lua's `unpack` takes a few thousand values).
+const MAX_HASH_FIELDS: usize = 3000;
+
 /// Negative entries kept at most; past it the oldest half is forgotten.
 const MAX_NEGATIVE: usize = 100_000;
 
@@ -66,6 +77,18 @@ pub enum Found {
     NotFound,
     /// The origin failed: why.
     Failed(String),
+    /// A hash route's fields, stored.
+    Fields(Arc<Vec<(Bytes, Bytes)>>),
+    /// A hash route's answer, not stored: the key was written meanwhile (its reply stands).
+    Kept,
+}
+
+/// What a hash read asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashRead {
+    Get(Bytes),
+    MGet(Vec<Bytes>),
+    All,
 }
 
 pub struct Route {
@@ -251,11 +274,58 @@ impl Origin {
         }))
     }
 
-    /// The first route that reads `key` through, if any.
+    /// The first route that reads `key` through as a string (GET, MGET), if any.
     pub fn route_for(&self, key: &[u8]) -> Option<usize> {
-        self.routes
-            .iter()
-            .position(|r| r.cfg.read_through && r.pattern.captures(key).is_some())
+        self.first_route(key, ValueType::String)
+    }
+
+    /// The first route that reads `key` through as a hash (HGET, HMGET, HGETALL), if any.
+    pub fn hash_route_for(&self, key: &[u8]) -> Option<usize> {
+        self.first_route(key, ValueType::Hash)
+    }
+
+    fn first_route(&self, key: &[u8], t: ValueType) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            r.cfg.read_through && r.cfg.value_type == t && r.pattern.captures(key).is_some()
+        })
+    }
+
+    /// Answers a hash read of a missing key (`raw`: the store's reply, in the client's
+    /// protocol) from the origin: the fields it stored, shaped as the read asked; the store's
+    /// own reply when nothing was stored (404, the key written meanwhile, a failure with
+    /// `on_error = "nil"`).
+    pub fn read_through_hash(
+        self: &Arc<Self>,
+        route: usize,
+        key: Bytes,
+        read: HashRead,
+        raw: Bytes,
+        proto: Proto,
+    ) -> oneshot::Receiver<crate::upstream::Reply> {
+        let (tx, rx) = oneshot::channel();
+        let name = self.routes[route].cfg.name.clone();
+        let on_error = self.routes[route].cfg.on_error;
+        if self.remembered_missing(&key) {
+            self.metrics.negative_hits.with_label_values(&[&name]).inc();
+            let _ = tx.send(Ok(raw));
+            return rx;
+        }
+        let found = self.join(route, key, Replaces::Nothing);
+        tokio::spawn(async move {
+            let reply = match found.await {
+                Ok(Found::Fields(f)) => hash_reply(&f, &read, proto),
+                Ok(Found::Failed(why)) if on_error == OnError::Error => {
+                    let line = crate::protocol::reply::error_line(&format!(
+                        "ERR origin route '{name}' failed: {why}"
+                    ))
+                    .into_owned();
+                    Bytes::from(format!("-{line}\r\n"))
+                }
+                _ => raw,
+            };
+            let _ = tx.send(Ok(reply));
+        });
+        rx
     }
 
     pub fn route(&self, i: usize) -> &OriginRoute {
@@ -305,7 +375,8 @@ impl Origin {
         tokio::spawn(async move {
             let reply = match found.await {
                 Ok(Found::Value(v)) => bulk(&v),
-                Ok(Found::NotFound) => nil,
+                // (Not for a string route's read.)
+                Ok(Found::NotFound | Found::Fields(_) | Found::Kept) => nil,
                 Ok(Found::Failed(_)) if fallback.as_ref().is_some_and(|f| now_ms() <= f.1) => {
                     me.metrics
                         .stale_served
@@ -688,6 +759,9 @@ impl Origin {
                 .set(state.code());
         }
         match got {
+            Ok(client::Fetched::Body(body)) if r.cfg.value_type == ValueType::Hash => {
+                self.store_hash(route, key, &body).await
+            }
             Ok(client::Fetched::Body(body)) => self.store(route, key, body, replaces).await,
             Ok(client::Fetched::NotFound) => {
                 self.remember_missing(route, key);
@@ -762,6 +836,71 @@ impl Origin {
         }
     }
 
+    /// Stores a hash route's body (a JSON object: its top-level fields, in their order; a
+    /// string value as its text, any other as its JSON) with the route's ttl, only if the key
+    /// is absent (a script on Redis; on the embedded store, the write flag).
+    async fn store_hash(&self, route: usize, key: &Bytes, body: &[u8]) -> Found {
+        let obj = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(o)) => o,
+            _ => return Found::Failed("the answer is not a JSON object (a hash route)".into()),
+        };
+        if obj.is_empty() {
+            return Found::NotFound;
+        }
+        if obj.len() > MAX_HASH_FIELDS {
+            return Found::Failed(format!("over {MAX_HASH_FIELDS} fields"));
+        }
+        let fields: Vec<(Bytes, Bytes)> = obj
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => Bytes::from(s),
+                    other => Bytes::from(other.to_string()),
+                };
+                (Bytes::from(k), v)
+            })
+            .collect();
+        if lock(&self.flights).get(key).is_some_and(|f| f.overwritten) {
+            return Found::Kept;
+        }
+        let cfg = &self.routes[route].cfg;
+        let ex = cfg.ttl + rand::rng().random_range(0..=cfg.ttl / 10);
+        let encoded = fields
+            .iter()
+            .flat_map(|(f, v)| [f.clone(), self.compressor.encode(key, v)]);
+        let mut client = Internal::new(self.up.clone());
+        let stored = if self.up.memory().is_some() {
+            let exists = [Bytes::from_static(b"EXISTS"), key.clone()];
+            let mut hset = vec![Bytes::from_static(b"HSET"), key.clone()];
+            hset.extend(encoded);
+            match client.call(&exists).await {
+                Ok(r) if &r[..] == b":0\r\n" => {
+                    let expire = [
+                        Bytes::from_static(b"EXPIRE"),
+                        key.clone(),
+                        Bytes::from(ex.to_string()),
+                    ];
+                    client.pipeline(&[hset, expire.to_vec()]).await.is_ok()
+                }
+                _ => false,
+            }
+        } else {
+            let mut eval = vec![
+                Bytes::from_static(b"EVAL"),
+                Bytes::from_static(HSET_IF_ABSENT),
+                Bytes::from_static(b"1"),
+                key.clone(),
+                Bytes::from(ex.to_string()),
+            ];
+            eval.extend(encoded);
+            matches!(client.call(&eval).await, Ok(r) if &r[..] == b":1\r\n")
+        };
+        match stored {
+            true => Found::Fields(Arc::new(fields)),
+            false => Found::Kept,
+        }
+    }
+
     /// Lines for `PROXY ORIGIN`.
     pub fn report(&self) -> Vec<String> {
         let mut lines = vec![
@@ -822,6 +961,29 @@ fn bulk(v: &[u8]) -> Bytes {
     out.extend_from_slice(v);
     out.extend_from_slice(b"\r\n");
     Bytes::from(out)
+}
+
+/// A hash read's reply from the fields a fill stored, in the client's protocol.
+fn hash_reply(fields: &[(Bytes, Bytes)], read: &HashRead, proto: Proto) -> Bytes {
+    use crate::protocol::Value;
+    let find = |f: &[u8]| {
+        fields
+            .iter()
+            .find(|(k, _)| &k[..] == f)
+            .map(|(_, v)| v.clone())
+    };
+    let value = |f: &[u8]| find(f).map_or(Value::Nil, Value::Bulk);
+    let v = match read {
+        HashRead::Get(f) => value(f),
+        HashRead::MGet(fs) => Value::Array(fs.iter().map(|f| value(f)).collect()),
+        HashRead::All => Value::Map(
+            fields
+                .iter()
+                .map(|(k, v)| (Value::Bulk(k.clone()), Value::Bulk(v.clone())))
+                .collect(),
+        ),
+    };
+    v.encode(proto)
 }
 
 /// `SET key stored EX ex NX`: a fill's write, which never replaces a value.

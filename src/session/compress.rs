@@ -74,7 +74,10 @@ impl Session {
     pub(super) fn decoded_on_delivery(effect: &Effect, len: usize) -> bool {
         // A read-through is decided on delivery too (a miss goes to the origin).
         len >= DECODE_OFFLOAD_BYTES && matches!(effect, Effect::Decode(_))
-            || matches!(effect, Effect::ReadThrough(_) | Effect::ReadThroughMany(_))
+            || matches!(
+                effect,
+                Effect::ReadThrough(_) | Effect::ReadThroughMany(_) | Effect::ReadThroughHash(_)
+            )
     }
 
     /// A reply of [`DECODE_OFFLOAD_BYTES`] or more whose stored values are to be decoded (a
@@ -118,6 +121,27 @@ impl Session {
                         return Some(origin.read_through(route, key, nil, fallback));
                     }
                 }
+            }
+            *effect = inner;
+        }
+        if let Effect::ReadThroughHash(_) = effect {
+            let Effect::ReadThroughHash(r) = std::mem::replace(effect, Effect::None) else {
+                return None;
+            };
+            let (key, route, read, inner) = *r;
+            // The key is missing: HGET's nil, HMGET's all-nil array, HGETALL's empty one.
+            let missing = match &read {
+                crate::origin::HashRead::Get(_) => &raw[..] == b"$-1\r\n" || &raw[..] == b"_\r\n",
+                crate::origin::HashRead::MGet(_) => reply::array_elements(raw).is_some_and(|e| {
+                    e.iter()
+                        .all(|&(s, t)| matches!(&raw[s..t], b"$-1\r\n" | b"_\r\n"))
+                }),
+                crate::origin::HashRead::All => matches!(&raw[..], b"*0\r\n" | b"%0\r\n"),
+            };
+            if missing {
+                let origin = self.sh.origin.clone()?;
+                let proto = self.proto;
+                return Some(origin.read_through_hash(route, key, read, raw.clone(), proto));
             }
             *effect = inner;
         }

@@ -38,6 +38,22 @@ impl Session {
                 Some((k, r)) => Effect::ReadThrough(Box::new((k.clone(), r, effect))),
                 None => effect,
             },
+            Some(name @ ("hget" | "hmget" | "hgetall")) => {
+                let Some((k, r)) = cmd
+                    .args
+                    .get(1)
+                    .and_then(|k| o.hash_route_for(k).map(|r| (k, r)))
+                else {
+                    return effect;
+                };
+                use crate::origin::HashRead;
+                let read = match name {
+                    "hget" => HashRead::Get(cmd.args.get(2).cloned().unwrap_or_default()),
+                    "hmget" => HashRead::MGet(cmd.args[2..].to_vec()),
+                    _ => HashRead::All,
+                };
+                Effect::ReadThroughHash(Box::new((k.clone(), r, read, effect)))
+            }
             Some("mget") => {
                 let keys: Vec<Bytes> = cmd.args[1..].to_vec();
                 let routes: Vec<Option<usize>> = keys.iter().map(|k| o.route_for(k)).collect();

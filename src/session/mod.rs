@@ -72,6 +72,9 @@ pub enum Effect {
     /// An MGET naming routed keys: its nil elements whose key a route reads through are
     /// answered from the origin (keys, each key's route), after the inner effect.
     ReadThroughMany(Box<(Vec<Bytes>, Vec<Option<usize>>, Effect)>),
+    /// HGET, HMGET or HGETALL of a key a hash route reads through: a reply that says the key
+    /// is missing is answered from the origin (key, route, what was read).
+    ReadThroughHash(Box<(Bytes, usize, crate::origin::HashRead, Effect)>),
 }
 
 /// Bytes of replies written straight out before the rest go through the reply queue, where
@@ -368,6 +371,7 @@ impl Session {
             }
             Effect::ReadThrough(r) => self.apply(r.2, raw),
             Effect::ReadThroughMany(r) => self.apply(r.2, raw),
+            Effect::ReadThroughHash(r) => self.apply(r.3, raw),
             Effect::InfoAppend => {
                 crate::admin::info::append_proxy_section(&self.sh.admin, raw, self.proto)
             }
