@@ -93,6 +93,12 @@ pub struct OriginRoute {
     pub batch_url: String,
     /// Ids per batch request at most.
     pub batch_size: u32,
+    /// Requests per second to the origin for this route at most; 0: no limit. A fill waits
+    /// for its turn within its timeout.
+    pub rate_limit: u32,
+    /// Further tries of a failed GET (no answer, a 5xx), after 50 ms, then twice as long each
+    /// time, all within the request's timeout.
+    pub retries: u32,
     pub read_through: bool,
     /// What a miss gets when the origin fails: nil, or an error naming the route.
     pub on_error: OnError,
@@ -140,6 +146,8 @@ impl Default for OriginRoute {
             timeout_ms: 0,
             batch_url: String::new(),
             batch_size: 100,
+            rate_limit: 0,
+            retries: 1,
             read_through: true,
             on_error: OnError::Nil,
             value_type: ValueType::String,
@@ -588,6 +596,9 @@ impl Settings {
                         "hash routes expire by ttl alone (stale and stale_if_error are for string routes)",
                     ));
                 }
+            }
+            if r.retries > 10 {
+                return Err(invalid(&key("retries"), "must be 0 to 10"));
             }
             if r.batch_size == 0 {
                 return Err(invalid(&key("batch_size"), "must be at least 1"));

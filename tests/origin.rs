@@ -338,6 +338,7 @@ async fn the_breaker_opens_on_a_failing_host_and_closes_when_it_recovers() {
         let mut s = settings(&url);
         let mut r = origin.route("product");
         r.on_error = OnError::Error;
+        r.retries = 0;
         s.origin.routes = vec![r];
         s.origin.breaker_failures = 3;
         s.origin.breaker_cooldown_ms = 200;
@@ -697,5 +698,53 @@ async fn a_hash_route_reads_hget_hmget_and_hgetall_through() {
         );
         // GET of a hash route's key is not read through.
         assert_eq!(origin.b.hits("/api/products/6"), 0);
+    }
+}
+
+/// A failed GET is tried again (`retries`), and a route's `rate_limit` holds fills back: past
+/// the timeout, those waiting for their turn fail as "rate limited".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_gets_are_retried_and_the_rate_limit_holds() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        let mut s = settings(&url);
+        let mut r = origin.route("product");
+        r.retries = 2;
+        r.on_error = OnError::Error;
+        let mut limited = origin.route("limited");
+        limited.key = "lim:{id}".into();
+        limited.rate_limit = 1;
+        limited.timeout_ms = 300;
+        limited.on_error = OnError::Error;
+        s.origin.routes = vec![r, limited];
+        let p = proxy_with(s).await;
+        let mut c = Raw::to(&p).await;
+        origin.b.fail_next.store(2, Ordering::Relaxed);
+        assert_eq!(
+            c.text(&["GET", "product:r"]).await,
+            bulk(&body_of("r")),
+            "{url}"
+        );
+        assert_eq!(origin.b.hits("/api/products/r"), 3, "{url}: two retries");
+        // One request per second: of three fills at once, one goes, the others time out
+        // waiting for their turn (300 ms).
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let mut c = Raw::to(&p).await;
+            tasks.push(tokio::spawn(async move {
+                c.text(&["GET", &format!("lim:{i}")]).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let got = t.await.unwrap();
+            if got.starts_with('$') {
+                ok += 1;
+            } else {
+                assert!(got.contains("rate limited (1/s)"), "{url}: {got}");
+            }
+        }
+        assert_eq!(ok, 1, "{url}");
     }
 }

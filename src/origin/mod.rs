@@ -27,7 +27,9 @@
 //! Hash routes (`type = "hash"`) store a JSON object's fields; HGET, HMGET and HGETALL read
 //! them through (`read_through_hash`).
 //!
-//! Not yet: GETEX, rate limits, retries (see the issue).
+//! Each route may have a rate limit and retries (`request`).
+//!
+//! Not yet: GETEX (see the issue).
 
 pub mod client;
 
@@ -95,6 +97,8 @@ pub struct Route {
     pub cfg: OriginRoute,
     pattern: KeyPattern,
     timeout: Duration,
+    /// `rate_limit`, when set.
+    limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
 impl Route {
@@ -247,6 +251,8 @@ impl Origin {
             .iter()
             .filter_map(|r| {
                 Some(Route {
+                    limiter: std::num::NonZeroU32::new(r.rate_limit)
+                        .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
                     pattern: KeyPattern::parse(&r.key).ok()?,
                     timeout: Duration::from_millis(match r.timeout_ms {
                         0 => s.timeout_ms,
@@ -639,7 +645,7 @@ impl Origin {
         let started = Instant::now();
         // A batch body holds many values: its limit is the route's per value, times them.
         let limit = (r.cfg.max_body_bytes as usize).saturating_mul(keys.len());
-        let got = self.http.get(&url, r.timeout, limit).await;
+        let got = self.request(r, &url, limit).await;
         self.metrics.inflight.dec();
         self.metrics
             .duration
@@ -727,6 +733,48 @@ impl Origin {
         }
     }
 
+    /// One GET for a route: its turn under `rate_limit`, then the request, tried again after a
+    /// failure with no answer or a 5xx (`retries`, backing off from 50 ms), all within the
+    /// route's timeout.
+    async fn request(
+        &self,
+        r: &Route,
+        url: &str,
+        max_body: usize,
+    ) -> Result<client::Fetched, String> {
+        let deadline = Instant::now() + r.timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let mut backoff = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            if let Some(l) = &r.limiter {
+                if tokio::time::timeout(left(), l.until_ready()).await.is_err() {
+                    return Err(format!(
+                        "rate limited ({}/s) past the timeout",
+                        r.cfg.rate_limit
+                    ));
+                }
+            }
+            let got = match self.http.get(url, left(), max_body).await {
+                // The whole request's time, retries included, is the route's timeout.
+                Err(e) if e.starts_with("timed out") => {
+                    Err(format!("timed out after {} ms", r.timeout.as_millis()))
+                }
+                other => other,
+            };
+            let retry = match &got {
+                Err(e) => e.starts_with("request failed") || e.starts_with("status 5"),
+                Ok(_) => false,
+            };
+            if !retry || tries >= r.cfg.retries || left() <= backoff {
+                return got;
+            }
+            tries += 1;
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+
     async fn fill(&self, route: usize, key: &Bytes, replaces: Replaces) -> Found {
         let r = &self.routes[route];
         let name = r.cfg.name.as_str();
@@ -735,10 +783,7 @@ impl Origin {
         };
         self.metrics.inflight.inc();
         let started = Instant::now();
-        let got = self
-            .http
-            .get(&url, r.timeout, r.cfg.max_body_bytes as usize)
-            .await;
+        let got = self.request(r, &url, r.cfg.max_body_bytes as usize).await;
         self.metrics.inflight.dec();
         self.metrics
             .duration

@@ -22,6 +22,8 @@ pub struct Behaviour {
     pub delay_ms: AtomicU64,
     /// Non-zero: every answer is this status.
     pub status: AtomicU16,
+    /// The next this many answers are 503.
+    pub fail_next: AtomicU64,
     /// Non-zero: product bodies carry it (`"v":N`), to tell a refreshed value from the old.
     pub version: AtomicU64,
 }
@@ -58,6 +60,12 @@ async fn behave(b: &Behaviour, path: String) -> Option<StatusCode> {
     let delay = b.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if b.fail_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Some(StatusCode::SERVICE_UNAVAILABLE);
     }
     match b.status.load(Ordering::Relaxed) {
         0 => None,
