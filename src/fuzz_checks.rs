@@ -161,11 +161,32 @@ const ENVELOPE_MAX: usize = 1 << 20;
 /// The envelope: decoding arbitrary stored bytes never panics and never returns more than the
 /// bound; what is compressed decodes to the same bytes.
 pub fn envelope(data: &[u8]) {
-    if let Ok(v) = envelope::decode(data, ENVELOPE_MAX) {
+    let decoded = envelope::decode(data, ENVELOPE_MAX);
+    if let Ok(v) = &decoded {
         assert!(v.len() <= ENVELOPE_MAX.max(data.len()));
         if envelope::is_enveloped(data) {
             let h = envelope::header(data).ok().flatten();
             assert_eq!(h.map(|h| h.original_len), Some(v.len()));
+        }
+    }
+    // Decoding into a reply being built agrees, and leaves it as it was on an error.
+    let mut out = bytes::BytesMut::from(&b"before"[..]);
+    match envelope::decode_append(data, ENVELOPE_MAX, &|_| None, &mut out) {
+        Ok(true) => assert_eq!(decoded.as_deref().ok(), Some(&out[6..])),
+        Ok(false) => assert!(&out[..] == b"before" && !envelope::is_enveloped(data)),
+        Err(e) => {
+            assert_eq!(&out[..], b"before");
+            assert_eq!(decoded.err(), Some(e));
+        }
+    }
+    // A fresh-until time on any value leaves its bytes as they were.
+    if let Ok(v) = envelope::decode(data, ENVELOPE_MAX) {
+        let fresh = envelope::with_freshness(data, 42);
+        if envelope::header(data).is_ok() {
+            assert_eq!(
+                envelope::decode(&fresh, ENVELOPE_MAX).ok().as_deref(),
+                Some(&v[..])
+            );
         }
     }
     let Some((&first, rest)) = data.split_first() else {
