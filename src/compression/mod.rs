@@ -230,16 +230,9 @@ impl Compressor {
         if !envelope::is_enveloped(stored) {
             return Ok(Cow::Borrowed(stored));
         }
-        let t = Instant::now();
-        let r = envelope::decode_with(stored, self.max_decompressed, &|id| self.dicts.get(id));
-        self.stats
-            .decompress_seconds
-            .inc_by(t.elapsed().as_secs_f64());
-        match &r {
-            Ok(_) => self.stats.decoded.inc(),
-            Err(_) => self.stats.corrupt.inc(),
-        }
-        r
+        self.counted(|| {
+            envelope::decode_with(stored, self.max_decompressed, &|id| self.dicts.get(id))
+        })
     }
 
     /// Appends the original bytes of an enveloped stored value to `out`; `Ok(false)` (nothing
@@ -252,9 +245,15 @@ impl Compressor {
         if !envelope::is_enveloped(stored) {
             return Ok(false);
         }
+        self.counted(|| {
+            envelope::decode_append(stored, self.max_decompressed, &|id| self.dicts.get(id), out)
+        })
+    }
+
+    /// Runs a decode, counting its time and whether it succeeded.
+    fn counted<T>(&self, f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
         let t = Instant::now();
-        let r =
-            envelope::decode_append(stored, self.max_decompressed, &|id| self.dicts.get(id), out);
+        let r = f();
         self.stats
             .decompress_seconds
             .inc_by(t.elapsed().as_secs_f64());

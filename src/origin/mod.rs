@@ -536,12 +536,31 @@ impl Origin {
         replaces: Replaces,
     ) -> oneshot::Receiver<Found> {
         let (tx, rx) = oneshot::channel();
-        let mut flights = lock(&self.flights);
-        if let Some(f) = flights.get_mut(&key) {
+        if !self.join_or_open(&mut lock(&self.flights), route, &key, tx) {
+            return rx;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut guard = me.landing(&key);
+            guard.found = me.fill(route, &key, replaces).await;
+        });
+        rx
+    }
+
+    /// Adds a waiter to `key`'s flight; true when there was none and this opened it (the
+    /// caller then runs the fill, holding a [`Landing`]).
+    fn join_or_open(
+        &self,
+        flights: &mut HashMap<Bytes, Flight>,
+        route: usize,
+        key: &Bytes,
+        tx: oneshot::Sender<Found>,
+    ) -> bool {
+        if let Some(f) = flights.get_mut(key) {
             f.waiters.push(tx);
             let name = &self.routes[route].cfg.name;
             self.metrics.coalesced.with_label_values(&[name]).inc();
-            return rx;
+            return false;
         }
         flights.insert(
             key.clone(),
@@ -551,18 +570,16 @@ impl Origin {
             },
         );
         self.open.fetch_add(1, Ordering::Relaxed);
-        drop(flights);
-        let me = self.clone();
-        tokio::spawn(async move {
-            // Ends the flight whatever happens to the fill (a panic included): no key stuck.
-            let mut guard = Landing {
-                origin: me.clone(),
-                key: key.clone(),
-                found: Found::Failed("the fill ended early".into()),
-            };
-            guard.found = me.fill(route, &key, replaces).await;
-        });
-        rx
+        true
+    }
+
+    /// Ends `key`'s flight whatever happens to its fill (a panic included): no key stuck.
+    fn landing(self: &Arc<Self>, key: &Bytes) -> Landing {
+        Landing {
+            origin: self.clone(),
+            key: key.clone(),
+            found: Found::Failed("the fill ended early".into()),
+        }
     }
 
     /// Joins the fills of an MGET's misses on a batch route: keys already in flight are joined;
@@ -579,23 +596,8 @@ impl Origin {
             for (i, key) in misses {
                 let (tx, rx) = oneshot::channel();
                 out.push((i, rx));
-                match flights.get_mut(&key) {
-                    Some(f) => {
-                        f.waiters.push(tx);
-                        let name = &self.routes[route].cfg.name;
-                        self.metrics.coalesced.with_label_values(&[name]).inc();
-                    }
-                    None => {
-                        flights.insert(
-                            key.clone(),
-                            Flight {
-                                waiters: vec![tx],
-                                overwritten: false,
-                            },
-                        );
-                        self.open.fetch_add(1, Ordering::Relaxed);
-                        owned.push(key);
-                    }
+                if self.join_or_open(&mut flights, route, &key, tx) {
+                    owned.push(key);
                 }
             }
         }
@@ -604,15 +606,7 @@ impl Origin {
             let me = self.clone();
             let chunk = chunk.to_vec();
             tokio::spawn(async move {
-                // Each flight ends whatever happens to the batch: no key stuck.
-                let mut guards: Vec<Landing> = chunk
-                    .iter()
-                    .map(|k| Landing {
-                        origin: me.clone(),
-                        key: k.clone(),
-                        found: Found::Failed("the fill ended early".into()),
-                    })
-                    .collect();
+                let mut guards: Vec<Landing> = chunk.iter().map(|k| me.landing(k)).collect();
                 let found = me.fill_batch(route, &chunk).await;
                 for (g, f) in guards.iter_mut().zip(found) {
                     g.found = f;

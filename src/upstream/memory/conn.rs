@@ -410,22 +410,24 @@ fn run_one(ctx: &mut Ctx, spec: &'static CommandSpec, a: &[Bytes], out: &mut Out
     }
 }
 
+/// The command families, each a list of (name, handler).
+const FAMILIES: [&[(&str, Handler)]; 8] = [
+    strings::COMMANDS,
+    bits::COMMANDS,
+    keys::COMMANDS,
+    hashes::COMMANDS,
+    lists::COMMANDS,
+    sets::COMMANDS,
+    zsets::COMMANDS,
+    server::COMMANDS,
+];
+
 /// The command families' handlers, by the command table's row.
 fn handler(spec: &'static CommandSpec) -> Option<Handler> {
     static BY_ROW: OnceLock<Vec<Option<Handler>>> = OnceLock::new();
     let rows = BY_ROW.get_or_init(|| {
         let mut rows = vec![None; crate::command::all().len()];
-        let families = [
-            strings::COMMANDS,
-            bits::COMMANDS,
-            keys::COMMANDS,
-            hashes::COMMANDS,
-            lists::COMMANDS,
-            sets::COMMANDS,
-            zsets::COMMANDS,
-            server::COMMANDS,
-        ];
-        for (name, h) in families.into_iter().flatten() {
+        for (name, h) in FAMILIES.iter().copied().flatten() {
             if let Some(spec) = crate::command::lookup(name.as_bytes()) {
                 rows[crate::command::index_of(spec)] = Some(*h);
             }
@@ -484,18 +486,8 @@ mod tests {
     #[test]
     fn every_handler_is_a_command_of_the_table_and_answers() {
         let store = Store::new(0, super::super::Policy::NoEviction);
-        let families = [
-            strings::COMMANDS,
-            bits::COMMANDS,
-            keys::COMMANDS,
-            hashes::COMMANDS,
-            lists::COMMANDS,
-            sets::COMMANDS,
-            zsets::COMMANDS,
-            server::COMMANDS,
-        ];
         let mut seen = std::collections::HashSet::new();
-        for (name, _) in families.into_iter().flatten() {
+        for (name, _) in FAMILIES.iter().copied().flatten() {
             assert!(seen.insert(*name), "{name} has two handlers");
             let spec = crate::command::lookup(name.as_bytes())
                 .unwrap_or_else(|| panic!("{name} is not in the command table"));
