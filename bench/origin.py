@@ -5,6 +5,9 @@ ThreadingHTTPServer, 20 ms per request, counting requests):
 1. What read-through costs on a hit: redis-benchmark GET -P 1 and -P 16, 50 clients, on keys
    that are all present (1 KB values), through prescient with a route matching every key and
    through prescient without routes, interleaved rounds; throughput ratio and p99 difference.
+   Then stale reads: 10,000 keys of a route with ttl 1 s and stale 600 s are filled through
+   prescient and left to go stale; GETs of them (each stale read is served at once, and
+   starts its key's one refresh) against GETs of fresh keys, on the same prescient.
 2. A thundering herd: N clients (default 1,000) read one cold key at the same moment.
    Through prescient (read-through): one GET each. Cache-aside, as clients do it by hand
    against Redis directly: GET, on nil fetch from the origin and SET. Reported: origin requests
@@ -14,6 +17,8 @@ Usage: python3 bench/origin.py [--rounds 3] [--requests 100000] [--herd 1000]
 """
 import argparse
 import asyncio
+import csv
+import io
 import http.server
 import os
 import socket
@@ -34,11 +39,13 @@ BODY = b'{"id":"cold","name":"a product","price":12.5}'
 
 class Origin(http.server.BaseHTTPRequestHandler):
     hits = 0
+    cold = 0
     lock = threading.Lock()
 
     def do_GET(self):
         with Origin.lock:
             Origin.hits += 1
+            Origin.cold += self.path.startswith("/cold/")
         time.sleep(DELAY)
         self.send_response(200)
         self.send_header("Content-Length", str(len(BODY)))
@@ -68,13 +75,25 @@ def start_proxy(binary, upstream, tmp, name, procs, route_port=None):
                     f'url = "http://127.0.0.1:{route_port}/items/{{id}}"\nttl = 900\n'
                     "\n[[origin.routes]]\n"
                     'name = "cold"\nkey = "cold:{id}"\n'
-                    f'url = "http://127.0.0.1:{route_port}/cold/{{id}}"\nttl = 900\n')
+                    f'url = "http://127.0.0.1:{route_port}/cold/{{id}}"\nttl = 900\n'
+                    "\n[[origin.routes]]\n"
+                    'name = "stale"\nkey = "stale:{id}"\n'
+                    f'url = "http://127.0.0.1:{route_port}/stale/{{id}}"\nttl = 1\nstale = 600\n')
     p = subprocess.Popen([binary, "--config", conf, "--listen", f"127.0.0.1:{port}",
                           "--admin-listen", "", "--upstream", upstream], env=env,
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, f"{name}.log"), "w"))
     procs.append(p)
     wait_port(port, p, name)
     return port
+
+
+def bench_cmd(port, args, requests, pipeline=1, keyspace=10000):
+    """redis-benchmark with a command of its own: rps and p99 (ms)."""
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests), "-c", "50",
+           "-P", str(pipeline), "-r", str(keyspace), "--csv"] + args
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
+    return {"rps": float(rows[0][1]), "p99": float(rows[0][6])}
 
 
 def resp(*args):
@@ -216,18 +235,39 @@ def main():
                   f"{statistics.median(x[1] for x in xs):+.3f} |")
         print(f"(origin requests during the hit runs: {Origin.hits - hits_before})")
 
+        # 1b. Stale reads: 10,000 keys filled through the route (ttl 1 s, stale 600 s).
+        s = socket.create_connection(("127.0.0.1", routed))
+        for start in range(0, 10000, 500):
+            s.sendall(resp("MGET", *[f"stale:{i:012d}" for i in range(start, start + 500)]))
+            got = b""
+            while not got.endswith(b"\r\n") or got.count(b"\r\n") < 1001:
+                got += s.recv(1 << 20)
+        s.close()
+        time.sleep(1.5)  # past their ttl: every key is stale now
+        stale_ratios = []
+        for rnd in range(args.rounds):
+            stale = bench_cmd(routed, ["GET", "stale:__rand_int__"], args.requests)
+            fresh = bench_cmd(routed, ["GET", "key:__rand_int__"], args.requests, keyspace=100000)
+            stale_ratios.append((stale["rps"] / fresh["rps"], stale["p99"] - fresh["p99"]))
+        print("\nStale reads (served at once, one refresh per key) vs fresh hits, same prescient, GET -P 1:")
+        print("| stale/fresh throughput | p99 stale - fresh (ms) |")
+        print("|---|---|")
+        print(f"| {statistics.median(x[0] for x in stale_ratios):.2f}x | "
+              f"{statistics.median(x[1] for x in stale_ratios):+.3f} |")
+
         # 2. Thundering herd.
         rows = []
         for rnd in range(args.rounds):
             for how in ("prescient", "cache-aside"):
                 key = f"cold:herd{rnd}"
                 flush(rport)
-                before = Origin.hits
+                before = Origin.cold
                 if how == "prescient":
                     lat = asyncio.run(herd_proxy(routed, args.herd, key))
                 else:
                     lat = asyncio.run(herd_cache_aside(rport, oport, args.herd, key))
-                rows.append((how, Origin.hits - before, pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000))
+                # Requests for the cold key only (the stale keys above keep refreshing).
+                rows.append((how, Origin.cold - before, pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000))
         print(f"\nThundering herd: {args.herd} clients read one cold key at once; origin 20 ms per request")
         print("| how | origin requests (per round) | p50 ms (median) | p99 ms (median) |")
         print("|---|---|---|---|")
