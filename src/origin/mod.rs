@@ -291,9 +291,9 @@ impl Origin {
     }
 
     fn first_route(&self, key: &[u8], t: ValueType) -> Option<usize> {
-        self.routes.iter().position(|r| {
-            r.cfg.read_through && r.cfg.value_type == t && r.pattern.captures(key).is_some()
-        })
+        self.routes
+            .iter()
+            .position(|r| r.cfg.read_through && r.cfg.value_type == t && r.pattern.matches(key))
     }
 
     /// Answers a hash read of a missing key (`raw`: the store's reply, in the client's

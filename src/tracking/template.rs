@@ -444,23 +444,33 @@ impl KeyPattern {
         })
     }
 
+    /// Whether `key` matches (no allocation: the read path asks this of every routed read).
+    pub fn matches(&self, key: &[u8]) -> bool {
+        self.walk(key, |_, _| {})
+    }
+
     /// The placeholders' values when `key` matches, by name.
     pub fn captures<'k>(&self, key: &'k [u8]) -> Option<Vec<(&str, &'k [u8])>> {
         let mut out = Vec::new();
+        self.walk(key, |name, v| out.push((name, v))).then_some(out)
+    }
+
+    /// Matches `key`, handing each placeholder's value to `found`.
+    fn walk<'p, 'k>(&'p self, key: &'k [u8], mut found: impl FnMut(&'p str, &'k [u8])) -> bool {
         let mut at = 0;
         for part in &self.parts {
             match part {
                 Part::Literal(l) => {
                     if !key[at..].starts_with(l) {
-                        return None;
+                        return false;
                     }
                     at += l.len();
                 }
                 Part::Hole { name, rest: true } => {
                     if at == key.len() {
-                        return None;
+                        return false;
                     }
-                    out.push((name.as_str(), &key[at..]));
+                    found(name.as_str(), &key[at..]);
                     at = key.len();
                 }
                 Part::Hole { name, rest: false } => {
@@ -469,14 +479,14 @@ impl KeyPattern {
                         .position(|&b| is_separator(b))
                         .unwrap_or(key.len() - at);
                     if len == 0 {
-                        return None;
+                        return false;
                     }
-                    out.push((name.as_str(), &key[at..at + len]));
+                    found(name.as_str(), &key[at..at + len]);
                     at += len;
                 }
             }
         }
-        (at == key.len()).then_some(out)
+        at == key.len()
     }
 }
 
