@@ -571,6 +571,7 @@ mod tests {
             None,
             "an empty segment"
         );
+        assert!(p.matches(b"user:42:orders:page:3") && !p.matches(b"user:42:orders:page:"));
         assert_eq!(p.captures(b"user:4/2:orders:page:3"), None, "two segments");
         assert_eq!(p.captures(b"user:42:orders:page:3:x"), None, "more after");
         let all = KeyPattern::parse("{k*}").unwrap();
