@@ -15,8 +15,10 @@
 //!                  connection, a tunnel, or out of band (SCRIPT KILL and the like)
 //!   -> compression (compression/, session/compress.rs, session/rmw.rs): values encoded into
 //!                  envelopes on writes, replies decoded by shape, byte-level commands on
-//!                  original bytes (on Redis as a read-modify-write); a request of 1 MiB or a
-//!                  compressed reply of 64 KiB is coded on tokio's blocking pool
+//!                  original bytes (on Redis as a read-modify-write); zstd dictionaries
+//!                  learned per key template, kept in the store (compression/dict.rs); a
+//!                  request of 1 MiB or a compressed reply of 64 KiB is coded on tokio's
+//!                  blocking pool
 //!   -> upstream    (upstream/): one Upstream over a Backend. Redis (redis://): shared
 //!                  pipelined connections, or a dedicated one while the client holds state,
 //!                  their replies framed as they arrive (protocol/reply.rs: ReplyScanner).
