@@ -748,3 +748,30 @@ async fn failed_gets_are_retried_and_the_rate_limit_holds() {
         assert_eq!(ok, 1, "{url}");
     }
 }
+
+/// GETEX reads through like GET, and its options apply to the value filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn getex_reads_through_and_its_options_apply_to_the_fill() {
+    let (_redis, urls) = upstreams().await;
+    for url in urls {
+        let origin = TestOrigin::start().await;
+        let p = proxy_for(&url, &origin, OnError::Nil).await;
+        let mut c = Raw::to(&p).await;
+        let ttl = |s: String| -> i64 { s[1..].trim().parse().unwrap() };
+        assert_eq!(
+            c.text(&["GETEX", "product:x", "EX", "50"]).await,
+            bulk(&body_of("x"))
+        );
+        let t = ttl(c.text(&["TTL", "product:x"]).await);
+        assert!((1..=50).contains(&t), "{url}: ttl {t}");
+        assert_eq!(
+            c.text(&["GETEX", "product:y", "PERSIST"]).await,
+            bulk(&body_of("y"))
+        );
+        assert_eq!(c.text(&["TTL", "product:y"]).await, ":-1\r\n", "{url}");
+        assert_eq!(c.text(&["GETEX", "product:z"]).await, bulk(&body_of("z")));
+        let t = ttl(c.text(&["TTL", "product:z"]).await);
+        assert!(t > 800, "{url}: the route's ttl, {t}");
+        assert_eq!(origin.b.total(), 3, "{url}");
+    }
+}

@@ -27,9 +27,8 @@
 //! Hash routes (`type = "hash"`) store a JSON object's fields; HGET, HMGET and HGETALL read
 //! them through (`read_through_hash`).
 //!
-//! Each route may have a rate limit and retries (`request`).
-//!
-//! Not yet: GETEX (see the issue).
+//! Each route may have a rate limit and retries (`request`). GETEX reads through as GET does
+//! (the session runs it again after the fill, so its options apply).
 
 pub mod client;
 

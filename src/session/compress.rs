@@ -98,10 +98,26 @@ impl Session {
             let Effect::ReadThrough(r) = std::mem::replace(effect, Effect::None) else {
                 return None;
             };
-            let (key, route, inner) = *r;
+            let (key, route, inner, then) = *r;
             let origin = self.sh.origin.clone()?;
             if &raw[..] == b"$-1\r\n" || &raw[..] == b"_\r\n" {
-                return Some(origin.read_through(route, key, raw.clone(), None));
+                let filled = origin.read_through(route, key, raw.clone(), None);
+                let Some(getex) = then else {
+                    return Some(filled);
+                };
+                // GETEX's options apply to the value filled: run it again, then answer.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let up = self.sh.upstream.clone();
+                tokio::spawn(async move {
+                    let reply = filled
+                        .await
+                        .unwrap_or(Err(crate::upstream::UpstreamError::Closed));
+                    if matches!(&reply, Ok(r) if r.starts_with(b"$") && !r.starts_with(b"$-1")) {
+                        let _ = crate::upstream::Internal::new(up).call(&getex).await;
+                    }
+                    let _ = tx.send(reply);
+                });
+                return Some(rx);
             }
             // A hit: a value filled from the origin may be stale, or expired.
             if let Some(Some(stored)) = reply::bulk_payload(raw) {

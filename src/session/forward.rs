@@ -34,10 +34,16 @@ impl Session {
             return effect;
         }
         match cmd.known_name() {
-            Some("get") => match cmd.args.get(1).and_then(|k| o.route_for(k).map(|r| (k, r))) {
-                Some((k, r)) => Effect::ReadThrough(Box::new((k.clone(), r, effect))),
-                None => effect,
-            },
+            Some(name @ ("get" | "getex")) => {
+                match cmd.args.get(1).and_then(|k| o.route_for(k).map(|r| (k, r))) {
+                    Some((k, r)) => {
+                        let then =
+                            (name == "getex" && cmd.args.len() > 2).then(|| cmd.args.clone());
+                        Effect::ReadThrough(Box::new((k.clone(), r, effect, then)))
+                    }
+                    None => effect,
+                }
+            }
             Some(name @ ("hget" | "hmget" | "hgetall")) => {
                 let Some((k, r)) = cmd
                     .args

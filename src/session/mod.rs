@@ -66,9 +66,10 @@ pub enum Effect {
     Exec,
     /// PROXY KEYINFO: the reply is the stored value of this key, to be described.
     KeyInfo(Bytes),
-    /// A GET of a key an origin route reads through: a nil reply is answered from the origin
-    /// (key, route); any other reply gets the inner effect.
-    ReadThrough(Box<(Bytes, usize, Effect)>),
+    /// A GET or GETEX of a key an origin route reads through: a nil reply is answered from the
+    /// origin (key, route); any other reply gets the inner effect. A GETEX with options runs
+    /// again once the value is filled, so they apply to it (the last field).
+    ReadThrough(Box<(Bytes, usize, Effect, Option<Vec<Bytes>>)>),
     /// An MGET naming routed keys: its nil elements whose key a route reads through are
     /// answered from the origin (keys, each key's route), after the inner effect.
     ReadThroughMany(Box<(Vec<Bytes>, Vec<Option<usize>>, Effect)>),
