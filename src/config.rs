@@ -100,6 +100,10 @@ pub struct OriginRoute {
     /// time, all within the request's timeout.
     pub retries: u32,
     pub read_through: bool,
+    /// Whether the prefetch workers may fill this route's keys ahead of reads. The workers
+    /// are not built yet: the key is accepted (so configs written with it load) and nothing
+    /// acts on it.
+    pub prefetch: bool,
     /// What a miss gets when the origin fails: nil, or an error naming the route.
     pub on_error: OnError,
     /// `string`: the body is the value. `hash`: the body is a JSON object whose top-level
@@ -149,6 +153,7 @@ impl Default for OriginRoute {
             rate_limit: 0,
             retries: 1,
             read_through: true,
+            prefetch: true,
             on_error: OnError::Nil,
             value_type: ValueType::String,
         }

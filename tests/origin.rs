@@ -133,12 +133,26 @@ async fn a_failing_origin_gives_the_configured_outcome_and_nothing_else_waits() 
             e.starts_with("-ERR origin route 'product' failed: status 503"),
             "{url}: {e}"
         );
+        let metrics = common::http_get(quiet.admin_addr.unwrap(), "/metrics")
+            .await
+            .1;
+        assert!(
+            metrics.contains("prescient_origin_up{route=\"product\"} 0"),
+            "{metrics}"
+        );
         // Not remembered: a failure is not a 404.
         origin.b.status.store(0, Ordering::Relaxed);
         assert_eq!(
             q.text(&["GET", "product:2"]).await,
             bulk(&body_of("2")),
             "{url}"
+        );
+        let metrics = common::http_get(quiet.admin_addr.unwrap(), "/metrics")
+            .await
+            .1;
+        assert!(
+            metrics.contains("prescient_origin_up{route=\"product\"} 1"),
+            "{metrics}"
         );
         // An origin that is not there at all; a body over max_body_bytes.
         let mut s = settings(&url);

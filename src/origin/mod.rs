@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use rand::Rng;
 use tokio::sync::oneshot;
 
@@ -151,7 +151,9 @@ pub struct Metrics {
     negative_hits: IntCounterVec,
     stale_served: IntCounterVec,
     inflight: IntGauge,
-    duration: Histogram,
+    duration: prometheus::HistogramVec,
+    /// Per route: 1 when its last request got an answer (a body or a 404), 0 when it failed.
+    up: prometheus::IntGaugeVec,
     /// Per origin host: 0 closed, 1 open, 2 half-open (updated as requests and PROXY ORIGIN
     /// see it).
     breaker: prometheus::IntGaugeVec,
@@ -171,11 +173,23 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(inflight.clone()))
             .expect("unique metric");
-        let duration = Histogram::with_opts(HistogramOpts::new(
-            "prescient_origin_request_duration_seconds",
-            "Time of origin requests, body included.",
-        ))
+        let duration = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "prescient_origin_request_duration_seconds",
+                "Time of origin requests, body and retries included, by route.",
+            ),
+            &["route"],
+        )
         .expect("valid metric");
+        let up = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "prescient_origin_up",
+                "Per route: 1 when its last origin request got an answer (a body or a 404), 0 when it failed.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(up.clone())).expect("unique metric");
         r.register(Box::new(duration.clone()))
             .expect("unique metric");
         let breaker = prometheus::IntGaugeVec::new(
@@ -212,6 +226,7 @@ impl Metrics {
             ),
             inflight,
             duration,
+            up,
         }
     }
 }
@@ -634,15 +649,9 @@ impl Origin {
             .collect::<Vec<_>>()
             .join(",");
         let url = r.cfg.batch_url.replace("{ids}", &joined);
-        self.metrics.inflight.inc();
-        let started = Instant::now();
         // A batch body holds many values: its limit is the route's per value, times them.
         let limit = (r.cfg.max_body_bytes as usize).saturating_mul(keys.len());
         let got = self.request(r, &url, limit).await;
-        self.metrics.inflight.dec();
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
         let parsed = match got {
             Ok(client::Fetched::Body(body)) => {
                 serde_json::from_slice::<HashMap<String, Box<serde_json::value::RawValue>>>(&body)
@@ -735,6 +744,28 @@ impl Origin {
         url: &str,
         max_body: usize,
     ) -> Result<client::Fetched, String> {
+        self.metrics.inflight.inc();
+        let started = Instant::now();
+        let got = self.request_inner(r, url, max_body).await;
+        self.metrics.inflight.dec();
+        let name = r.cfg.name.as_str();
+        self.metrics
+            .duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .up
+            .with_label_values(&[name])
+            .set(i64::from(got.is_ok()));
+        got
+    }
+
+    async fn request_inner(
+        &self,
+        r: &Route,
+        url: &str,
+        max_body: usize,
+    ) -> Result<client::Fetched, String> {
         let deadline = Instant::now() + r.timeout;
         let left = || deadline.saturating_duration_since(Instant::now());
         let mut backoff = Duration::from_millis(50);
@@ -774,13 +805,7 @@ impl Origin {
         let Some(url) = r.url_for(key) else {
             return Found::Failed("the key does not match the route".into());
         };
-        self.metrics.inflight.inc();
-        let started = Instant::now();
         let got = self.request(r, &url, r.cfg.max_body_bytes as usize).await;
-        self.metrics.inflight.dec();
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
         let outcome = match &got {
             Ok(client::Fetched::Body(_)) => "ok",
             Ok(client::Fetched::NotFound) => "not_found",
