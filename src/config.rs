@@ -88,6 +88,9 @@ pub struct OriginRoute {
     pub max_body_bytes: u64,
     /// Per request; 0: `origin.timeout_ms`.
     pub timeout_ms: u64,
+    /// Headers sent with every request of the route (an API key, say). Their values are
+    /// masked wherever settings are shown.
+    pub headers: BTreeMap<String, String>,
     /// Optional: one URL for many keys, `{ids}` their placeholder values comma-separated,
     /// answering a JSON object keyed by id (an MGET's misses of this route use it).
     pub batch_url: String,
@@ -148,6 +151,7 @@ impl Default for OriginRoute {
             negative_ttl: 30,
             max_body_bytes: 1 << 20,
             timeout_ms: 0,
+            headers: BTreeMap::new(),
             batch_url: String::new(),
             batch_size: 100,
             rate_limit: 0,
@@ -572,6 +576,16 @@ impl Settings {
             if r.ttl == 0 {
                 return Err(invalid(&key("ttl"), "must be at least 1 second"));
             }
+            for (h, v) in &r.headers {
+                if hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+                    || hyper::header::HeaderValue::from_str(v).is_err()
+                {
+                    return Err(invalid(
+                        &key("headers"),
+                        format!("'{h}' is not a valid header"),
+                    ));
+                }
+            }
             if !r.batch_url.is_empty() {
                 if pattern.names().count() != 1 {
                     return Err(invalid(
@@ -783,6 +797,11 @@ impl Settings {
         {
             if !p.is_empty() {
                 *p = MASK.into();
+            }
+        }
+        for r in &mut m.origin.routes {
+            for v in r.headers.values_mut() {
+                *v = MASK.into();
             }
         }
         if let Ok(mut u) = url::Url::parse(&m.upstream.url) {

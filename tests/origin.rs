@@ -789,3 +789,25 @@ async fn getex_reads_through_and_its_options_apply_to_the_fill() {
         assert_eq!(origin.b.total(), 3, "{url}");
     }
 }
+
+/// A route's headers go with its requests, and never show in PROXY CONFIG GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_headers_are_sent_and_masked() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings("memory://");
+    let mut r = origin.route("product");
+    r.headers.insert("x-api-key".into(), "k-123-secret".into());
+    s.origin.routes = vec![r];
+    let p = proxy_with(s).await;
+    let mut c = Raw::to(&p).await;
+    assert_eq!(c.text(&["GET", "product:h"]).await, bulk(&body_of("h")));
+    assert_eq!(
+        origin.b.api_key.lock().unwrap().as_deref(),
+        Some("k-123-secret")
+    );
+    let shown = c.text(&["PROXY", "CONFIG", "GET", "origin.*"]).await;
+    assert!(
+        shown.contains("x-api-key") && !shown.contains("k-123"),
+        "{shown}"
+    );
+}

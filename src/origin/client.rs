@@ -184,6 +184,7 @@ impl Http {
     pub async fn get(
         &self,
         url: &str,
+        headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
         timeout: Duration,
         max_body: usize,
     ) -> Result<Fetched, String> {
@@ -205,7 +206,13 @@ impl Http {
             let _permit = host.permits.acquire().await.map_err(|e| e.to_string())?;
             let resp = self
                 .client
-                .get(uri)
+                .request({
+                    let mut req = hyper::Request::get(uri);
+                    for (k, v) in headers {
+                        req = req.header(k, v);
+                    }
+                    req.body(Empty::new()).map_err(|e| e.to_string())?
+                })
                 .await
                 .map_err(|e| format!("request failed: {}", chain(&e)))?;
             let status = resp.status();

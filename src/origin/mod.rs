@@ -98,6 +98,8 @@ pub struct Route {
     timeout: Duration,
     /// `rate_limit`, when set.
     limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// `headers`, parsed (validated at load).
+    headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
 }
 
 impl Route {
@@ -268,6 +270,16 @@ impl Origin {
                     limiter: std::num::NonZeroU32::new(r.rate_limit)
                         .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
                     pattern: KeyPattern::parse(&r.key).ok()?,
+                    headers: r
+                        .headers
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((
+                                hyper::header::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                                hyper::header::HeaderValue::from_str(v).ok()?,
+                            ))
+                        })
+                        .collect(),
                     timeout: Duration::from_millis(match r.timeout_ms {
                         0 => s.timeout_ms,
                         t => t,
@@ -779,7 +791,7 @@ impl Origin {
                     ));
                 }
             }
-            let got = match self.http.get(url, left(), max_body).await {
+            let got = match self.http.get(url, &r.headers, left(), max_body).await {
                 // The whole request's time, retries included, is the route's timeout.
                 Err(e) if e.starts_with("timed out") => {
                     Err(format!("timed out after {} ms", r.timeout.as_millis()))

@@ -22,6 +22,8 @@ pub struct Behaviour {
     pub delay_ms: AtomicU64,
     /// Non-zero: every answer is this status.
     pub status: AtomicU16,
+    /// The `x-api-key` header of the last product request.
+    pub api_key: Mutex<Option<String>>,
     /// The next this many answers are 503.
     pub fail_next: AtomicU64,
     /// Non-zero: product bodies carry it (`"v":N`), to tell a refreshed value from the old.
@@ -73,7 +75,15 @@ async fn behave(b: &Behaviour, path: String) -> Option<StatusCode> {
     }
 }
 
-async fn product(State(b): State<Arc<Behaviour>>, Path(id): Path<String>) -> (StatusCode, String) {
+async fn product(
+    State(b): State<Arc<Behaviour>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, String) {
+    *b.api_key.lock().unwrap() = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     if let Some(s) = behave(&b, format!("/api/products/{id}")).await {
         return (s, "failing".into());
     }
