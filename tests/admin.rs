@@ -143,29 +143,26 @@ async fn admin_commands_are_denied_and_data_commands_pass() {
 #[test]
 fn check_config_validates_and_names_the_bad_key() {
     let bin = env!("CARGO_BIN_EXE_prescient");
-    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/prescient.toml");
-    let out = std::process::Command::new(bin)
-        .args(["--config", conf, "check-config"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("[upstream]"));
-    // The read-through example the docs walk through is valid too.
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/origin-example.toml");
-    let out = std::process::Command::new(bin)
-        .args(["--config", example, "check-config"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("[[origin.routes]]"));
+    // The shipped configuration, and the read-through example the docs walk through.
+    for (conf, shows) in [
+        ("conf/prescient.toml", "[upstream]"),
+        ("conf/origin-example.toml", "[[origin.routes]]"),
+    ] {
+        let path = format!("{}/{conf}", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(bin)
+            .args(["--config", &path, "check-config"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{conf}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(shows),
+            "{conf}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[upstream]\npool_size = 0\n").unwrap();

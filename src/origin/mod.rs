@@ -244,6 +244,8 @@ pub struct Origin {
     negative: Mutex<HashMap<Bytes, Instant>>,
     /// Flights open now (a lock-free look before the write path takes the lock).
     open: AtomicU64,
+    /// 404s remembered now (the same, for the negative map).
+    remembered: AtomicU64,
     pub metrics: Metrics,
 }
 
@@ -302,6 +304,7 @@ impl Origin {
             flights: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
             open: AtomicU64::new(0),
+            remembered: AtomicU64::new(0),
             metrics: Metrics::new(registry),
         }))
     }
@@ -372,9 +375,11 @@ impl Origin {
                 f.overwritten = true;
             }
         }
-        let mut neg = lock(&self.negative);
-        if !neg.is_empty() {
+        // Most writes find no 404 remembered: they take no lock for it.
+        if self.remembered.load(Ordering::Relaxed) > 0 {
+            let mut neg = lock(&self.negative);
             neg.remove(key);
+            self.remembered.store(neg.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -548,6 +553,7 @@ impl Origin {
             Some(&until) if Instant::now() < until => true,
             Some(_) => {
                 neg.remove(key);
+                self.remembered.store(neg.len() as u64, Ordering::Relaxed);
                 false
             }
             None => false,
@@ -744,6 +750,7 @@ impl Origin {
                 neg.clear();
             }
             neg.insert(key.clone(), Instant::now() + Duration::from_secs(ttl));
+            self.remembered.store(neg.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -1073,7 +1080,8 @@ fn set_nx(key: &Bytes, stored: Bytes, ex: Bytes) -> Vec<Bytes> {
     ]
 }
 
-fn is_nil(element: &[u8]) -> bool {
+/// Whether a reply (or an array element) is RESP2's or RESP3's nil.
+pub fn is_nil(element: &[u8]) -> bool {
     element == b"$-1\r\n" || element == b"_\r\n"
 }
 

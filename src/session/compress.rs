@@ -100,7 +100,7 @@ impl Session {
             };
             let (key, route, inner, then) = *r;
             let origin = self.sh.origin.clone()?;
-            if &raw[..] == b"$-1\r\n" || &raw[..] == b"_\r\n" {
+            if crate::origin::is_nil(raw) {
                 let filled = origin.read_through(route, key, raw.clone(), None);
                 let Some(getex) = then else {
                     return Some(filled);
@@ -147,11 +147,9 @@ impl Session {
             let (key, route, read, inner) = *r;
             // The key is missing: HGET's nil, HMGET's all-nil array, HGETALL's empty one.
             let missing = match &read {
-                crate::origin::HashRead::Get(_) => &raw[..] == b"$-1\r\n" || &raw[..] == b"_\r\n",
-                crate::origin::HashRead::MGet(_) => reply::array_elements(raw).is_some_and(|e| {
-                    e.iter()
-                        .all(|&(s, t)| matches!(&raw[s..t], b"$-1\r\n" | b"_\r\n"))
-                }),
+                crate::origin::HashRead::Get(_) => crate::origin::is_nil(raw),
+                crate::origin::HashRead::MGet(_) => reply::array_elements(raw)
+                    .is_some_and(|e| e.iter().all(|&(s, t)| crate::origin::is_nil(&raw[s..t]))),
                 crate::origin::HashRead::All => matches!(&raw[..], b"*0\r\n" | b"%0\r\n"),
             };
             if missing {
