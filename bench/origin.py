@@ -113,17 +113,16 @@ async def read_reply(r):
     return line
 
 
-async def herd_proxy(port, n, key):
+async def herd(port, n, read):
+    """Opens n connections to `port`, then lets all of them run `read(r, w)` at the same
+    moment; returns each one's latency (s)."""
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
     go = asyncio.Event()
 
     async def one(r, w):
         await go.wait()
         t = time.perf_counter()
-        w.write(resp("GET", key))
-        await w.drain()
-        line = await read_reply(r)
-        assert line.startswith(b"$") and line != b"$-1\r\n", line
+        await read(r, w)
         return time.perf_counter() - t
     tasks = [asyncio.create_task(one(r, w)) for r, w in conns]
     await asyncio.sleep(0.05)
@@ -132,6 +131,15 @@ async def herd_proxy(port, n, key):
     for _, w in conns:
         w.close()
     return lat
+
+
+async def herd_proxy(port, n, key):
+    async def read(r, w):
+        w.write(resp("GET", key))
+        await w.drain()
+        line = await read_reply(r)
+        assert line.startswith(b"$") and line != b"$-1\r\n", line
+    return await herd(port, n, read)
 
 
 async def http_get(port, path):
@@ -144,28 +152,15 @@ async def http_get(port, path):
 
 
 async def herd_cache_aside(rport, oport, n, key):
-    conns = [await asyncio.open_connection("127.0.0.1", rport) for _ in range(n)]
-    go = asyncio.Event()
-
-    async def one(r, w):
-        await go.wait()
-        t = time.perf_counter()
+    async def read(r, w):
         w.write(resp("GET", key))
         await w.drain()
-        line = await read_reply(r)
-        if line == b"$-1\r\n":
+        if await read_reply(r) == b"$-1\r\n":
             body = await http_get(oport, "/cold/x")
             w.write(resp("SET", key, body, "EX", 900))
             await w.drain()
             await read_reply(r)
-        return time.perf_counter() - t
-    tasks = [asyncio.create_task(one(r, w)) for r, w in conns]
-    await asyncio.sleep(0.05)
-    go.set()
-    lat = await asyncio.gather(*tasks)
-    for _, w in conns:
-        w.close()
-    return lat
+    return await herd(rport, n, read)
 
 
 def pct(xs, p):

@@ -811,3 +811,58 @@ async fn a_routes_headers_are_sent_and_masked() {
         "{shown}"
     );
 }
+
+/// A refresh never waits for the origin host's capacity ahead of demand: with every slot taken
+/// (by a slow demand miss), a stale read is served and its refresh skipped, not queued; once a
+/// slot is free, the next stale read refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_yield_the_origin_to_demand_misses() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings("memory://");
+    let mut r = origin.route("product");
+    r.ttl = 1;
+    r.stale = 60;
+    r.timeout_ms = 10_000;
+    s.origin.routes = vec![r];
+    s.origin.max_concurrency = 1;
+    let p = proxy_with(s).await;
+    let admin = p.admin_addr.unwrap();
+    let mut c = Raw::to(&p).await;
+    let a = bulk(&body_of("a"));
+    assert_eq!(c.text(&["GET", "product:a"]).await, a);
+    // A slow demand miss takes the one slot for 3 s.
+    origin.b.delay_ms.store(3000, Ordering::Relaxed);
+    let mut d = Raw::to(&p).await;
+    d.send(&[b"GET", b"product:slow"]).await;
+    common::eventually(
+        Duration::from_secs(5),
+        "the slow fill holds the slot",
+        || {
+            let n = origin.b.hits("/api/products/slow");
+            async move { (n == 1).then_some(()) }
+        },
+    )
+    .await;
+    // product:a goes stale (1 s): its reads are served, and its refresh is skipped.
+    common::eventually(Duration::from_secs(10), "a skipped refresh", || {
+        let (p, a) = (&p, a.clone());
+        async move {
+            assert_eq!(Raw::to(p).await.text(&["GET", "product:a"]).await, a);
+            let m = common::http_get(admin, "/metrics").await.1;
+            m.contains(r#"prescient_origin_requests_total{outcome="skipped",route="product"}"#)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(origin.b.hits("/api/products/a"), 1, "skipped, not queued");
+    assert_eq!(&d.read().await[..], bulk(&body_of("slow")).as_bytes());
+    // The slot is free again: the next stale read refreshes.
+    common::eventually(Duration::from_secs(15), "the refresh", || {
+        let (p, o) = (&p, &origin);
+        async move {
+            Raw::to(p).await.text(&["GET", "product:a"]).await;
+            (o.b.hits("/api/products/a") == 2).then_some(())
+        }
+    })
+    .await;
+}

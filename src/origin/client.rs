@@ -30,6 +30,9 @@ pub const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// The error of a background request skipped for want of a free slot.
+pub const SKIPPED: &str = "skipped: the origin host is at max_concurrency";
+
 /// What the origin answered.
 #[derive(Debug)]
 pub enum Fetched {
@@ -181,16 +184,28 @@ impl Http {
 
     /// GETs `url`: the body of a 2xx, NotFound for a 404, else an error saying what happened.
     /// Waiting for a slot under the host's cap counts against the timeout too.
+    /// A `background` request (a refresh of a value still being served) never waits for a
+    /// slot under the host's cap: with none free it is skipped at once ([`SKIPPED`]), so
+    /// demand misses are never queued behind refreshes, and it counts neither way for the
+    /// breaker.
     pub async fn get(
         &self,
         url: &str,
         headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
         timeout: Duration,
         max_body: usize,
+        background: bool,
     ) -> Result<Fetched, String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
         let name = uri.authority().map(|a| a.to_string()).unwrap_or_default();
         let host = self.host(&name);
+        let held = match background {
+            true => match host.permits.try_acquire() {
+                Ok(p) => Some(p),
+                Err(_) => return Err(SKIPPED.into()),
+            },
+            false => None,
+        };
         let probe = match host.admit(Instant::now()) {
             Admit::Refuse => return Err(format!("circuit breaker open for {name}")),
             Admit::Probe => true,
@@ -203,7 +218,10 @@ impl Http {
             outcome: None,
         };
         let work = async {
-            let _permit = host.permits.acquire().await.map_err(|e| e.to_string())?;
+            let _permit = match held {
+                Some(p) => p,
+                None => host.permits.acquire().await.map_err(|e| e.to_string())?,
+            };
             let resp = self
                 .client
                 .request({

@@ -208,7 +208,7 @@ impl Metrics {
             breaker,
             requests: vec(
                 "prescient_origin_requests_total",
-                "Origin requests by route and outcome (ok, not_found, error).",
+                "Origin requests by route and outcome (ok, not_found, error; skipped: a refresh with no free slot).",
                 &["route", "outcome"],
             ),
             coalesced: vec(
@@ -669,7 +669,7 @@ impl Origin {
         let url = r.cfg.batch_url.replace("{ids}", &joined);
         // A batch body holds many values: its limit is the route's per value, times them.
         let limit = (r.cfg.max_body_bytes as usize).saturating_mul(keys.len());
-        let got = self.request(r, &url, limit).await;
+        let got = self.request(r, &url, limit, false).await;
         let parsed = match got {
             Ok(client::Fetched::Body(body)) => {
                 serde_json::from_slice::<HashMap<String, Box<serde_json::value::RawValue>>>(&body)
@@ -762,20 +762,23 @@ impl Origin {
         r: &Route,
         url: &str,
         max_body: usize,
+        background: bool,
     ) -> Result<client::Fetched, String> {
         self.metrics.inflight.inc();
         let started = Instant::now();
-        let got = self.request_inner(r, url, max_body).await;
+        let got = self.request_inner(r, url, max_body, background).await;
         self.metrics.inflight.dec();
         let name = r.cfg.name.as_str();
         self.metrics
             .duration
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .up
-            .with_label_values(&[name])
-            .set(i64::from(got.is_ok()));
+        if !matches!(&got, Err(e) if e == client::SKIPPED) {
+            self.metrics
+                .up
+                .with_label_values(&[name])
+                .set(i64::from(got.is_ok()));
+        }
         got
     }
 
@@ -784,6 +787,7 @@ impl Origin {
         r: &Route,
         url: &str,
         max_body: usize,
+        background: bool,
     ) -> Result<client::Fetched, String> {
         let deadline = Instant::now() + r.timeout;
         let left = || deadline.saturating_duration_since(Instant::now());
@@ -798,7 +802,11 @@ impl Origin {
                     ));
                 }
             }
-            let got = match self.http.get(url, &r.headers, left(), max_body).await {
+            let got = match self
+                .http
+                .get(url, &r.headers, left(), max_body, background)
+                .await
+            {
                 // The whole request's time, retries included, is the route's timeout.
                 Err(e) if e.starts_with("timed out") => {
                     Err(format!("timed out after {} ms", r.timeout.as_millis()))
@@ -824,10 +832,16 @@ impl Origin {
         let Some(url) = r.url_for(key) else {
             return Found::Failed("the key does not match the route".into());
         };
-        let got = self.request(r, &url, r.cfg.max_body_bytes as usize).await;
+        // A refresh of a value still being served is background work: it never waits for
+        // the origin host's capacity ahead of demand misses.
+        let background = matches!(&replaces, Replaces::Stale(old) if !old.is_empty());
+        let got = self
+            .request(r, &url, r.cfg.max_body_bytes as usize, background)
+            .await;
         let outcome = match &got {
             Ok(client::Fetched::Body(_)) => "ok",
             Ok(client::Fetched::NotFound) => "not_found",
+            Err(e) if e == client::SKIPPED => "skipped",
             Err(_) => "error",
         };
         self.metrics
