@@ -100,7 +100,13 @@ pub struct Route {
     limiter: Option<governor::DefaultDirectRateLimiter>,
     /// `headers`, parsed (validated at load).
     headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// After a refresh was skipped (no free slot at the origin host), refreshes of this route
+    /// wait until then (unix ms): stale reads meanwhile cost no more than hits.
+    refresh_after: AtomicU64,
 }
+
+/// How long a route's refreshes pause after one was skipped.
+const REFRESH_PAUSE_MS: u64 = 50;
 
 impl Route {
     /// The URL for `key`, when the route's pattern matches it.
@@ -269,6 +275,7 @@ impl Origin {
             .iter()
             .filter_map(|r| {
                 Some(Route {
+                    refresh_after: AtomicU64::new(0),
                     limiter: std::num::NonZeroU32::new(r.rate_limit)
                         .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
                     pattern: KeyPattern::parse(&r.key).ok()?,
@@ -468,6 +475,9 @@ impl Origin {
             .stale_served
             .with_label_values(&[name, "swr"])
             .inc();
+        if now_ms() < self.routes[route].refresh_after.load(Ordering::Relaxed) {
+            return;
+        }
         // Nobody waits for the refresh: the reader was served the stale value.
         drop(self.join(route, key, Replaces::Stale(stored)));
     }
@@ -841,7 +851,11 @@ impl Origin {
         let outcome = match &got {
             Ok(client::Fetched::Body(_)) => "ok",
             Ok(client::Fetched::NotFound) => "not_found",
-            Err(e) if e == client::SKIPPED => "skipped",
+            Err(e) if e == client::SKIPPED => {
+                r.refresh_after
+                    .store(now_ms() + REFRESH_PAUSE_MS, Ordering::Relaxed);
+                "skipped"
+            }
             Err(_) => "error",
         };
         self.metrics
