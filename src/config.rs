@@ -36,6 +36,7 @@ pub struct Settings {
     pub compression: Compression,
     pub tracking: crate::tracking::settings::Tracking,
     pub origin: Origin,
+    pub prefetch: crate::prefetch::settings::Prefetch,
 }
 
 /// The application's HTTP API, read through on misses (`[origin]`).
@@ -693,6 +694,9 @@ impl Settings {
         self.listen_addr()?;
         self.validate_origin()?;
         self.tracking
+            .validate()
+            .map_err(|(k, why)| invalid(k, why))?;
+        self.prefetch
             .validate()
             .map_err(|(k, why)| invalid(k, why))?;
         if !self.server.admin_listen.is_empty() {

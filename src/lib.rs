@@ -49,6 +49,7 @@ pub mod connection;
 pub mod fuzz_checks;
 pub mod metrics;
 pub mod origin;
+pub mod prefetch;
 pub mod protocol;
 pub mod redis_glob;
 pub mod replay;

@@ -37,6 +37,8 @@ pub struct Shared {
     pub clients: Arc<Registry>,
     /// The application's HTTP API, when routes are configured (read-through).
     pub origin: Option<Arc<crate::origin::Origin>>,
+    /// The prefetch pipeline, when there is an origin and tracking is on.
+    pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
     /// What INFO, PROXY and the admin HTTP server see: no secrets.
     pub admin: Arc<View>,
     pub deny: Denylist,
@@ -80,7 +82,24 @@ impl Shared {
                 rules: u.commands.rules().clone(),
             })
             .collect();
-        let tracker = Arc::new(Tracker::start(&settings.tracking, &metrics.registry)?);
+        let model = settings.tracking.model(&settings.prefetch);
+        let tracker = Arc::new(Tracker::start_with(
+            &settings.tracking,
+            model,
+            &metrics.registry,
+        )?);
+        // Prefetching needs routes to fetch through and a tracker to predict.
+        let prefetch = match &origin {
+            Some(o) if tracker.enabled() => Some(crate::prefetch::Prefetcher::start(
+                &settings.prefetch,
+                o.clone(),
+                upstream.clone(),
+                tracker.clone(),
+                &metrics.registry,
+                shutdown.clone(),
+            )),
+            _ => None,
+        };
         let clients = Arc::new(Registry::default());
         let admin = Arc::new(View::new(
             &settings,
@@ -96,6 +115,7 @@ impl Shared {
         ));
         Ok(Shared {
             origin,
+            prefetch,
             admin,
             clients,
             tracker,

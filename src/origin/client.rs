@@ -174,6 +174,14 @@ impl Http {
             .clone()
     }
 
+    /// Whether `host`'s breaker is open and still cooling down (a host never asked is not).
+    pub fn is_open(&self, host: &str) -> bool {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.get(host).is_some_and(
+            |h| matches!(*h.state(), Breaker::Open { until } if Instant::now() < until),
+        )
+    }
+
     /// Every host asked so far, with its breaker's state.
     pub fn breakers(&self) -> Vec<(String, Breaker)> {
         let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());

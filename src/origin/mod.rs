@@ -33,7 +33,7 @@
 pub mod client;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,20 @@ struct Flight {
     waiters: Vec<oneshot::Sender<Found>>,
     /// A client wrote the key through this prescient while the fill ran: do not store.
     overwritten: bool,
+    /// A prefetch's flight: set when a demand miss joins it (the prefetch was late).
+    prefetch: Option<Arc<AtomicBool>>,
+}
+
+/// What a prefetch did ([`Origin::prefetch`]).
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    pub found: Found,
+    /// A demand miss joined the fetch while in flight.
+    pub late: bool,
+    /// The value was stored (not refused because a client wrote the key first).
+    pub stored: bool,
+    /// How long the store keeps it (the route's ttl and stale windows).
+    pub kept: Duration,
 }
 
 /// What a fill replaces: nothing (a miss), or a stale value (a refresh), which it overwrites
@@ -252,6 +266,9 @@ pub struct Origin {
     open: AtomicU64,
     /// 404s remembered now (the same, for the negative map).
     remembered: AtomicU64,
+    /// Demand reads of routed keys that found them missing (and did not get a remembered
+    /// 404): what prefetching's load is measured against.
+    pub misses: AtomicU64,
     pub metrics: Metrics,
 }
 
@@ -312,6 +329,7 @@ impl Origin {
             negative: Mutex::new(HashMap::new()),
             open: AtomicU64::new(0),
             remembered: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             metrics: Metrics::new(registry),
         }))
     }
@@ -324,6 +342,71 @@ impl Origin {
     /// The first route that reads `key` through as a hash (HGET, HMGET, HGETALL), if any.
     pub fn hash_route_for(&self, key: &[u8]) -> Option<usize> {
         self.first_route(key, ValueType::Hash)
+    }
+
+    /// The first route that reads `key` through and lets the prefetch workers fill it.
+    pub fn prefetch_route_for(&self, key: &[u8]) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.cfg.read_through && r.cfg.prefetch && r.pattern.matches(key))
+    }
+
+    /// Whether a fill of `key` is in flight.
+    pub fn in_flight(&self, key: &[u8]) -> bool {
+        self.open.load(Ordering::Relaxed) > 0 && lock(&self.flights).contains_key(key)
+    }
+
+    /// Whether the route's origin host takes requests now (its breaker is not open).
+    pub fn route_available(&self, route: usize) -> bool {
+        let url = &self.routes[route].cfg.url;
+        let host = url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        !self.http.is_open(host)
+    }
+
+    /// Prefetches `key` on `route` as background work: it never waits for the origin host's
+    /// capacity ahead of demand misses (with no free slot it is skipped, `Found::Failed`
+    /// with [`client::SKIPPED`]), and it is a flight like any fill, so a demand miss that
+    /// comes meanwhile joins it (and then, should it have been skipped, it is fetched as a
+    /// demand miss would be). Stored as a miss's fill is: only if the key is still absent.
+    /// None when a fill of the key is already in flight.
+    pub async fn prefetch(self: &Arc<Self>, route: usize, key: Bytes) -> Option<Prefetched> {
+        let late = Arc::new(AtomicBool::new(false));
+        {
+            let mut flights = lock(&self.flights);
+            if flights.contains_key(&key) {
+                return None;
+            }
+            flights.insert(
+                key.clone(),
+                Flight {
+                    waiters: Vec::new(),
+                    overwritten: false,
+                    prefetch: Some(late.clone()),
+                },
+            );
+            self.open.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut guard = self.landing(&key);
+        let (mut found, mut stored) = self.fill(route, &key, Replaces::Nothing, true).await;
+        if matches!(&found, Found::Failed(e) if e == client::SKIPPED)
+            && late.load(Ordering::Relaxed)
+        {
+            (found, stored) = self.fill(route, &key, Replaces::Nothing, false).await;
+        }
+        guard.found = found.clone();
+        drop(guard);
+        let cfg = &self.routes[route].cfg;
+        Some(Prefetched {
+            found,
+            late: late.load(Ordering::Relaxed),
+            stored,
+            kept: Duration::from_secs(cfg.ttl + cfg.stale.max(cfg.stale_if_error)),
+        })
     }
 
     fn first_route(&self, key: &[u8], t: ValueType) -> Option<usize> {
@@ -352,6 +435,7 @@ impl Origin {
             let _ = tx.send(Ok(raw));
             return rx;
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let found = self.join(route, key, Replaces::Nothing);
         tokio::spawn(async move {
             let reply = match found.await {
@@ -410,6 +494,7 @@ impl Origin {
             let _ = tx.send(Ok(nil));
             return rx;
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let replaces = match &fallback {
             Some(_) => Replaces::Stale(Bytes::new()),
             None => Replaces::Nothing,
@@ -523,6 +608,7 @@ impl Origin {
                 self.metrics.negative_hits.with_label_values(&[name]).inc();
                 continue;
             }
+            self.misses.fetch_add(1, Ordering::Relaxed);
             if self.routes[*route].cfg.batch_url.is_empty() {
                 fills.push((i, self.join(*route, key.clone(), Replaces::Nothing)));
             } else {
@@ -584,7 +670,10 @@ impl Origin {
         let me = self.clone();
         tokio::spawn(async move {
             let mut guard = me.landing(&key);
-            guard.found = me.fill(route, &key, replaces).await;
+            // A refresh of a value still being served is background work: it never waits
+            // for the origin host's capacity ahead of demand misses.
+            let background = matches!(&replaces, Replaces::Stale(old) if !old.is_empty());
+            guard.found = me.fill(route, &key, replaces, background).await.0;
         });
         rx
     }
@@ -600,6 +689,9 @@ impl Origin {
     ) -> bool {
         if let Some(f) = flights.get_mut(key) {
             f.waiters.push(tx);
+            if let Some(late) = &f.prefetch {
+                late.store(true, Ordering::Relaxed);
+            }
             let name = &self.routes[route].cfg.name;
             self.metrics.coalesced.with_label_values(&[name]).inc();
             return false;
@@ -609,6 +701,7 @@ impl Origin {
             Flight {
                 waiters: vec![tx],
                 overwritten: false,
+                prefetch: None,
             },
         );
         self.open.fetch_add(1, Ordering::Relaxed);
@@ -836,15 +929,22 @@ impl Origin {
         }
     }
 
-    async fn fill(&self, route: usize, key: &Bytes, replaces: Replaces) -> Found {
+    /// Fetches and stores `key`: what was found, and whether this fill stored it.
+    async fn fill(
+        &self,
+        route: usize,
+        key: &Bytes,
+        replaces: Replaces,
+        background: bool,
+    ) -> (Found, bool) {
         let r = &self.routes[route];
         let name = r.cfg.name.as_str();
         let Some(url) = r.url_for(key) else {
-            return Found::Failed("the key does not match the route".into());
+            return (
+                Found::Failed("the key does not match the route".into()),
+                false,
+            );
         };
-        // A refresh of a value still being served is background work: it never waits for
-        // the origin host's capacity ahead of demand misses.
-        let background = matches!(&replaces, Replaces::Stale(old) if !old.is_empty());
         let got = self
             .request(r, &url, r.cfg.max_body_bytes as usize, background)
             .await;
@@ -870,16 +970,18 @@ impl Origin {
         }
         match got {
             Ok(client::Fetched::Body(body)) if r.cfg.value_type == ValueType::Hash => {
-                self.store_hash(route, key, &body).await
+                let found = self.store_hash(route, key, &body).await;
+                let stored = matches!(found, Found::Fields(_));
+                (found, stored)
             }
             Ok(client::Fetched::Body(body)) => self.store(route, key, body, replaces).await,
             Ok(client::Fetched::NotFound) => {
                 self.remember_missing(route, key);
-                Found::NotFound
+                (Found::NotFound, false)
             }
             Err(e) => {
                 tracing::debug!(route = name, url, error = %e, "origin request failed");
-                Found::Failed(e)
+                (Found::Failed(e), false)
             }
         }
     }
@@ -890,9 +992,15 @@ impl Origin {
     /// refresh only if the key still holds the stale bytes it replaces (on Redis a
     /// compare-and-set script; on the embedded store, whose every writer is this prescient,
     /// the write flag suffices).
-    async fn store(&self, route: usize, key: &Bytes, body: Bytes, replaces: Replaces) -> Found {
+    async fn store(
+        &self,
+        route: usize,
+        key: &Bytes,
+        body: Bytes,
+        replaces: Replaces,
+    ) -> (Found, bool) {
         if lock(&self.flights).get(key).is_some_and(|f| f.overwritten) {
-            return Found::Value(body);
+            return (Found::Value(body), false);
         }
         let (stored, ex) = self.fresh_stored(route, key, &body);
         let mut client = Internal::new(self.up.clone());
@@ -935,14 +1043,16 @@ impl Origin {
                 // Someone wrote the key first: theirs is the value.
                 Some(Some(theirs)) if matches!(replaces, Replaces::Nothing) => {
                     match self.compressor.decode(theirs) {
-                        Ok(v) => Found::Value(Bytes::copy_from_slice(&v)),
-                        Err(_) => Found::Value(body),
+                        Ok(v) => (Found::Value(Bytes::copy_from_slice(&v)), false),
+                        Err(_) => (Found::Value(body), false),
                     }
                 }
-                _ => Found::Value(body),
+                // A refresh's script answers false (nil) when the key changed meanwhile.
+                Some(None) if !matches!(replaces, Replaces::Nothing) => (Found::Value(body), false),
+                _ => (Found::Value(body), true),
             },
             // Not stored (the store failed): the client still gets the origin's answer.
-            Err(_) => Found::Value(body),
+            Err(_) => (Found::Value(body), false),
         }
     }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::prefetch::settings::{Threshold, DEFAULTS as PREFETCH};
 use crate::tracking::model::{ModelConfig, DEFAULTS};
 use crate::tracking::template::Templater;
 use sim::{simulate, Capacity, SimOptions, SimResult};
@@ -33,12 +34,16 @@ pub struct ReplayArgs {
     /// Replay without prefetching only.
     #[arg(long)]
     pub no_prefetch: bool,
-    /// Minimum probability of a prediction.
-    #[arg(long, default_value_t = DEFAULTS.min_probability)]
-    pub threshold: f64,
+    /// The fetch threshold: "adaptive" (the proxy's controller, as `prefetch.min_probability
+    /// = "adaptive"`) or a probability in (0, 1].
+    #[arg(long, default_value = "adaptive")]
+    pub threshold: String,
+    /// The adaptive threshold's origin budget (`prefetch.max_load_factor`).
+    #[arg(long, default_value_t = PREFETCH.max_load_factor)]
+    pub max_load_factor: f64,
     /// Predicted keys at or above this probability are touched (kept warm, no origin load)
     /// when already cached; the threshold itself decides what is fetched.
-    #[arg(long, default_value_t = DEFAULTS.touch_probability)]
+    #[arg(long, default_value_t = PREFETCH.touch_probability)]
     pub touch_threshold: f64,
     /// Model order: 1, or 2 (falls back to 1).
     #[arg(long, default_value_t = DEFAULTS.order)]
@@ -49,8 +54,8 @@ pub struct ReplayArgs {
     /// Extra template placeholder patterns (regex for a whole segment); repeatable.
     #[arg(long = "template-pattern")]
     pub template_patterns: Vec<String>,
-    /// Predictions per access at most.
-    #[arg(long, default_value_t = DEFAULTS.max_predictions)]
+    /// Predictions fetched per access at most (`prefetch.max_prefetch_per_schedule`).
+    #[arg(long, default_value_t = PREFETCH.max_prefetch_per_schedule)]
     pub max_predictions: usize,
     /// Observations a state needs before it predicts.
     #[arg(long, default_value_t = DEFAULTS.min_support)]
@@ -108,6 +113,10 @@ fn options(a: &ReplayArgs, capacity: Capacity, distinct: usize) -> Result<SimOpt
     if !(1..=2).contains(&a.order) {
         return Err("--order must be 1 or 2".into());
     }
+    let threshold = Threshold::parse(&a.threshold).map_err(|e| format!("--threshold: {e}"))?;
+    if !(a.max_load_factor >= 1.0) {
+        return Err("--max-load-factor must be at least 1".into());
+    }
     let per_client = match a.context.as_str() {
         "client" => true,
         "global" => false,
@@ -123,7 +132,7 @@ fn options(a: &ReplayArgs, capacity: Capacity, distinct: usize) -> Result<SimOpt
             half_life_secs: a.half_life,
             top_k: a.top_k.max(1),
             max_states: a.max_states.max(1),
-            min_probability: a.threshold,
+            min_probability: threshold.floor(),
             touch_probability: a.touch_threshold,
             max_predictions: a.max_predictions,
             lookahead: a.lookahead.max(1),
@@ -132,6 +141,7 @@ fn options(a: &ReplayArgs, capacity: Capacity, distinct: usize) -> Result<SimOpt
         stale_gap_secs: a.stale_gap,
         templater: Templater::new(&a.template_patterns)?,
         distinct_keys: distinct,
+        adaptive: (threshold == Threshold::Adaptive).then_some(a.max_load_factor),
     })
 }
 
@@ -215,7 +225,10 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
             m.order,
             m.lookahead,
             if m.templates { "on" } else { "off" },
-            m.min_probability,
+            match opts.adaptive {
+                Some(b) => format!("adaptive (budget {b}x)"),
+                None => m.min_probability.to_string(),
+            },
             m.touch_probability,
             m.max_predictions,
             m.min_support,
@@ -236,6 +249,19 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
             "             precision {:.4}, coverage {:.4}, origin load {:.3}x",
             f.precision, f.coverage, f.load
         );
+        if opts.adaptive.is_some() {
+            let path: Vec<String> = r
+                .thresholds
+                .iter()
+                .map(|(at, t)| format!("{t}@{at}"))
+                .collect();
+            let _ = writeln!(
+                w,
+                "threshold   {} (moves: threshold@read {})",
+                r.thresholds.last().map_or(0.0, |t| t.1),
+                path.join(" ")
+            );
+        }
         let _ = writeln!(
             w,
             "live score  top-1 {:.4}, top-k {:.4} over {} predicted transitions (of {})",
@@ -271,6 +297,11 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
             "topk_accuracy": r.score.topk_ratio(),
             "model_states": r.model.states(),
             "model_bytes": r.model.bytes,
+            "threshold": match opts.adaptive {
+                Some(_) => serde_json::json!("adaptive"),
+                None => serde_json::json!(opts.model.min_probability),
+            },
+            "threshold_moves": r.thresholds,
         });
         if let (Some(j), Some(f)) = (json.as_object_mut(), fields.as_object()) {
             j.extend(f.clone());
@@ -282,6 +313,7 @@ pub fn run(a: &ReplayArgs) -> Result<String, String> {
         for &t in thresholds {
             let mut o = opts.clone();
             o.model.min_probability = t;
+            o.adaptive = None;
             let f = Figures::of(&simulate(&trace.accesses, &o), &base);
             let _ = writeln!(
                 w,

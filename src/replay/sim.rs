@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::trace::Access;
+use crate::prefetch::controller::{Controller, Feedback};
 use crate::tracking::context::{Contexts, Score};
 use crate::tracking::model::{Candidate, Level, Model, ModelConfig, ModelSize};
 use crate::tracking::table::{home_slot, prefetch_line};
@@ -39,7 +40,14 @@ pub struct SimOptions {
     /// Distinct keys the trace holds, if known (0 if not): tables are made that large up
     /// front rather than grown (and rehashed) while the replay runs.
     pub distinct_keys: usize,
+    /// The adaptive threshold, under this origin budget (`max_load_factor`): the proxy's
+    /// controller moves the fetch threshold every [`EPOCH_READS`] reads, and
+    /// `model.min_probability` is only the lowest it may go. None: the model's threshold.
+    pub adaptive: Option<f64>,
 }
+
+/// Reads per controller epoch in the replay.
+pub const EPOCH_READS: u64 = 500;
 
 #[derive(Clone, Debug, Default)]
 pub struct SimResult {
@@ -53,6 +61,8 @@ pub struct SimResult {
     pub promotions: u64,
     pub score: Score,
     pub model: ModelSize,
+    /// With the adaptive threshold: (reads so far, threshold) whenever it moved.
+    pub thresholds: Vec<(u64, f64)>,
     /// Time spent replaying the reads (not counting the set-up, the model's size walk or
     /// its teardown).
     pub elapsed: Duration,
@@ -341,7 +351,8 @@ fn read_ahead<'t>(trace: &'t [Access], i: usize, mut ahead: impl FnMut(&'t Acces
 struct Batch {
     /// Per read, where its predictions end in `predictions`.
     ends: Vec<u32>,
-    predictions: Vec<(u64, bool)>,
+    /// Key hash, probability, marked to fetch by the model.
+    predictions: Vec<(u64, f64, bool)>,
 }
 
 impl Batch {
@@ -496,7 +507,7 @@ fn learn(
         let predictions = &mut batch.predictions;
         let templates = parsed.predictions(at);
         contexts.access_then(&mut model, context(a), key, a.time, templates, |p| {
-            predictions.push((p.hash, p.fetch));
+            predictions.push((p.hash, p.probability, p.fetch));
         });
         at += 1;
         batch.ends.push(batch.predictions.len() as u32);
@@ -588,8 +599,37 @@ fn run_cache(
     let mut r = SimResult::default();
     let mut batch = Batch::default();
     let (mut at, mut from) = (0, 0);
+    let mut control = opts
+        .adaptive
+        .map(|budget| (Controller::new(budget), Feedback::default()));
+    let mut threshold = match &control {
+        Some((c, _)) => c.threshold(),
+        None => opts.model.min_probability,
+    };
+    if control.is_some() {
+        r.thresholds.push((0, threshold));
+    }
     for (i, a) in trace.iter().enumerate() {
         r.accesses += 1;
+        if let Some((c, last)) = control.as_mut().filter(|_| r.accesses % EPOCH_READS == 0) {
+            let now = Feedback {
+                misses: r.misses,
+                issued: r.prefetches,
+                used: r.prefetch_hits,
+                late: 0,
+            };
+            let t = c.observe(Feedback {
+                misses: now.misses - last.misses,
+                issued: now.issued - last.issued,
+                used: now.used - last.used,
+                late: 0,
+            });
+            *last = now;
+            if t != threshold {
+                threshold = t;
+                r.thresholds.push((r.accesses, t));
+            }
+        }
         read_ahead(trace, i, |b| keys.ids.warm_cache(b.hash));
         let id = keys.intern(a.hash);
         keys.sizes[id as usize] = a.size;
@@ -626,10 +666,21 @@ fn run_cache(
         let predicted = &batch.predictions[from..to];
         from = to;
         // Start every prediction's key-slot lookup before acting on the first.
-        for &(hash, _) in predicted {
+        for &(hash, _, _) in predicted {
             keys.ids.warm_cache(hash);
         }
-        for &(hash, fetch) in predicted {
+        let mut fetches = 0;
+        for &(hash, probability, marked) in predicted {
+            // The model marks what its threshold allows; a live threshold decides here, in
+            // the model's order, as the proxy's scheduler does.
+            let fetch = match control {
+                None => marked,
+                Some(_) => {
+                    let f = probability >= threshold && fetches < opts.model.max_predictions;
+                    fetches += usize::from(f);
+                    f
+                }
+            };
             let known = keys.ids.get(hash);
             if known.is_some_and(|pid| cache.promote(pid)) {
                 r.promotions += 1;
@@ -676,6 +727,7 @@ mod tests {
             stale_gap_secs: 1e9,
             templater: Templater::default(),
             distinct_keys: 0,
+            adaptive: None,
         }
     }
 

@@ -121,6 +121,9 @@ impl Session {
             }
             // A hit: a value filled from the origin may be stale, or expired.
             if let Some(Some(stored)) = reply::bulk_payload(raw) {
+                if let Some(p) = &self.sh.prefetch {
+                    p.note_hit(&key);
+                }
                 match origin.on_hit(route, stored) {
                     crate::origin::Hit::Fresh => {}
                     crate::origin::Hit::Stale => {
@@ -152,6 +155,11 @@ impl Session {
                     .is_some_and(|e| e.iter().all(|&(s, t)| crate::origin::is_nil(&raw[s..t]))),
                 crate::origin::HashRead::All => matches!(&raw[..], b"*0\r\n" | b"%0\r\n"),
             };
+            if !missing {
+                if let Some(p) = &self.sh.prefetch {
+                    p.note_hit(&key);
+                }
+            }
             if missing {
                 let origin = self.sh.origin.clone()?;
                 let proto = self.proto;
@@ -165,6 +173,9 @@ impl Session {
             };
             let (keys, routes, inner) = *r;
             let origin = self.sh.origin.clone()?;
+            if let Some(p) = &self.sh.prefetch {
+                p.note_hits(raw, &keys, &routes);
+            }
             if !origin.any_routed_nil(raw, &routes) {
                 *effect = inner;
             } else {

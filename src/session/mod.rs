@@ -254,6 +254,9 @@ impl Session {
                 if cmd.has(crate::command::flag::WRITE) {
                     for k in cmd.keys() {
                         o.note_write(k);
+                        if let Some(p) = &self.sh.prefetch {
+                            p.note_write(k);
+                        }
                     }
                 }
             }
@@ -408,6 +411,23 @@ impl Session {
                 let d = self.conn_for_state();
                 let effect = Effect::KeyInfo(key);
                 return self.send(get, start, d, Wait::Deadline, effect, w).await;
+            }
+            "proxy" if cmd.arg_is(1, "prefetch") || cmd.arg_is(1, "warmup") => {
+                match &self.sh.prefetch {
+                    Some(p) => {
+                        let p = p.clone();
+                        p.command(&cmd.args).await
+                    }
+                    None => Value::err(
+                        "ERR prefetching needs origin routes ([[origin.routes]]) and tracking (tracking.enabled)",
+                    ),
+                }
+            }
+            "proxy" if cmd.arg_is(1, "predict") && self.sh.prefetch.is_some() => {
+                match self.sh.prefetch.clone() {
+                    Some(p) => p.command(&cmd.args).await,
+                    None => Value::err("ERR prefetching is not configured"),
+                }
             }
             "proxy" if cmd.arg_is(1, "origin") && cmd.args.len() == 2 => match &self.sh.origin {
                 Some(o) => Value::Verbatim(o.report().iter().map(|l| format!("{l}\r\n")).collect()),

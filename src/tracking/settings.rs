@@ -92,9 +92,6 @@ pub struct Tracking {
     pub half_life_secs: f64,
     pub top_k: usize,
     pub max_states: usize,
-    pub min_probability: f64,
-    pub touch_probability: f64,
-    pub max_predictions: usize,
     pub hotkeys_capacity: usize,
     pub hotkeys_window_secs: u64,
     pub access_log: String,
@@ -120,9 +117,6 @@ impl Default for Tracking {
             half_life_secs: DEFAULTS.half_life_secs,
             top_k: DEFAULTS.top_k,
             max_states: DEFAULTS.max_states,
-            min_probability: DEFAULTS.min_probability,
-            touch_probability: DEFAULTS.touch_probability,
-            max_predictions: DEFAULTS.max_predictions,
             hotkeys_capacity: 256,
             hotkeys_window_secs: 60,
             access_log: String::new(),
@@ -132,19 +126,20 @@ impl Default for Tracking {
 }
 
 impl Tracking {
-    pub fn model(&self) -> ModelConfig {
-        ModelConfig {
+    /// The model these settings and `[prefetch]`'s thresholds make.
+    pub fn model(&self, prefetch: &crate::prefetch::settings::Prefetch) -> ModelConfig {
+        let mut m = ModelConfig {
             order: self.order,
             templates: self.templates,
             min_support: self.min_support,
             half_life_secs: self.half_life_secs,
             top_k: self.top_k,
             max_states: self.max_states,
-            min_probability: self.min_probability,
-            touch_probability: self.touch_probability,
-            max_predictions: self.max_predictions,
             lookahead: self.lookahead,
-        }
+            ..DEFAULTS
+        };
+        prefetch.apply_to(&mut m);
+        m
     }
 
     /// The first invalid key and why.
@@ -170,11 +165,7 @@ impl Tracking {
             return bad("tracking.lookahead", "must be 1 to 16");
         }
         Templater::new(&self.template_patterns).map_err(|e| ("tracking.template_patterns", e))?;
-        for (k, v) in [
-            ("tracking.min_probability", self.min_probability),
-            ("tracking.touch_probability", self.touch_probability),
-            ("tracking.access_log_sample", self.access_log_sample),
-        ] {
+        for (k, v) in [("tracking.access_log_sample", self.access_log_sample)] {
             if !(0.0..=1.0).contains(&v) {
                 return bad(k, "must be between 0 and 1");
             }

@@ -31,7 +31,7 @@ use regex::bytes::Regex;
 use super::accesslog;
 use super::context::{Contexts, Score};
 use super::hotkeys::HotKeys;
-use super::model::{Model, ModelSize, Prediction};
+use super::model::{Model, ModelConfig, ModelSize, Prediction};
 use super::settings::{ContextBy, LearnerPriority, Tracking};
 use super::template::{hash_bytes, Templater};
 use crate::command::{Command, Keys};
@@ -42,7 +42,22 @@ pub struct Read {
     pub name: Option<Bytes>,
     pub key: Bytes,
     pub command: &'static str,
+    /// When the request path handed it over (prediction lag is measured from here).
+    pub at: Instant,
 }
+
+/// What the model predicted after one read, for the prefetch scheduler: each key with its
+/// probability, in the model's order (the highest order first), at or above the lower of the
+/// two prefetch thresholds.
+#[derive(Debug)]
+pub struct Predicted {
+    /// When the read that led to these reached the tracker.
+    pub at: Instant,
+    pub candidates: Vec<(Bytes, f64)>,
+}
+
+/// Where predictions go: the prefetch scheduler's channel (bounded; full means dropped).
+pub type Sink = tokio::sync::mpsc::Sender<Predicted>;
 
 /// What groups reads into one sequence.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -214,6 +229,10 @@ struct Learner {
     log: Option<(BufWriter<File>, f64)>,
     /// The score already added to the counters.
     counted: Score,
+    /// The prefetch scheduler, once attached.
+    sink: Option<Sink>,
+    /// Predictions the sink was too full to take.
+    sink_dropped: u64,
 }
 
 impl Learner {
@@ -244,8 +263,24 @@ impl Learner {
             }
         }
         let key = Arc::new(self.templater.parse(r.key));
-        // Predictions are only scored here; prefetching will act on them.
-        self.contexts.access(&mut self.model, ctx, key, now, |_| {});
+        let Some(sink) = &self.sink else {
+            // Predictions are only scored.
+            self.contexts.access(&mut self.model, ctx, key, now, |_| {});
+            return true;
+        };
+        let mut candidates = Vec::new();
+        self.contexts.access(&mut self.model, ctx, key, now, |p| {
+            candidates.push((Bytes::copy_from_slice(p.key), p.probability))
+        });
+        if !candidates.is_empty() {
+            let p = Predicted {
+                at: r.at,
+                candidates,
+            };
+            if sink.try_send(p).is_err() {
+                self.sink_dropped += 1;
+            }
+        }
         true
     }
 
@@ -296,8 +331,29 @@ fn unix_now() -> f64 {
 }
 
 impl Tracker {
-    /// Starts the tracker thread (unless tracking is off). Settings were validated.
+    /// Starts the tracker thread (unless tracking is off), with the default prefetch
+    /// thresholds. Settings were validated.
     pub fn start(cfg: &Tracking, registry: &Registry) -> std::io::Result<Tracker> {
+        let model = cfg.model(&crate::prefetch::settings::Prefetch::default());
+        Tracker::start_with(cfg, model, registry)
+    }
+
+    /// Hands every prediction from now on to the prefetch scheduler.
+    pub fn set_sink(&self, sink: Sink) {
+        self.lock().sink = Some(sink);
+    }
+
+    /// Predictions the prefetch scheduler's channel was too full to take.
+    pub fn sink_dropped(&self) -> u64 {
+        self.lock().sink_dropped
+    }
+
+    /// Starts the tracker thread with this model (thresholds from `[prefetch]`).
+    pub fn start_with(
+        cfg: &Tracking,
+        model: ModelConfig,
+        registry: &Registry,
+    ) -> std::io::Result<Tracker> {
         let mode = match cfg.context {
             ContextBy::ClientName => Mode::ClientName,
             ContextBy::KeySegment => Mode::KeySegment(
@@ -318,11 +374,13 @@ impl Tracker {
         let learner = Arc::new(Mutex::new(Learner {
             mode,
             templater: Templater::new(&cfg.template_patterns).map_err(std::io::Error::other)?,
-            model: Model::new(cfg.model()),
+            model: Model::new(model),
             contexts: Contexts::new(cfg.max_contexts, cfg.stale_after_secs as f64),
             hotkeys: HotKeys::new(cfg.hotkeys_capacity, cfg.hotkeys_window_secs as f64),
             log,
             counted: Score::default(),
+            sink: None,
+            sink_dropped: 0,
         }));
         let stats = Arc::new(Stats::new(registry));
         let shift = Arc::new(AtomicU32::new(0));
@@ -390,6 +448,7 @@ impl Tracker {
                 name: name.map(|n| Bytes::copy_from_slice(n)),
                 key: Bytes::copy_from_slice(key),
                 command: spec.name,
+                at: Instant::now(),
             };
             match tx.try_send(r) {
                 Ok(()) => self.stats.reads.inc(),
