@@ -194,6 +194,7 @@ fn opts(capacity: Capacity, prefetch: bool) -> SimOptions {
         stale_gap_secs: 1800.0,
         templater: Templater::default(),
         distinct_keys: 0,
+        adaptive: None,
     }
 }
 

@@ -26,10 +26,12 @@
 //! The same code runs in `prescient replay --threshold adaptive` (on trace time) and in the
 //! proxy's scheduler (on wall time): it only sees counts.
 
-/// The thresholds the controller moves between.
-pub const LEVELS: [f64; 19] = [
+/// The thresholds the controller moves between. The last fetches nothing (no probability
+/// reaches it): when even the surest predictions cost more than the budget allows (they are
+/// evicted before they are read, say), prefetching pauses until an epoch shows room again.
+pub const LEVELS: [f64; 20] = [
     0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
-    0.9, 0.95,
+    0.9, 0.95, 1.01,
 ];
 
 /// Where the controller starts: the model's old fixed default.
@@ -155,7 +157,13 @@ impl Controller {
         };
         let extra = self.budget - 1.0;
         if self.load > 1.0 + CEILING * extra || (issued > 0.0 && self.precision < MIN_PRECISION) {
-            self.at = (self.at + 1).min(LEVELS.len() - 1);
+            // Far over the budget (half its extra again): two levels at once.
+            let step = if self.load > self.budget + extra / 2.0 {
+                2
+            } else {
+                1
+            };
+            self.at = (self.at + step).min(LEVELS.len() - 1);
         } else if self.load < 1.0 + HEADROOM * extra {
             self.at = self.at.saturating_sub(1);
         }
