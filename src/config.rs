@@ -104,9 +104,7 @@ pub struct OriginRoute {
     /// time, all within the request's timeout.
     pub retries: u32,
     pub read_through: bool,
-    /// Whether the prefetch workers may fill this route's keys ahead of reads. The workers
-    /// are not built yet: the key is accepted (so configs written with it load) and nothing
-    /// acts on it.
+    /// Whether the prefetch workers may fill this route's keys ahead of reads ([prefetch]).
     pub prefetch: bool,
     /// What a miss gets when the origin fails: nil, or an error naming the route.
     pub on_error: OnError,

@@ -42,7 +42,7 @@ enum Cmd {
     /// Validate the configuration and print the effective settings.
     CheckConfig,
     /// Replay a trace through an LRU cache with and without prefetching (a what-if).
-    Replay(prescient::replay::ReplayArgs),
+    Replay(Box<prescient::replay::ReplayArgs>),
 }
 
 fn main() -> ExitCode {

@@ -250,12 +250,34 @@ async fn demand_misses_keep_the_origin_slots_and_prefetches_step_aside() {
 async fn the_space_guard_holds_prefetching_when_the_store_cannot_evict() {
     let redis =
         Redis::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]).await;
-    let origin = TestOrigin::start().await;
-    let p = proxy_with(prefetching(&redis.url(), &origin)).await;
-    teach(&p, "30", "31").await;
-    // Fill the store past 80% of maxmemory, directly.
-    let mut direct = redis.client().await;
-    let value = "x".repeat(10_000);
+    for url in [redis.url(), "memory://".to_string()] {
+        let origin = TestOrigin::start().await;
+        let mut s = prefetching(&url, &origin);
+        s.memory.maxmemory = 4 << 20;
+        s.memory.maxmemory_policy = prescient::config::EvictionPolicy::NoEviction;
+        let p = proxy_with(s).await;
+        // The embedded store is reached through the proxy; Redis directly.
+        let direct = match url.starts_with("redis") {
+            true => redis.client().await,
+            false => Raw::to(&p).await,
+        };
+        space_guard(&p, &origin, direct).await;
+    }
+}
+
+async fn space_guard(p: &Server, origin: &TestOrigin, mut direct: Raw) {
+    teach(p, "30", "31").await;
+    // Fill the store past 80% of maxmemory.
+    // Not compressible, so it fills the embedded store through the proxy too.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let value: String = (0..10_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
     for i in 0.. {
         let r = direct.text(&["SET", &format!("filler:{i}"), &value]).await;
         if r.starts_with("-OOM") {
@@ -271,11 +293,11 @@ async fn the_space_guard_holds_prefetching_when_the_store_cannot_evict() {
             break;
         }
     }
-    let mut probe = Raw::to(&p).await;
+    let mut probe = Raw::to(p).await;
     stats_until(&mut probe, "the guard on", |s| num(s, "space_guard") == 1).await;
     let before = origin.b.hits("/api/products/31");
     let issued = num(&stats(&mut probe).await, "issued");
-    let mut c = Raw::to(&p).await;
+    let mut c = Raw::to(p).await;
     c.cmd(&["GET", "product:30"]).await;
     let end = Instant::now() + DEADLINE;
     let s = loop {

@@ -114,7 +114,7 @@ fn options(a: &ReplayArgs, capacity: Capacity, distinct: usize) -> Result<SimOpt
         return Err("--order must be 1 or 2".into());
     }
     let threshold = Threshold::parse(&a.threshold).map_err(|e| format!("--threshold: {e}"))?;
-    if !(a.max_load_factor >= 1.0) {
+    if a.max_load_factor.is_nan() || a.max_load_factor < 1.0 {
         return Err("--max-load-factor must be at least 1".into());
     }
     let per_client = match a.context.as_str() {
