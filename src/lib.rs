@@ -34,6 +34,11 @@
 //!                  no settings, no connections, secrets masked.
 //! tracking/: the session hands every key read to the tracker (try_send on a bounded channel);
 //!                  a learner thread keeps contexts, the Markov model, hot keys, the access log.
+//! prefetch/: the learner's predictions (try_send) -> scheduler (threshold, EXISTS pipeline,
+//!                  TOUCH) -> bounded priority queue -> workers (token bucket, back-off) ->
+//!                  origin fills as background work; every prefetch accounted (ledger.rs), the
+//!                  fetch threshold moved by a feedback controller (controller.rs) that the
+//!                  replay runs too; PROXY PREFETCH, PREDICT, WARMUP.
 //! replay/: `prescient replay`, the what-if simulator on the same model.
 //! metrics.rs: one Metrics struct. clients.rs: the client registry (CLIENT LIST, KILL).
 //! alloc.rs: the global allocator (mimalloc, asked for alignment only where needed).

@@ -143,7 +143,12 @@ pub fn handle(sh: &View, cmd: &Command) -> Value {
 
 /// The optional count at `at`: a positive integer, `default` when absent.
 fn count_arg(cmd: &Command, at: usize, default: usize) -> Result<usize, Value> {
-    match cmd.args.get(at) {
+    count(cmd.args.get(at), default)
+}
+
+/// An optional count argument: an integer from 1 to 10000, `default` when absent.
+pub(crate) fn count(arg: Option<&bytes::Bytes>, default: usize) -> Result<usize, Value> {
+    match arg {
         None => Ok(default),
         Some(a) => std::str::from_utf8(a)
             .ok()

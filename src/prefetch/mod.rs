@@ -45,6 +45,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::proxy_cmd::count;
 use crate::origin::{Found, Origin};
 use crate::protocol::Value;
 use crate::tracking::tracker::{Predicted, Tracker};
@@ -1398,23 +1399,11 @@ fn why(d: Decision, live: &Live, thr: f64) -> String {
         Decision::OverLimit => format!("past max_prefetch_per_schedule ({})", live.top_n),
         Decision::NoRoute => "no origin route with prefetch = true matches the key".into(),
         Decision::Cached => "already in the store".into(),
-        Decision::InFlight => "a fill of the key is in flight".into(),
+        Decision::InFlight => "a fill of the key is in flight, or it was prefetched and not read yet".into(),
         Decision::Queued => "already queued".into(),
         Decision::RecentlyWasted => "prefetched recently and not read: not again for 30 s".into(),
         Decision::Off => "prefetching is off (PROXY PREFETCH ON)".into(),
         Decision::Space => "the store is near maxmemory and cannot evict (space guard)".into(),
-    }
-}
-
-/// A count argument: a positive integer, `default` when absent.
-fn count(arg: Option<&Bytes>, default: usize) -> Result<usize, Value> {
-    match arg {
-        None => Ok(default),
-        Some(a) => std::str::from_utf8(a)
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| Value::err("ERR count must be an integer between 1 and 10000")),
     }
 }
 
