@@ -44,6 +44,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core import DEFAULT_PRESCIENT, ROOT, free_port, need, stop, wait_port  # noqa: E402
+from origin import resp  # noqa: E402
 
 NASA = os.path.join(ROOT, "..", "shared", "traces", "nasa_19950801.tsv")
 MAX_SIZE = 64 << 10
@@ -184,14 +185,6 @@ def http_json(port, path):
 
 
 # ---- RESP ----
-
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
 
 async def read_reply(r):
     """The reply's first line and, for a bulk string, its payload (None for nil)."""

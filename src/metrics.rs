@@ -310,6 +310,12 @@ pub fn class_of(spec: Option<&'static CommandSpec>) -> Class {
     }
 }
 
+/// Registers a collector with `r` and hands it back (each name once per registry).
+pub fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,10 +119,6 @@ impl Controller {
         self.budget = budget;
     }
 
-    pub fn budget(&self) -> f64 {
-        self.budget
-    }
-
     /// Ends an epoch; returns the threshold for the next.
     pub fn observe(&mut self, f: Feedback) -> f64 {
         self.pending.add(f);

@@ -241,10 +241,7 @@ struct Stats {
 
 impl Stats {
     fn new(r: &Registry) -> Stats {
-        fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
-            r.register(Box::new(m.clone())).expect("unique metric");
-            m
-        }
+        use crate::metrics::register as reg;
         let c = |n: &str, h: &str| reg(r, IntCounter::new(n, h).expect("valid metric"));
         let g = |n: &str, h: &str| reg(r, IntGauge::new(n, h).expect("valid metric"));
         let f = |n: &str, h: &str| reg(r, prometheus::Gauge::new(n, h).expect("valid metric"));
@@ -1194,8 +1191,10 @@ impl Prefetcher {
 
     /// `PROXY PREFETCH STATS`: name and value pairs.
     pub fn stats(&self) -> Vec<(&'static str, String)> {
-        let c = lock(&self.ledger).counts;
-        let open = lock(&self.ledger).open();
+        let (c, open) = {
+            let l = lock(&self.ledger);
+            (l.counts, l.open())
+        };
         let q = lock(&self.queue);
         let qs = q.stats;
         let s = &self.stats;

@@ -150,10 +150,7 @@ struct Stats {
 
 impl Stats {
     fn new(r: &Registry) -> Stats {
-        fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
-            r.register(Box::new(m.clone())).expect("unique metric");
-            m
-        }
+        use crate::metrics::register as reg;
         let c = |n: &str, h: &str| reg(r, IntCounter::new(n, h).expect("valid metric"));
         let g = |n: &str, h: &str| reg(r, IntGauge::new(n, h).expect("valid metric"));
         let f = |n: &str, h: &str| reg(r, Gauge::new(n, h).expect("valid metric"));
@@ -322,6 +319,10 @@ pub struct Tracker {
     sample_early: bool,
     /// The learner's current sample, 1/2^shift of the contexts.
     shift: Arc<AtomicU32>,
+    /// Whether reads carry the time they were handed over (only prefetching reads it: the
+    /// prediction lag); otherwise `epoch` stands in, and the request path reads no clock.
+    stamp: std::sync::atomic::AtomicBool,
+    epoch: Instant,
 }
 
 fn unix_now() -> f64 {
@@ -341,6 +342,7 @@ impl Tracker {
     /// Hands every prediction from now on to the prefetch scheduler.
     pub fn set_sink(&self, sink: Sink) {
         self.lock().sink = Some(sink);
+        self.stamp.store(true, Ordering::Relaxed);
     }
 
     /// Predictions the prefetch scheduler's channel was too full to take.
@@ -406,6 +408,8 @@ impl Tracker {
             mode_name: cfg.context == ContextBy::ClientName,
             sample_early: cfg.context != ContextBy::KeySegment,
             shift,
+            stamp: std::sync::atomic::AtomicBool::new(false),
+            epoch: Instant::now(),
         })
     }
 
@@ -438,6 +442,10 @@ impl Tracker {
                 return;
             }
         }
+        let at = match self.stamp.load(Ordering::Relaxed) {
+            true => Instant::now(),
+            false => self.epoch,
+        };
         let send = |key: &Bytes| {
             // A copy, not a clone: a clone shares the refcount of the client's whole read
             // buffer, which the learner would then touch from another core (measured: 11% of
@@ -448,7 +456,7 @@ impl Tracker {
                 name: name.map(|n| Bytes::copy_from_slice(n)),
                 key: Bytes::copy_from_slice(key),
                 command: spec.name,
-                at: Instant::now(),
+                at,
             };
             match tx.try_send(r) {
                 Ok(()) => self.stats.reads.inc(),
