@@ -11,6 +11,7 @@
 mod conn;
 mod internal;
 pub mod memory;
+pub mod scripts;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -391,7 +391,7 @@ impl Drop for MemConn {
 }
 
 /// Runs one ordinary command under the lock, evicting first for commands that may grow memory.
-fn run_one(ctx: &mut Ctx, spec: &'static CommandSpec, a: &[Bytes], out: &mut Out) {
+pub(super) fn run_one(ctx: &mut Ctx, spec: &'static CommandSpec, a: &[Bytes], out: &mut Out) {
     let Some(handler) = handler(spec) else {
         return unknown(a, Some(spec.name), out);
     };
@@ -411,7 +411,7 @@ fn run_one(ctx: &mut Ctx, spec: &'static CommandSpec, a: &[Bytes], out: &mut Out
 }
 
 /// The command families, each a list of (name, handler).
-const FAMILIES: [&[(&str, Handler)]; 8] = [
+const FAMILIES: [&[(&str, Handler)]; 9] = [
     strings::COMMANDS,
     bits::COMMANDS,
     keys::COMMANDS,
@@ -420,6 +420,7 @@ const FAMILIES: [&[(&str, Handler)]; 8] = [
     sets::COMMANDS,
     zsets::COMMANDS,
     server::COMMANDS,
+    super::scripts::COMMANDS,
 ];
 
 /// The command families' handlers, by the command table's row.
@@ -459,7 +460,7 @@ const BLOCKING_POPS: &[&str] = &[
 ];
 
 /// Redis's unknown-command error; for a command Redis has but the store does not, it says so.
-fn unknown(a: &[Bytes], known: Option<&str>, out: &mut Out) {
+pub(super) fn unknown(a: &[Bytes], known: Option<&str>, out: &mut Out) {
     let mut msg = format!(
         "ERR unknown command '{}', with args beginning with: ",
         String::from_utf8_lossy(&a[0])

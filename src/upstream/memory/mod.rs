@@ -15,6 +15,7 @@ mod keys;
 mod lists;
 mod out;
 mod pubsub;
+mod scripts;
 mod server;
 mod sets;
 mod strings;
