@@ -37,6 +37,10 @@ pub struct Settings {
     pub tracking: crate::tracking::settings::Tracking,
     pub origin: Origin,
     pub prefetch: crate::prefetch::settings::Prefetch,
+    pub jobs: crate::jobs::settings::Jobs,
+    pub warming: crate::jobs::settings::Warming,
+    pub counters: crate::jobs::settings::Counters,
+    pub expiry: crate::jobs::settings::Expiry,
 }
 
 /// The application's HTTP API, read through on misses (`[origin]`).
@@ -112,6 +116,9 @@ pub struct OriginRoute {
     /// fields become the hash's fields (HGET, HMGET, HGETALL read through).
     #[serde(rename = "type")]
     pub value_type: ValueType,
+    /// Tags every key this route fills gets (placeholders filled from the key: `catalog`,
+    /// `product:{id}`); `PROXY INVALIDATE TAG <tag>` removes the keys with a tag.
+    pub tags: Vec<String>,
 }
 
 /// `origin.routes[].type`.
@@ -151,6 +158,7 @@ impl Default for OriginRoute {
             max_body_bytes: 1 << 20,
             timeout_ms: 0,
             headers: BTreeMap::new(),
+            tags: Vec::new(),
             batch_url: String::new(),
             batch_size: 100,
             rate_limit: 0,
@@ -575,6 +583,16 @@ impl Settings {
             if r.ttl == 0 {
                 return Err(invalid(&key("ttl"), "must be at least 1 second"));
             }
+            for t in &r.tags {
+                for name in url_names(t) {
+                    if !pattern.names().any(|n| n == name) {
+                        return Err(invalid(
+                            &key("tags"),
+                            format!("{{{name}}} is not a placeholder of key '{}'", r.key),
+                        ));
+                    }
+                }
+            }
             for (h, v) in &r.headers {
                 if hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err()
                     || hyper::header::HeaderValue::from_str(v).is_err()
@@ -697,6 +715,14 @@ impl Settings {
         self.prefetch
             .validate()
             .map_err(|(k, why)| invalid(k, why))?;
+        crate::jobs::settings::validate(
+            &self.jobs,
+            &self.warming,
+            &self.counters,
+            &self.expiry,
+            &self.origin.routes,
+        )
+        .map_err(|(k, why)| invalid(&k, why))?;
         if !self.server.admin_listen.is_empty() {
             self.server
                 .admin_listen

@@ -52,6 +52,7 @@ pub mod compression;
 pub mod config;
 pub mod connection;
 pub mod fuzz_checks;
+pub mod jobs;
 pub mod metrics;
 pub mod origin;
 pub mod prefetch;

@@ -2,7 +2,8 @@
 //!
 //! Shutdown order, in one place: the signal cancels `shutdown`; the accept loop stops taking
 //! connections; each client stops reading new commands, answers what it has in flight, flushes
-//! and closes; `Server::wait` returns when every client is gone or the deadline passes.
+//! and closes; when every client is gone (or the deadline passes) the background jobs stop,
+//! the count sync flushing one last time, and `Server::wait` returns.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -59,13 +60,21 @@ impl Server {
         self.shared.shutdown.cancel();
     }
 
-    /// Waits for every client to finish after `shutdown`, at most `deadline`. Returns whether
-    /// all of them finished in time.
+    /// Waits for every client to finish after `shutdown`, at most `deadline`, then stops the
+    /// background jobs (the count sync runs one last time). Returns whether all the clients
+    /// finished in time.
     pub async fn wait(&self, deadline: Duration) -> bool {
+        let end = tokio::time::Instant::now() + deadline;
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait())
+        let drained = tokio::time::timeout(deadline, self.tracker.wait())
             .await
-            .is_ok()
+            .is_ok();
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        self.shared
+            .jobs
+            .stop(left.max(Duration::from_secs(1)))
+            .await;
+        drained
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Shared {
     pub origin: Option<Arc<crate::origin::Origin>>,
     /// The prefetch pipeline, when there is an origin and tracking is on.
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
+    /// Background jobs (jobs/): warming, count sync, expiry sweeps, cleanup.
+    pub jobs: Arc<crate::jobs::Jobs>,
     /// What INFO, PROXY and the admin HTTP server see: no secrets.
     pub admin: Arc<View>,
     pub deny: Denylist,
@@ -100,6 +102,16 @@ impl Shared {
             )),
             _ => None,
         };
+        let jobs = crate::jobs::Jobs::start(
+            &settings,
+            crate::jobs::Parts {
+                up: upstream.clone(),
+                origin: origin.clone(),
+                tracker: tracker.clone(),
+                prefetch: prefetch.clone(),
+                registry: metrics.registry.clone(),
+            },
+        );
         let clients = Arc::new(Registry::default());
         let admin = Arc::new(View::new(
             &settings,
@@ -110,12 +122,14 @@ impl Shared {
                 clients: clients.clone(),
                 compressor: compressor.clone(),
                 tracker: tracker.clone(),
+                gate: jobs.gate.clone(),
                 shutdown: shutdown.clone(),
             },
         ));
         Ok(Shared {
             origin,
             prefetch,
+            jobs,
             admin,
             clients,
             tracker,
@@ -132,5 +146,35 @@ impl Shared {
             settings,
             shutdown,
         })
+    }
+}
+
+impl Shared {
+    /// A demand read found `key` in the store: the prefetch ledger and warming's efficiency
+    /// count it.
+    pub fn note_hit(&self, key: &[u8]) {
+        if let Some(p) = &self.prefetch {
+            p.note_hit(key);
+        }
+        if let Some(w) = &self.jobs.warming {
+            w.note_read(key);
+        }
+    }
+
+    /// An MGET's reply: each routed key whose element is not nil was found.
+    pub fn note_hits(&self, raw: &[u8], keys: &[bytes::Bytes], routes: &[Option<usize>]) {
+        if let Some(p) = &self.prefetch {
+            p.note_hits(raw, keys, routes);
+        }
+        if let Some(w) = &self.jobs.warming {
+            let Some(spans) = crate::compression::reply::array_elements(raw) else {
+                return;
+            };
+            for ((&(s, e), key), route) in spans.iter().zip(keys).zip(routes) {
+                if route.is_some() && !crate::origin::is_nil(&raw[s..e]) {
+                    w.note_read(key);
+                }
+            }
+        }
     }
 }

@@ -67,7 +67,10 @@ fn parse_corpus(text: &str) -> Vec<Sequence> {
 /// `$(text*N)` (one argument) stands for `text` repeated N times; `$script(name)` for the body
 /// of the proxy's own script `name` (upstream/scripts.rs).
 fn expand(arg: Bytes) -> Bytes {
-    if let Some(name) = arg.strip_prefix(b"$script(").and_then(|r| r.strip_suffix(b")")) {
+    if let Some(name) = arg
+        .strip_prefix(b"$script(")
+        .and_then(|r| r.strip_suffix(b")"))
+    {
         let s = prescient::upstream::scripts::ALL
             .iter()
             .find(|s| s.name.as_bytes() == name)

@@ -1,5 +1,5 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/health` (the process is up),
-//! `/ready` (the upstream answers: 200, else 503).
+//! `/ready` (the upstream answers and critical warming ran: 200, else 503).
 
 use std::sync::Arc;
 
@@ -34,12 +34,21 @@ async fn metrics(State(sh): State<Arc<View>>) -> ([(&'static str, &'static str);
 }
 
 async fn ready(State(sh): State<Arc<View>>) -> (StatusCode, String) {
-    if sh.health.is_up() {
-        (StatusCode::OK, "ready\n".into())
-    } else {
-        (
+    if !sh.health.is_up() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("upstream {} unreachable\n", sh.upstream),
-        )
+        );
+    }
+    if !sh.gate.is_open() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", sh.gate.why()),
+        );
+    }
+    match sh.gate.why() {
+        // Critical warming gave up at its deadline: ready, and saying so.
+        why if !why.is_empty() => (StatusCode::OK, format!("ready ({why})\n")),
+        _ => (StatusCode::OK, "ready\n".into()),
     }
 }

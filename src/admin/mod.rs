@@ -34,6 +34,8 @@ pub struct View {
     pub user_names: Vec<String>,
     pub compressor: Arc<Compressor>,
     pub tracker: Arc<Tracker>,
+    /// Critical warming's hold on `/ready`.
+    pub gate: Arc<crate::jobs::Gate>,
     pub started: Instant,
     /// The settings flattened to `section.key`, secrets masked.
     pub settings: BTreeMap<String, String>,
@@ -48,6 +50,7 @@ pub struct Parts {
     pub clients: Arc<Registry>,
     pub compressor: Arc<Compressor>,
     pub tracker: Arc<Tracker>,
+    pub gate: Arc<crate::jobs::Gate>,
     pub shutdown: CancellationToken,
 }
 
@@ -67,6 +70,7 @@ impl View {
             clients: p.clients,
             compressor: p.compressor,
             tracker: p.tracker,
+            gate: p.gate,
             shutdown: p.shutdown,
         }
     }

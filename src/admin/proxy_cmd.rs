@@ -37,6 +37,16 @@ const HELP: &[&str] = &[
     "    The origin's routes (read-through), with requests, coalesced misses, 404s remembered.",
     "HOTKEYS [<count>]",
     "    The keys read most in the hot-key window, with estimated reads.",
+    "JOBS",
+    "    Background jobs: schedule, last run, outcome, runs, failures; leadership; warming tasks.",
+    "JOB RUN <id>",
+    "    Run a job now (ids as JOBS lists them: warm:<task>, counters, expiry:<set>, cleanup).",
+    "WARM <task> | WARM USER <id>",
+    "    Run a warming task now; or fill every {user}/{uid} route for a user (once per 5 min).",
+    "INVALIDATE TAG <tag>",
+    "    Remove every key filled with the tag; answers how many were removed.",
+    "EXPIRING <set> <seconds>",
+    "    Members of an expiry set due within <seconds>: member and expires_at.",
 ];
 
 /// PROXY KEYINFO's answer, from the reply to a GET of the stored bytes.

@@ -454,6 +454,16 @@ impl Origin {
         rx
     }
 
+    /// The index of the route named `name`.
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.cfg.name == name)
+    }
+
+    /// Every route's settings, in order.
+    pub fn routes(&self) -> impl Iterator<Item = &OriginRoute> {
+        self.routes.iter().map(|r| &r.cfg)
+    }
+
     pub fn route(&self, i: usize) -> &OriginRoute {
         &self.routes[i].cfg
     }
@@ -796,12 +806,16 @@ impl Origin {
         // The values found, stored in one pipeline (each written as a single fill would be).
         let mut out = Vec::with_capacity(keys.len());
         let mut writes = Vec::new();
+        let mut tags = Vec::new();
         for (key, id) in keys.iter().zip(&ids) {
             let found = obj.get(String::from_utf8_lossy(id).as_ref());
             match found {
                 Some(raw) if raw.get().len() <= r.cfg.max_body_bytes as usize => {
                     let body = Bytes::copy_from_slice(raw.get().as_bytes());
                     if !lock(&self.flights).get(key).is_some_and(|f| f.overwritten) {
+                        for set in self.tag_sets(route, key, &[]) {
+                            tags.push(vec![Bytes::from_static(b"SADD"), set, key.clone()]);
+                        }
                         writes.push(self.fill_write(route, key, &body));
                     }
                     out.push(Found::Value(body));
@@ -818,7 +832,9 @@ impl Origin {
         }
         if !writes.is_empty() {
             let mut client = Internal::new(self.up.clone());
-            let _ = client.pipeline(&writes).await;
+            // Tags before values, as a single fill does.
+            tags.extend(writes);
+            let _ = client.pipeline(&tags).await;
         }
         out
     }
@@ -843,6 +859,107 @@ impl Origin {
             Bytes::from(stored),
             Bytes::from((keep + jitter).to_string()),
         )
+    }
+
+    /// The tag-index sets `key` joins when `route` fills it: the route's tags and `extra`,
+    /// placeholders filled from the key.
+    pub fn tag_sets(&self, route: usize, key: &[u8], extra: &[String]) -> Vec<Bytes> {
+        let r = &self.routes[route];
+        if r.cfg.tags.is_empty() && extra.is_empty() {
+            return Vec::new();
+        }
+        let caps = r.pattern.captures(key).unwrap_or_default();
+        r.cfg
+            .tags
+            .iter()
+            .chain(extra)
+            .map(|t| {
+                let mut t = t.clone();
+                for (name, value) in &caps {
+                    t = t.replace(&format!("{{{name}}}"), &String::from_utf8_lossy(value));
+                }
+                crate::jobs::tags::set_key(&t)
+            })
+            .collect()
+    }
+
+    /// Adds `key` to its tag sets, before the value is written: a key is never in the store
+    /// without its tags (a tag entry without its key is cleaned up later).
+    async fn tag(&self, client: &mut Internal, route: usize, key: &Bytes, extra: &[String]) {
+        let sets = self.tag_sets(route, key, extra);
+        if sets.is_empty() {
+            return;
+        }
+        let cmds: Vec<Vec<Bytes>> = sets
+            .into_iter()
+            .map(|s| vec![Bytes::from_static(b"SADD"), s, key.clone()])
+            .collect();
+        let _ = client.pipeline(&cmds).await;
+    }
+
+    /// Warms `key` on `route`: fetched as background work (never ahead of demand misses; with
+    /// no free slot at the host it waits and tries again, up to the route's timeout), tagged
+    /// with the route's tags and `tags`, and written whether or not the key holds a value (a
+    /// warming refreshes). With `fence`, the write is refused once that fencing token is stale
+    /// (`FENCED ...`). Whether a value was stored; Err when the fetch or the write failed.
+    pub async fn warm(
+        &self,
+        route: usize,
+        key: &Bytes,
+        tags: &[String],
+        fence: Option<u64>,
+    ) -> Result<bool, String> {
+        let r = &self.routes[route];
+        let url = r
+            .url_for(key)
+            .ok_or_else(|| "the key does not match the route".to_string())?;
+        let give_up = Instant::now() + r.timeout;
+        let got = loop {
+            match self
+                .request(r, &url, r.cfg.max_body_bytes as usize, true)
+                .await
+            {
+                Err(e) if e == client::SKIPPED && Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => break other,
+            }
+        };
+        let outcome = match &got {
+            Ok(client::Fetched::Body(_)) => "ok",
+            Ok(client::Fetched::NotFound) => "not_found",
+            Err(_) => "error",
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[r.cfg.name.as_str(), outcome])
+            .inc();
+        let body = match got? {
+            client::Fetched::Body(b) => b,
+            client::Fetched::NotFound => return Ok(false),
+        };
+        if r.cfg.value_type == ValueType::Hash {
+            return Err("warming fills string routes only".into());
+        }
+        let (stored, ex) = self.fresh_stored(route, key, &body);
+        let mut client = Internal::new(self.up.clone());
+        self.tag(&mut client, route, key, tags).await;
+        let set = vec![
+            Bytes::from_static(b"SET"),
+            key.clone(),
+            stored,
+            Bytes::from_static(b"EX"),
+            ex,
+        ];
+        let args = match fence {
+            Some(t) => crate::jobs::lease::Lease::fenced(t, std::slice::from_ref(key), set),
+            None => set,
+        };
+        match client.call(&args).await {
+            Ok(r) if r.starts_with(b"+") => Ok(true),
+            Ok(r) => Err(String::from_utf8_lossy(&r[1..]).trim_end().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn remember_missing(&self, route: usize, key: &Bytes) {
@@ -1004,6 +1121,7 @@ impl Origin {
         }
         let (stored, ex) = self.fresh_stored(route, key, &body);
         let mut client = Internal::new(self.up.clone());
+        self.tag(&mut client, route, key, &[]).await;
         let args: Vec<Bytes> = match (&replaces, self.up.memory().is_some()) {
             (Replaces::Nothing, _) => {
                 let mut a = set_nx(key, stored, ex);
@@ -1089,6 +1207,7 @@ impl Origin {
             .iter()
             .flat_map(|(f, v)| [f.clone(), self.compressor.encode(key, v)]);
         let mut client = Internal::new(self.up.clone());
+        self.tag(&mut client, route, key, &[]).await;
         let stored = if self.up.memory().is_some() {
             let exists = [Bytes::from_static(b"EXISTS"), key.clone()];
             let mut hset = vec![Bytes::from_static(b"HSET"), key.clone()];

@@ -750,21 +750,28 @@ impl Prefetcher {
                 }
                 continue;
             };
-            loop {
-                let rate = {
-                    let l = lock(&self.live);
-                    l.rate * l.hours.at(self.hour(l.utc))
-                };
-                if rate <= 0.0 {
-                    // An hour weighted 0: no prefetching now.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                let taken = lock(&self.bucket).take(rate, Instant::now());
-                match taken {
-                    Ok(()) => return Some(job),
-                    Err(wait) => tokio::time::sleep(wait).await,
-                }
+            self.take_token().await;
+            return Some(job);
+        }
+    }
+
+    /// Waits for a token of the workers' bucket (`max_requests_per_second` x the hour's
+    /// weight). Cache warming takes its tokens here too, so both together keep to the rate.
+    pub async fn take_token(&self) {
+        loop {
+            let rate = {
+                let l = lock(&self.live);
+                l.rate * l.hours.at(self.hour(l.utc))
+            };
+            if rate <= 0.0 {
+                // An hour weighted 0: no prefetching now.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            let taken = lock(&self.bucket).take(rate, Instant::now());
+            match taken {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
             }
         }
     }

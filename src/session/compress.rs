@@ -121,9 +121,7 @@ impl Session {
             }
             // A hit: a value filled from the origin may be stale, or expired.
             if let Some(Some(stored)) = reply::bulk_payload(raw) {
-                if let Some(p) = &self.sh.prefetch {
-                    p.note_hit(&key);
-                }
+                self.sh.note_hit(&key);
                 match origin.on_hit(route, stored) {
                     crate::origin::Hit::Fresh => {}
                     crate::origin::Hit::Stale => {
@@ -156,9 +154,7 @@ impl Session {
                 crate::origin::HashRead::All => matches!(&raw[..], b"*0\r\n" | b"%0\r\n"),
             };
             if !missing {
-                if let Some(p) = &self.sh.prefetch {
-                    p.note_hit(&key);
-                }
+                self.sh.note_hit(&key);
             }
             if missing {
                 let origin = self.sh.origin.clone()?;
@@ -173,9 +169,7 @@ impl Session {
             };
             let (keys, routes, inner) = *r;
             let origin = self.sh.origin.clone()?;
-            if let Some(p) = &self.sh.prefetch {
-                p.note_hits(raw, &keys, &routes);
-            }
+            self.sh.note_hits(raw, &keys, &routes);
             if !origin.any_routed_nil(raw, &routes) {
                 *effect = inner;
             } else {

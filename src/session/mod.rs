@@ -260,6 +260,12 @@ impl Session {
                     }
                 }
             }
+            // A counter's increment records its delta in the same atomic step (jobs/counters.rs);
+            // the deltas are kept in the default database, so increments elsewhere are not.
+            let cmd = match &self.sh.jobs.counters {
+                Some(c) if self.st.db == self.default_db => c.rewrite(&cmd).unwrap_or(cmd),
+                _ => cmd,
+            };
             self.route(cmd, start, w).await?;
         }
         if suppress && w.pending.len() > before {
@@ -428,6 +434,14 @@ impl Session {
                     Some(p) => p.command(&cmd.args).await,
                     None => Value::err("ERR prefetching is not configured"),
                 }
+            }
+            "proxy"
+                if ["jobs", "job", "warm", "invalidate", "expiring"]
+                    .iter()
+                    .any(|s| cmd.arg_is(1, s)) =>
+            {
+                let jobs = self.sh.jobs.clone();
+                jobs.command(&cmd.args).await
             }
             "proxy" if cmd.arg_is(1, "origin") && cmd.args.len() == 2 => match &self.sh.origin {
                 Some(o) => Value::Verbatim(o.report().iter().map(|l| format!("{l}\r\n")).collect()),

@@ -444,6 +444,18 @@ impl KeyPattern {
         })
     }
 
+    /// The key with each placeholder filled by `value_of(name)`; None when one has no value.
+    pub fn fill<'v>(&self, value_of: impl Fn(&str) -> Option<&'v str>) -> Option<String> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => out.extend_from_slice(l),
+                Part::Hole { name, .. } => out.extend_from_slice(value_of(name)?.as_bytes()),
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+
     /// Whether `key` matches (no allocation: the read path asks this of every routed read).
     pub fn matches(&self, key: &[u8]) -> bool {
         self.walk(key, |_, _| {})

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod process;
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};

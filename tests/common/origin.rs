@@ -28,6 +28,37 @@ pub struct Behaviour {
     pub fail_next: AtomicU64,
     /// Non-zero: product bodies carry it (`"v":N`), to tell a refreshed value from the old.
     pub version: AtomicU64,
+    /// Paths in the order their requests arrived.
+    pub order: Mutex<Vec<String>>,
+    /// What the count sink and the expiry webhook received, deduplicated on Idempotency-Key.
+    pub posts: Mutex<Posts>,
+}
+
+#[derive(Default)]
+pub struct Posts {
+    /// Count batches by idempotency key: the sum of their deltas per counter key.
+    pub batches: HashMap<String, HashMap<String, i64>>,
+    /// Expiry webhooks by idempotency key: (arrival unix ms, member, expires_at).
+    pub expired: HashMap<String, (u64, String, i64)>,
+    /// Requests whose key had been seen (a retry after a crash).
+    pub duplicates: u64,
+    /// The next this many POSTs fail with 503 (a sink outage).
+    pub fail_next: u64,
+}
+
+impl Posts {
+    pub fn total(&self) -> i64 {
+        self.batches.values().flat_map(|b| b.values()).sum()
+    }
+    pub fn per_key(&self) -> HashMap<String, i64> {
+        let mut out = HashMap::new();
+        for b in self.batches.values() {
+            for (k, v) in b {
+                *out.entry(k.clone()).or_default() += v;
+            }
+        }
+        out
+    }
 }
 
 impl Behaviour {
@@ -58,6 +89,7 @@ pub fn body_of(id: &str) -> String {
 }
 
 async fn behave(b: &Behaviour, path: String) -> Option<StatusCode> {
+    b.order.lock().unwrap().push(path.clone());
     *b.hits.lock().unwrap().entry(path).or_default() += 1;
     let delay = b.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
@@ -129,6 +161,65 @@ async fn big(State(b): State<Arc<Behaviour>>) -> (StatusCode, String) {
     (StatusCode::OK, "x".repeat(2 << 20))
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `POST /api/views`: a count batch, `{"batch": id, "counts": {key: delta}}`; `POST
+/// /api/offers/expired`: `{"member": m, "expires_at": t}`. Both dedupe on Idempotency-Key.
+async fn post(
+    State(b): State<Arc<Behaviour>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> StatusCode {
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+    else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let mut p = b.posts.lock().unwrap();
+    if p.fail_next > 0 {
+        p.fail_next -= 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match uri.path() {
+        "/api/views" => {
+            if p.batches.contains_key(&key) {
+                p.duplicates += 1;
+                return StatusCode::OK;
+            }
+            let counts = v["counts"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, n)| (k.clone(), n.as_i64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            p.batches.insert(key, counts);
+        }
+        _ => {
+            if p.expired.contains_key(&key) {
+                p.duplicates += 1;
+                return StatusCode::OK;
+            }
+            let member = v["member"].as_str().unwrap_or("").to_string();
+            let at = v["expires_at"].as_i64().unwrap_or(-1);
+            p.expired.insert(key, (unix_ms(), member, at));
+        }
+    }
+    StatusCode::OK
+}
+
 impl TestOrigin {
     pub async fn start() -> TestOrigin {
         let b = Arc::new(Behaviour::default());
@@ -136,6 +227,8 @@ impl TestOrigin {
             .route("/api/products/{id}", get(product))
             .route("/api/products", get(batch))
             .route("/api/big", get(big))
+            .route("/api/views", axum::routing::post(post))
+            .route("/api/offers/expired", axum::routing::post(post))
             .with_state(b.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -15,7 +15,7 @@ pub(super) const COMMANDS: &[(&str, Handler)] = &[("eval", cmd_eval)];
 
 fn cmd_eval(ctx: &mut Ctx, _: &'static str, a: &[Bytes], out: &mut Out) {
     let Some(script) = scripts::by_body(&a[1]) else {
-        return unknown(a, Some("eval"), out);
+        return out.err(NO_LUA);
     };
     let n = match super::parse_i64(&a[2]) {
         Some(n) if n >= 0 && (n as usize) <= a.len() - 3 => n as usize,
@@ -26,6 +26,9 @@ fn cmd_eval(ctx: &mut Ctx, _: &'static str, a: &[Bytes], out: &mut Out) {
     let (keys, argv) = a[3..].split_at(n);
     run(script, ctx, keys, argv, out);
 }
+
+/// Any script but the proxy's own.
+const NO_LUA: &str = "ERR the embedded store runs no Lua scripts (only prescient's own operations); use a Redis upstream for EVAL";
 
 /// Wrong arguments to one of our own scripts: Lua would fail on them too, with another text.
 const BAD: &str = "ERR prescient script called with the wrong arguments";
@@ -96,7 +99,15 @@ fn run(s: &Script, ctx: &mut Ctx, k: &[Bytes], v: &[Bytes], out: &mut Out) {
         "reclaim" if k.len() == 1 && v.len() == 3 => {
             let stale = bulks(call(
                 ctx,
-                &[b"ZRANGEBYSCORE", &k[0], b"-inf", &v[0], b"LIMIT", b"0", &v[2]],
+                &[
+                    b"ZRANGEBYSCORE",
+                    &k[0],
+                    b"-inf",
+                    &v[0],
+                    b"LIMIT",
+                    b"0",
+                    &v[2],
+                ],
             ));
             for m in &stale {
                 call(ctx, &[b"ZADD", &k[0], &v[1], m]);
@@ -107,7 +118,15 @@ fn run(s: &Script, ctx: &mut Ctx, k: &[Bytes], v: &[Bytes], out: &mut Out) {
             let mut found: Vec<Vec<u8>> = Vec::new();
             let stale = bulks(call(
                 ctx,
-                &[b"ZRANGEBYSCORE", &k[1], b"-inf", &v[1], b"LIMIT", b"0", &v[3]],
+                &[
+                    b"ZRANGEBYSCORE",
+                    &k[1],
+                    b"-inf",
+                    &v[1],
+                    b"LIMIT",
+                    b"0",
+                    &v[3],
+                ],
             ));
             for m in stale {
                 call(ctx, &[b"ZADD", &k[1], &v[2], &m]);
