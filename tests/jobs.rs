@@ -479,7 +479,8 @@ async fn critical_warming_gates_ready_and_priorities_order_the_tasks() {
                 keys: keys.iter().map(|k| k.to_string()).collect(),
                 priority,
                 critical,
-                interval: prescient::jobs::settings::Interval::Every(1),
+                // Not again within the test, but a critical task failing at start is retried.
+                interval: prescient::jobs::settings::Interval::Every(3600),
                 ..Default::default()
             }
         };
@@ -519,9 +520,16 @@ async fn critical_warming_gates_ready_and_priorities_order_the_tasks() {
         assert!(c.text(&["GET", "product:h1"]).await.contains("product h1"));
         let jobs = c.text(&["PROXY", "JOBS"]).await;
         assert!(
-            jobs.contains("warm:high priority=10 critical=yes"),
+            jobs.contains("warm:high priority=10 critical=yes runs=2"),
             "{jobs}"
         );
+        // One of the two warmed keys was read before the next run: efficiency 0.5.
+        assert_eq!(c.text(&["PROXY", "WARM", "high"]).await, "+OK\r\n");
+        let jobs = text_until(&mut c, &["PROXY", "JOBS"], "the third run", |j| {
+            j.contains("warm:high priority=10 critical=yes runs=3")
+        })
+        .await;
+        assert!(jobs.contains("efficiency=0.500"), "{jobs}");
         assert!(jobs.contains("job:warm:high"), "{jobs}");
         let metrics = http_get(admin, "/metrics").await.1;
         assert!(metrics.contains("prescient_job_runs_total{job=\"warm:high\",outcome=\"ok\"}"));

@@ -89,6 +89,28 @@ pub fn strings(f: Frame) -> Vec<String> {
     }
 }
 
+/// Unix milliseconds as an RFC 3339 UTC time to the second (`2026-12-04T23:59:48Z`).
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// What a job does.
 enum Work {
     Warm(usize),
@@ -381,17 +403,7 @@ impl Jobs {
     /// Opens the ready gate when every critical task has run once, or at the deadline.
     async fn critical(self: Arc<Self>, deadline: Duration) {
         let end = Instant::now() + deadline;
-        let critical: Vec<&Arc<Job>> = self
-            .jobs
-            .iter()
-            .filter(|j| match j.work {
-                Work::Warm(i) => self
-                    .warming
-                    .as_ref()
-                    .is_some_and(|w| w.tasks[i].cfg.critical),
-                _ => false,
-            })
-            .collect();
+        let critical: Vec<&Arc<Job>> = self.jobs.iter().filter(|j| self.is_critical(j)).collect();
         loop {
             let waiting: Vec<&str> = critical
                 .iter()
@@ -449,8 +461,20 @@ impl Jobs {
                 },
                 _ => None,
             };
-            self.run(&job, fence).await;
-            next = Instant::now() + self.interval(&job);
+            let ok = self.run(&job, fence).await;
+            next = Instant::now()
+                + match ok || self.gate.is_open() || !self.is_critical(&job) {
+                    true => self.interval(&job),
+                    // A critical task that failed while it holds /ready: again soon.
+                    false => job.every.min(Duration::from_secs(1)),
+                };
+        }
+    }
+
+    fn is_critical(&self, job: &Job) -> bool {
+        match (&job.work, &self.warming) {
+            (Work::Warm(i), Some(w)) => w.tasks[*i].cfg.critical,
+            _ => false,
         }
     }
 
@@ -461,7 +485,8 @@ impl Jobs {
         }
     }
 
-    async fn run(&self, job: &Job, fence: Option<u64>) {
+    /// Runs a job once and records it; whether it succeeded.
+    async fn run(&self, job: &Job, fence: Option<u64>) -> bool {
         lock(&job.state).running = true;
         let started = Instant::now();
         let at = unix_ms();
@@ -497,6 +522,7 @@ impl Jobs {
                 .with_label_values(&[job.id.as_str()])
                 .set(at as f64 / 1000.0);
         }
+        let ok = r.is_ok();
         let mut s = lock(&job.state);
         s.running = false;
         s.runs += 1;
@@ -510,6 +536,7 @@ impl Jobs {
                 format!("{outcome}: {e}")
             }
         };
+        ok
     }
 
     /// The cleanup job: tag-index entries and finished count batches whose keys are gone;
@@ -591,17 +618,17 @@ impl Jobs {
         }
         for j in &self.jobs {
             let s = lock(&j.state).clone();
-            let ago = |t: Option<u64>| t.map_or("-".to_string(), |t| t.to_string());
+            let at = |t: Option<u64>| t.map_or("-".to_string(), utc);
             out.push(format!(
-                "job:{} kind={} singleton={} running={} runs={} failures={} last_run_ms={} next_run_ms={} last_duration_ms={} every_s={} last_outcome={}",
+                "job:{} kind={} singleton={} running={} runs={} failures={} last_run={} next_run={} last_duration_ms={} every_s={} last_outcome={}",
                 j.id,
                 j.kind,
                 if j.singleton { "yes" } else { "no" },
                 if s.running { "yes" } else { "no" },
                 s.runs,
                 s.failures,
-                ago(s.last_run),
-                ago(s.next_run),
+                at(s.last_run),
+                at(s.next_run),
                 s.last_duration.as_millis(),
                 self.interval(j).as_secs(),
                 if s.last_outcome.is_empty() { "-" } else { &s.last_outcome },
@@ -729,5 +756,15 @@ impl Job {
             state: Mutex::new(State::default()),
             now: Notify::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_civil_time() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_796_428_788_123), "2026-12-04T23:59:48Z");
     }
 }
