@@ -117,13 +117,18 @@ async fn view_counts_survive_kills_and_a_redis_restart_with_none_lost_or_doubled
         redis.url(),
         sink.addr
     );
-    let mut p = Instance::start(dir.path(), "counts", &conf).await;
-    let port = p.port;
+    // Two instances share the work; clients use both.
+    let mut ps = vec![
+        Instance::start(dir.path(), "counts0", &conf).await,
+        Instance::start(dir.path(), "counts1", &conf).await,
+    ];
+    let ports = [ps[0].port, ps[1].port];
     let acked = Arc::new(AtomicU64::new(0));
     let attempted = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let (acked, attempted) = (acked.clone(), attempted.clone());
+        let port = ports[c % 2];
         clients.push(tokio::spawn(async move {
             let mut conn = None;
             let mut i = c;
@@ -151,6 +156,7 @@ async fn view_counts_survive_kills_and_a_redis_restart_with_none_lost_or_doubled
             async move { (n >= at).then_some(()) }
         })
         .await;
+        let p = &mut ps[k as usize % 2];
         p.kill();
         if k == KILLS / 2 {
             redis.restart().await;
@@ -197,6 +203,12 @@ async fn view_counts_survive_kills_and_a_redis_restart_with_none_lost_or_doubled
     assert!(total <= attempted_n, "none is counted twice");
 
     // The last sync at shutdown: increments then SIGTERM, with no other instance to send them.
+    assert!(
+        ps[1].terminate().await,
+        "a clean exit: {}",
+        ps[1].log_text()
+    );
+    let p = &mut ps[0];
     let mut c = p.client().await;
     for _ in 0..10 {
         assert!(c
@@ -713,4 +725,60 @@ async fn jobs_run_on_the_embedded_store_and_expiring_lists_what_is_due() {
         .text(&["PROXY", "JOB", "RUN", "nosuch"])
         .await
         .starts_with("-ERR no job"));
+}
+
+#[tokio::test]
+async fn batches_a_dead_instance_left_are_replayed_at_start_and_deduped_by_the_sink() {
+    let redis = Redis::start().await;
+    let sink = TestOrigin::start().await;
+    let mut r = redis_crate(&redis).await;
+    // Two batches a crashed instance left, their leases long past: one the sink had already
+    // acknowledged (the crash came before the batch was deleted), one it never got.
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg("prescient:counters:batch:dead-1")
+        .arg("views:1")
+        .arg(5)
+        .cmd("HSET")
+        .arg("prescient:counters:batch:dead-2")
+        .arg("views:2")
+        .arg(7)
+        .cmd("ZADD")
+        .arg("prescient:counters:batches")
+        .arg(0)
+        .arg("dead-1")
+        .arg(0)
+        .arg("dead-2")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    sink.b
+        .posts
+        .lock()
+        .unwrap()
+        .batches
+        .insert("dead-1".into(), HashMap::from([("views:1".to_string(), 5)]));
+    let mut s = settings(&redis.url());
+    s.counters.sink_url = format!("http://{}/api/views", sink.addr);
+    s.counters.interval_s = 3600;
+    s.counters.patterns = vec!["views:{id}".into()];
+    let _p = proxy_with(s).await;
+    eventually(DEADLINE, "both batches replayed", || {
+        let mut r = r.clone();
+        async move {
+            let left: i64 = redis::cmd("ZCARD")
+                .arg("prescient:counters:batches")
+                .query_async(&mut r)
+                .await
+                .ok()?;
+            (left == 0).then_some(())
+        }
+    })
+    .await;
+    let p = sink.b.posts.lock().unwrap();
+    assert_eq!(p.total(), 12, "each batch counted once");
+    assert_eq!(
+        p.duplicates, 1,
+        "the acknowledged one was sent again and deduped"
+    );
 }
