@@ -39,6 +39,12 @@
 //!                  origin fills as background work; every prefetch accounted (ledger.rs), the
 //!                  fetch threshold moved by a feedback controller (controller.rs) that the
 //!                  replay runs too; PROXY PREFETCH, PREDICT, WARMUP.
+//! jobs/: background jobs on the same upstream and origin: a runner (PROXY JOBS), a lease with
+//!                  a fencing token for the singletons (warming, cleanup), the count sync
+//!                  (the session rewrites a counter's INCR into the COUNT script, which records
+//!                  its delta), expiry sweeps (atomic claims), tags and PROXY INVALIDATE TAG.
+//!                  upstream/scripts.rs: the proxy's own atomic operations, Lua on Redis and
+//!                  native on the embedded store (upstream/memory/scripts.rs).
 //! replay/: `prescient replay`, the what-if simulator on the same model.
 //! metrics.rs: one Metrics struct. clients.rs: the client registry (CLIENT LIST, KILL).
 //! alloc.rs: the global allocator (mimalloc, asked for alignment only where needed).
