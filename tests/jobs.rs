@@ -118,7 +118,7 @@ async fn view_counts_survive_kills_and_a_redis_restart_with_none_lost_or_doubled
         sink.addr
     );
     // Two instances share the work; clients use both.
-    let mut ps = vec![
+    let mut ps = [
         Instance::start(dir.path(), "counts0", &conf).await,
         Instance::start(dir.path(), "counts1", &conf).await,
     ];
