@@ -683,7 +683,9 @@ async fn jobs_run_on_the_embedded_store_and_expiring_lists_what_is_due() {
     s.expiry.sets = vec![prescient::jobs::settings::ExpirySet {
         name: "offers".into(),
         key: "offers:expiring".into(),
-        interval_s: 1,
+        // Scheduled by cron (every second, seconds first) rather than the hour's interval.
+        interval_s: 3600,
+        cron: "* * * * * *".into(),
         delete: vec!["offer:{member}".into()],
         webhook: format!("http://{}/api/offers/expired", hook.addr),
         ..Default::default()

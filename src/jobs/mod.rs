@@ -135,6 +135,8 @@ struct Job {
     kind: &'static str,
     singleton: bool,
     every: Duration,
+    /// When set, schedules the job instead of `every`.
+    cron: Option<cron::Schedule>,
     /// Runs at start rather than after the first interval.
     at_start: bool,
     work: Work,
@@ -283,14 +285,17 @@ impl Jobs {
         });
         if let Some(w) = &warming {
             for (i, t) in w.tasks.iter().enumerate() {
-                jobs.push(Job::new(
-                    format!("warm:{}", t.cfg.name),
-                    "warming",
-                    true,
-                    t.interval(std::time::Instant::now()),
-                    true,
-                    Work::Warm(i),
-                ));
+                jobs.push(
+                    Job::new(
+                        format!("warm:{}", t.cfg.name),
+                        "warming",
+                        true,
+                        t.interval(std::time::Instant::now()),
+                        true,
+                        Work::Warm(i),
+                    )
+                    .with_cron(&t.cfg.cron),
+                );
             }
         }
         let counters = (!s.counters.patterns.is_empty()).then(|| {
@@ -320,14 +325,17 @@ impl Jobs {
             .map(|e| Arc::new(expiry::Sweep::new(e, p.up.clone(), ttl)))
             .collect();
         for sw in &sweeps {
-            jobs.push(Job::new(
-                format!("expiry:{}", sw.cfg.name),
-                "expiry",
-                false,
-                Duration::from_secs(sw.cfg.interval_s),
-                true,
-                Work::Expiry(sw.clone()),
-            ));
+            jobs.push(
+                Job::new(
+                    format!("expiry:{}", sw.cfg.name),
+                    "expiry",
+                    false,
+                    Duration::from_secs(sw.cfg.interval_s),
+                    sw.cfg.cron.is_empty(),
+                    Work::Expiry(sw.clone()),
+                )
+                .with_cron(&sw.cfg.cron),
+            );
         }
         let tagged = s.origin.routes.iter().any(|r| !r.tags.is_empty())
             || s.warming.tasks.iter().any(|t| !t.tags.is_empty());
@@ -439,7 +447,7 @@ impl Jobs {
         let mut next = Instant::now()
             + match job.at_start {
                 true => Duration::ZERO,
-                false => job.every,
+                false => self.interval(&job),
             };
         loop {
             lock(&job.state).next_run =
@@ -479,6 +487,14 @@ impl Jobs {
     }
 
     fn interval(&self, job: &Job) -> Duration {
+        if let Some(c) = &job.cron {
+            let now = chrono::Utc::now();
+            return c
+                .after(&now)
+                .next()
+                .and_then(|t| (t - now).to_std().ok())
+                .unwrap_or(Duration::from_secs(3600));
+        }
         match (&job.work, &self.warming) {
             (Work::Warm(i), Some(w)) => w.tasks[*i].interval(std::time::Instant::now()),
             _ => job.every,
@@ -738,6 +754,20 @@ impl Jobs {
 }
 
 impl Job {
+    /// The job scheduled by `expr` instead (validated at load; an empty one changes nothing).
+    fn with_cron(self: Arc<Job>, expr: &str) -> Arc<Job> {
+        let Ok(c) = settings::parse_cron(expr) else {
+            return self;
+        };
+        match Arc::try_unwrap(self) {
+            Ok(mut j) => {
+                j.cron = Some(c);
+                Arc::new(j)
+            }
+            Err(a) => a,
+        }
+    }
+
     fn new(
         id: String,
         kind: &'static str,
@@ -751,6 +781,7 @@ impl Job {
             kind,
             singleton,
             every,
+            cron: None,
             at_start,
             work,
             state: Mutex::new(State::default()),

@@ -89,6 +89,9 @@ pub struct WarmTask {
     /// Run at start; `/ready` answers 503 until it has run (or `jobs.critical_deadline_s`).
     pub critical: bool,
     pub interval: Interval,
+    /// A cron expression (UTC; 5 fields, or 6 with seconds first); when set, it schedules the
+    /// task instead of `interval`.
+    pub cron: String,
     /// Tags the filled keys get (besides the route's).
     pub tags: Vec<String>,
 }
@@ -104,6 +107,7 @@ impl Default for WarmTask {
             priority: 0,
             critical: false,
             interval: Interval::Every(3600),
+            cron: String::new(),
             tags: Vec::new(),
         }
     }
@@ -156,6 +160,8 @@ pub struct ExpirySet {
     pub webhook: String,
     /// Members claimed per round at most (a sweep runs rounds until none is due).
     pub batch: u32,
+    /// A cron expression (UTC) scheduling the sweep instead of `interval_s`.
+    pub cron: String,
 }
 
 impl Default for ExpirySet {
@@ -168,6 +174,7 @@ impl Default for ExpirySet {
             publish: String::new(),
             webhook: String::new(),
             batch: 500,
+            cron: String::new(),
         }
     }
 }
@@ -197,6 +204,9 @@ pub fn validate(
         let Some(route) = routes.iter().find(|r| r.name == t.route) else {
             return bad(key("route"), "names no [[origin.routes]] entry");
         };
+        if !t.cron.is_empty() {
+            parse_cron(&t.cron).map_err(|e| (key("cron"), e))?;
+        }
         let sources = usize::from(!t.keys.is_empty())
             + usize::from(!t.ids.is_empty())
             + usize::from(t.top_hot > 0);
@@ -239,6 +249,9 @@ pub fn validate(
         if s.interval_s == 0 {
             return bad(key("interval_s"), "must be at least 1");
         }
+        if !s.cron.is_empty() {
+            parse_cron(&s.cron).map_err(|e| (key("cron"), e))?;
+        }
         if s.batch == 0 {
             return bad(key("batch"), "must be at least 1");
         }
@@ -252,6 +265,17 @@ pub fn validate(
         }
     }
     Ok(())
+}
+
+/// A cron expression: 5 fields (minute first), or 6-7 with seconds first (and a year).
+pub fn parse_cron(s: &str) -> Result<cron::Schedule, String> {
+    use std::str::FromStr;
+    let fields = s.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {s}"),
+        _ => s.to_string(),
+    };
+    cron::Schedule::from_str(&full).map_err(|e| format!("`{s}` is not a cron expression: {e}"))
 }
 
 /// Most ids an `ids` list or range may name.
@@ -292,6 +316,26 @@ mod tests {
         assert!(parse_ids("5-1").is_err());
         assert!(parse_ids("").is_err());
         assert!(parse_ids("0-99999999999").is_err());
+    }
+
+    #[test]
+    fn cron_takes_five_or_six_fields() {
+        use chrono::TimeZone;
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 4, 23, 59, 30)
+            .unwrap();
+        let next = |s: &str| {
+            parse_cron(s)
+                .unwrap()
+                .after(&at)
+                .next()
+                .unwrap()
+                .to_rfc3339()
+        };
+        assert_eq!(next("*/15 * * * *"), "2026-12-05T00:00:00+00:00");
+        assert_eq!(next("45 * * * * *"), "2026-12-04T23:59:45+00:00");
+        assert_eq!(next("0 3 * * *"), "2026-12-05T03:00:00+00:00");
+        assert!(parse_cron("every day").is_err());
     }
 
     #[test]
