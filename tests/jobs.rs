@@ -90,6 +90,15 @@ async fn text_until(c: &mut Raw, args: &[&str], what: &str, ok: impl Fn(&str) ->
     }
 }
 
+/// The number after `prefix` in a PROXY JOBS text.
+fn runs_of(jobs: &str, prefix: &str) -> u64 {
+    jobs.split(prefix)
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in {jobs}"))
+}
+
 async fn redis_crate(redis: &Redis) -> redis::aio::MultiplexedConnection {
     common::redis_client(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await
 }
@@ -531,12 +540,7 @@ async fn critical_warming_gates_ready_and_priorities_order_the_tasks() {
         let mut c = Raw::to(&p).await;
         assert!(c.text(&["GET", "product:h1"]).await.contains("product h1"));
         let jobs = c.text(&["PROXY", "JOBS"]).await;
-        let runs: u64 = jobs
-            .split("warm:high priority=10 critical=yes runs=")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{jobs}"));
+        let runs = runs_of(&jobs, "warm:high priority=10 critical=yes runs=");
         // One of the two warmed keys was read before the next run: efficiency 0.5.
         assert_eq!(c.text(&["PROXY", "WARM", "high"]).await, "+OK\r\n");
         let next = format!("warm:high priority=10 critical=yes runs={}", runs + 1);
@@ -783,4 +787,53 @@ async fn batches_a_dead_instance_left_are_replayed_at_start_and_deduped_by_the_s
         p.duplicates, 1,
         "the acknowledged one was sent again and deduped"
     );
+}
+
+#[tokio::test]
+async fn a_top_hot_task_warms_the_hottest_keys_of_its_route() {
+    let origin = TestOrigin::start().await;
+    let mut s = origin_settings("memory://", &origin);
+    s.warming.tasks = vec![prescient::jobs::settings::WarmTask {
+        name: "hot".into(),
+        route: "product".into(),
+        top_hot: 2,
+        ..Default::default()
+    }];
+    let p = proxy_with(s).await;
+    let mut c = Raw::to(&p).await;
+    for (key, reads) in [
+        ("product:5", 4),
+        ("product:6", 3),
+        ("product:7", 1),
+        ("other", 9),
+    ] {
+        for _ in 0..reads {
+            c.text(&["GET", key]).await;
+        }
+    }
+    text_until(
+        &mut c,
+        &["PROXY", "HOTKEYS", "10"],
+        "the reads counted",
+        |h| h.contains("product:7"),
+    )
+    .await;
+    // The run at start (which may come before or after the reads) is done.
+    let jobs = text_until(&mut c, &["PROXY", "JOBS"], "the first run", |j| {
+        !j.contains("warm:hot priority=0 critical=no runs=0 ")
+    })
+    .await;
+    let runs = runs_of(&jobs, "warm:hot priority=0 critical=no runs=");
+    c.text(&["DEL", "product:5", "product:6", "product:7"])
+        .await;
+    let before = origin.b.total();
+    assert_eq!(c.text(&["PROXY", "WARM", "hot"]).await, "+OK\r\n");
+    let next = format!("warm:hot priority=0 critical=no runs={}", runs + 1);
+    text_until(&mut c, &["PROXY", "JOBS"], "the run", |j| j.contains(&next)).await;
+    assert_eq!(origin.b.total() - before, 2, "the two hottest routed keys");
+    assert_eq!(
+        c.text(&["EXISTS", "product:5", "product:6"]).await,
+        ":2\r\n"
+    );
+    assert_eq!(c.text(&["EXISTS", "product:7"]).await, ":0\r\n");
 }
