@@ -33,7 +33,34 @@ const NO_LUA: &str = "ERR the embedded store runs no Lua scripts (only prescient
 /// Wrong arguments to one of our own scripts: Lua would fail on them too, with another text.
 const BAD: &str = "ERR prescient script called with the wrong arguments";
 
+/// As in Lua, a script may not run a script: nesting would recurse once per level, and a
+/// client could nest thousands deep in one request.
+const NESTED: &str = "ERR This Redis command is not allowed from script";
+
+fn nests(cmd: Option<&Bytes>) -> bool {
+    cmd.is_some_and(|c| {
+        [
+            &b"eval"[..],
+            b"evalsha",
+            b"eval_ro",
+            b"evalsha_ro",
+            b"fcall",
+            b"fcall_ro",
+        ]
+        .iter()
+        .any(|n| c.eq_ignore_ascii_case(n))
+    })
+}
+
 fn run(s: &Script, ctx: &mut Ctx, k: &[Bytes], v: &[Bytes], out: &mut Out) {
+    let inner = match s.name {
+        "count" => v.get(2),
+        "fenced" => v.get(1),
+        _ => None,
+    };
+    if nests(inner) {
+        return out.err(NESTED);
+    }
     match s.name {
         "count" if k.len() == 2 && v.len() >= 3 => {
             let mut first = Out::new(out.proto);
@@ -187,5 +214,36 @@ fn bulks(f: F) -> Vec<Vec<u8>> {
             })
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Policy, Store};
+    use super::*;
+
+    #[test]
+    fn a_script_cannot_nest_a_script_however_deep_the_request() {
+        let store = Store::new(0, Policy::NoEviction);
+        let fenced = Bytes::from_static(scripts::FENCED.lua.as_bytes());
+        // EVAL <fenced> 1 f 1 EVAL <fenced> 1 f 1 ... PING: 50,000 levels in one request.
+        let mut args: Vec<Bytes> = Vec::new();
+        for _ in 0..50_000 {
+            args.push(Bytes::from_static(b"EVAL"));
+            args.push(fenced.clone());
+            args.extend(["1", "f", "1"].map(|s| Bytes::from_static(s.as_bytes())));
+        }
+        args.push(Bytes::from_static(b"PING"));
+        let mut inner = store.lock();
+        let mut ctx = Ctx::new(&store, &mut inner, 0);
+        let mut out = Out::new(Proto::Resp2);
+        call(&mut ctx, &[b"SET", b"f", b"1"]);
+        run_one(
+            &mut ctx,
+            crate::command::lookup(b"eval").unwrap(),
+            &args,
+            &mut out,
+        );
+        assert_eq!(String::from_utf8_lossy(&out.buf), format!("-{NESTED}\r\n"));
     }
 }
