@@ -355,6 +355,9 @@ impl Default for Memory {
 pub struct Server {
     pub listen: String,
     pub admin_listen: String,
+    /// Bearer token for the HTTP API's changing calls (and its reads from off the machine);
+    /// empty: changes refused, reads from loopback only. Masked wherever settings are shown.
+    pub admin_token: String,
     pub max_clients: u64,
     pub idle_timeout_secs: u64,
     pub shutdown_timeout_ms: u64,
@@ -408,6 +411,7 @@ impl Default for Server {
         Server {
             listen: "127.0.0.1:6380".into(),
             admin_listen: "127.0.0.1:9380".into(),
+            admin_token: String::new(),
             max_clients: 10_000,
             idle_timeout_secs: 0,
             shutdown_timeout_ms: 5_000,
@@ -821,6 +825,7 @@ impl Settings {
         let mut m = self.clone();
         for p in std::iter::once(&mut m.auth.password)
             .chain(std::iter::once(&mut m.upstream.password))
+            .chain(std::iter::once(&mut m.server.admin_token))
             .chain(m.auth.users.iter_mut().map(|u| &mut u.password))
         {
             if !p.is_empty() {

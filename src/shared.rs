@@ -123,6 +123,10 @@ impl Shared {
                 compressor: compressor.clone(),
                 tracker: tracker.clone(),
                 gate: jobs.gate.clone(),
+                prefetch: prefetch.clone(),
+                jobs: jobs.clone(),
+                origin: origin.clone(),
+                store: upstream.clone(),
                 shutdown: shutdown.clone(),
             },
         ));

@@ -1,4 +1,5 @@
-//! The admin HTTP server: `/metrics` (Prometheus text), `/health` (the process is up),
+//! The admin HTTP server: `/metrics` (Prometheus text), `/health` (the process is up), the API
+//! under `/api/v1` (api.rs),
 //! `/ready` (the upstream answers and critical warming ran: 200, else 503).
 
 use std::sync::Arc;
@@ -17,10 +18,14 @@ pub async fn serve(listener: TcpListener, sh: Arc<View>) {
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
+        .merge(super::api::router())
         .with_state(sh);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let r = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await;
     if let Err(e) = r {
         tracing::error!(error = %e, "admin HTTP server failed");
     }

@@ -1,9 +1,11 @@
 //! Administration: PROXY commands, the INFO section and the HTTP endpoints.
 //!
 //! Everything here reads the proxy through a [`View`]: counters, tunables, the upstream's
-//! health, the client registry, the compressor, the tracker, and the settings with every
-//! secret masked. No part of the admin face holds the settings themselves or the upstream's
-//! connections, so a bug in it (or the HTTP API to come) cannot print a password.
+//! health, the client registry, the compressor, the tracker, the prefetcher and the jobs, and
+//! the settings with every secret masked. No part of the admin face holds the settings
+//! themselves, so a bug in it (or in the HTTP API) cannot print a password; it reaches the
+//! store only through upstream::Internal, whose connector shows a masked URL.
+pub mod api;
 pub mod http;
 pub mod info;
 pub mod proxy_cmd;
@@ -36,6 +38,15 @@ pub struct View {
     pub tracker: Arc<Tracker>,
     /// Critical warming's hold on `/ready`.
     pub gate: Arc<crate::jobs::Gate>,
+    /// What the HTTP API operates: the prefetch pipeline, the jobs, the origin's routes, and
+    /// the store (for INFO and DBSIZE through upstream::Internal; its credentials stay in its
+    /// connector, which shows only a masked URL).
+    pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
+    pub jobs: Arc<crate::jobs::Jobs>,
+    pub origin: Option<Arc<crate::origin::Origin>>,
+    pub store: Arc<crate::upstream::Upstream>,
+    /// `server.admin_token` (never shown: the settings keep it masked).
+    pub(crate) token: String,
     pub started: Instant,
     /// The settings flattened to `section.key`, secrets masked.
     pub settings: BTreeMap<String, String>,
@@ -51,6 +62,10 @@ pub struct Parts {
     pub compressor: Arc<Compressor>,
     pub tracker: Arc<Tracker>,
     pub gate: Arc<crate::jobs::Gate>,
+    pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
+    pub jobs: Arc<crate::jobs::Jobs>,
+    pub origin: Option<Arc<crate::origin::Origin>>,
+    pub store: Arc<crate::upstream::Upstream>,
     pub shutdown: CancellationToken,
 }
 
@@ -71,6 +86,11 @@ impl View {
             compressor: p.compressor,
             tracker: p.tracker,
             gate: p.gate,
+            prefetch: p.prefetch,
+            jobs: p.jobs,
+            origin: p.origin,
+            store: p.store,
+            token: settings.server.admin_token.clone(),
             shutdown: p.shutdown,
         }
     }

@@ -203,7 +203,7 @@ fn config_get(sh: &View, pattern: &str) -> Value {
     )
 }
 
-fn stats(sh: &View) -> String {
+pub(crate) fn stats(sh: &View) -> String {
     use crate::metrics::{CLOSE_REASONS, UPSTREAM_ERRORS};
     let m = &sh.metrics;
     let mut lines = vec![

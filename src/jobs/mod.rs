@@ -674,6 +674,79 @@ impl Jobs {
         out
     }
 
+    /// Runs job `id` now (as `PROXY JOBS` names it); false when there is no such job.
+    pub fn run_now(&self, id: &str) -> bool {
+        match self.job(id) {
+            Some(j) => {
+                j.now.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every key tagged `tag`; how many.
+    pub async fn invalidate(&self, tag: &str) -> Result<u64, String> {
+        let origin = self.origin.clone();
+        let note = |k: &Bytes| {
+            if let Some(o) = &origin {
+                o.note_write(k);
+            }
+        };
+        tags::invalidate(&self.up, tag, note).await
+    }
+
+    /// The jobs as JSON (the HTTP API's `GET /api/v1/jobs`).
+    pub fn status(&self) -> serde_json::Value {
+        use serde_json::json;
+        let jobs: Vec<serde_json::Value> = self
+            .jobs
+            .iter()
+            .map(|j| {
+                let s = lock(&j.state).clone();
+                json!({
+                    "id": j.id,
+                    "kind": j.kind,
+                    "singleton": j.singleton,
+                    "running": s.running,
+                    "runs": s.runs,
+                    "failures": s.failures,
+                    "last_run": s.last_run.map(utc),
+                    "next_run": s.next_run.map(utc),
+                    "last_duration_ms": s.last_duration.as_millis() as u64,
+                    "interval_s": self.interval(j).as_secs(),
+                    "last_outcome": s.last_outcome,
+                })
+            })
+            .collect();
+        let tasks: Vec<serde_json::Value> = self
+            .warming
+            .iter()
+            .flat_map(|w| w.tasks.iter())
+            .map(|t| {
+                let s = lock(&t.stats).clone();
+                json!({
+                    "name": t.cfg.name,
+                    "priority": t.cfg.priority,
+                    "critical": t.cfg.critical,
+                    "runs": s.runs,
+                    "warmed": s.warmed,
+                    "failed": s.failed,
+                    "fastest_ms": s.fastest.map(|d| d.as_millis() as u64),
+                    "slowest_ms": s.slowest.as_millis() as u64,
+                    "efficiency": s.efficiency,
+                })
+            })
+            .collect();
+        json!({
+            "instance": self.instance,
+            "leader": self.leading(),
+            "ready_gate": if self.gate.is_open() { serde_json::Value::Null } else { self.gate.why().into() },
+            "jobs": jobs,
+            "warming_tasks": tasks,
+        })
+    }
+
     /// `PROXY JOBS | JOB RUN <id> | WARM <task> | WARM USER <id> | INVALIDATE TAG <tag> |
     /// EXPIRING <set> <seconds>`.
     pub async fn command(&self, args: &[Bytes]) -> Value {
@@ -687,12 +760,9 @@ impl Jobs {
             |v: Vec<String>| Value::Verbatim(v.iter().map(|l| format!("{l}\r\n")).collect());
         match (sub.as_str(), args.len()) {
             ("jobs", 2) => lines(self.report()),
-            ("job", 4) if arg(2).eq_ignore_ascii_case("run") => match self.job(&arg(3)) {
-                Some(j) => {
-                    j.now.notify_one();
-                    Value::ok()
-                }
-                None => Value::err(format!("ERR no job '{}' (PROXY JOBS lists them)", arg(3))),
+            ("job", 4) if arg(2).eq_ignore_ascii_case("run") => match self.run_now(&arg(3)) {
+                true => Value::ok(),
+                false => Value::err(format!("ERR no job '{}' (PROXY JOBS lists them)", arg(3))),
             },
             ("warm", 4) if arg(2).eq_ignore_ascii_case("user") => match &self.warming {
                 Some(w) => match w.preload_user(&arg(3)).await {
@@ -710,21 +780,12 @@ impl Jobs {
                 },
                 None => Value::err("ERR no warming is configured ([[warming.tasks]] and [[origin.routes]])"),
             },
-            ("warm", 3) => match self.job(&format!("warm:{}", arg(2))) {
-                Some(j) => {
-                    j.now.notify_one();
-                    Value::ok()
-                }
-                None => Value::err(format!("ERR no warming task '{}'", arg(2))),
+            ("warm", 3) => match self.run_now(&format!("warm:{}", arg(2))) {
+                true => Value::ok(),
+                false => Value::err(format!("ERR no warming task '{}'", arg(2))),
             },
             ("invalidate", 4) if arg(2).eq_ignore_ascii_case("tag") => {
-                let origin = self.origin.clone();
-                let note = |k: &Bytes| {
-                    if let Some(o) = &origin {
-                        o.note_write(k);
-                    }
-                };
-                match tags::invalidate(&self.up, &arg(3), note).await {
+                match self.invalidate(&arg(3)).await {
                     Ok(n) => Value::Int(n as i64),
                     Err(e) => Value::err(format!("ERR {e}")),
                 }

@@ -1321,6 +1321,15 @@ impl Prefetcher {
     /// hot keys (each hot key and its likely successors) that are routed and not cached, up to
     /// `n`; answers with the keys queued.
     async fn warmup(&self, n: usize, min: Option<f64>) -> Value {
+        match self.warm_up(n, min).await {
+            Ok(keys) => Value::Array(keys.into_iter().map(Value::Bulk).collect()),
+            Err(e) => Value::err(format!("ERR {e}")),
+        }
+    }
+
+    /// Queues up to `n` hot keys and their likely successors (at `min` or the live threshold)
+    /// that the store lacks; the keys queued. `PROXY WARMUP` and the HTTP API's.
+    pub async fn warm_up(&self, n: usize, min: Option<f64>) -> Result<Vec<Bytes>, String> {
         let min = min.unwrap_or_else(|| self.threshold());
         let mut wanted: Vec<(Bytes, f64)> = Vec::new();
         let hot = self.tracker.hotkeys(n.max(10));
@@ -1347,7 +1356,7 @@ impl Prefetcher {
             .map(|(k, _, _)| vec![Bytes::from_static(b"EXISTS"), k.clone()])
             .collect();
         let Ok(replies) = client.pipeline(&cmds).await else {
-            return Value::err("ERR the store did not answer");
+            return Err("the store did not answer".into());
         };
         let now = Instant::now();
         let mut out = Vec::new();
@@ -1366,7 +1375,7 @@ impl Prefetcher {
                     priority: p,
                     queued: now,
                 }) {
-                    out.push(Value::Bulk(key));
+                    out.push(key);
                 }
             }
             self.publish_queue(&q);
@@ -1374,7 +1383,7 @@ impl Prefetcher {
         for _ in 0..out.len() {
             self.ready.notify_one();
         }
-        Value::Array(out)
+        Ok(out)
     }
 }
 
