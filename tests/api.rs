@@ -181,7 +181,7 @@ async fn the_calls_do_what_they_say() {
 
     // Prefetch settings: set, read back, and a bad value is a 400 naming it.
     let body =
-        r#"{"top_n": 20, "min_confidence": 0.6, "enabled": false, "hour_weights": {"9-17": 1.5}}"#;
+        r#"{"top_n": 20, "min_confidence": 0.6, "enabled": false, "hour_weights": "9-17=1.5"}"#;
     let (code, cfg) = http(admin, "POST", "/api/v1/prefetch/config", Some(TOKEN), body).await;
     assert_eq!(code, 200, "{cfg}");
     let cfg = json(&cfg);

@@ -6,14 +6,14 @@
 //! Access: a changing call (POST) needs `Authorization: Bearer <server.admin_token>`; with no
 //! token configured, changes are refused. A read is answered on loopback without a token, and
 //! from elsewhere only with it. Errors are `{"error": "<message>"}` with the status that fits
-//! (400 bad input, 401 no or wrong token, 403 not allowed from here, 404 no such thing, 503
-//! not configured or the store did not answer).
+//! (400 bad input, 401 no or wrong token, 403 not allowed from here, 404 no such thing or not
+//! configured here, 503 the store did not answer).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -277,8 +277,8 @@ async fn stats(
 fn prefetcher(sh: &View) -> Result<&Arc<crate::prefetch::Prefetcher>, ApiError> {
     sh.prefetch.as_ref().ok_or_else(|| {
         ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "prefetching needs origin routes and tracking".into(),
+            StatusCode::NOT_FOUND,
+            "prefetching is not configured here (it needs origin routes and tracking)".into(),
         )
     })
 }
@@ -290,6 +290,18 @@ async fn prefetch_config(
 ) -> Answer {
     allow(&sh, peer, &headers, false)?;
     Ok(Json(pairs_json(prefetcher(&sh)?.config())))
+}
+
+/// A JSON object body with no fields but `known`, or a 400 saying why not.
+fn fields(body: &Bytes, known: &[&str]) -> Result<serde_json::Map<String, J>, ApiError> {
+    let m = object(body)?;
+    match m.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(bad(format!(
+            "unknown field '{k}' (known: {})",
+            known.join(", ")
+        ))),
+        None => Ok(m),
+    }
 }
 
 /// A JSON object body, or a 400 saying why not.
@@ -317,16 +329,16 @@ async fn set_prefetch_config(
         return Err(bad("no settings given"));
     }
     for (k, v) in &changes {
-        let value = match v {
-            J::String(s) => s.clone(),
-            J::Bool(b) => b.to_string(),
-            J::Number(n) => n.to_string(),
-            J::Object(o) => o
-                .iter()
-                .map(|(h, w)| format!("{h}={w}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            other => return Err(bad(format!("{k}: {other} is not a setting's value"))),
+        let value = match (k.as_str(), v) {
+            ("enabled" | "hour_weights_utc", J::Bool(b)) => b.to_string(),
+            ("enabled" | "hour_weights_utc", _) => {
+                return Err(bad(format!("{k} must be true or false")))
+            }
+            ("min_probability" | "min_confidence", J::String(s)) if s == "adaptive" => s.clone(),
+            ("hour_weights", J::String(s)) => s.clone(),
+            ("hour_weights", _) => return Err(bad("hour_weights must be \"9-17=1.5,...\"")),
+            (_, J::Number(n)) => n.to_string(),
+            _ => return Err(bad(format!("{k}: {v} is not a number"))),
         };
         p.set(k, &value).map_err(bad)?;
     }
@@ -341,7 +353,7 @@ async fn warmup(
 ) -> Answer {
     allow(&sh, peer, &headers, true)?;
     let p = prefetcher(&sh)?;
-    let b = object(&body)?;
+    let b = fields(&body, &["n", "min_confidence"])?;
     let n = match b.get("n") {
         None => 20,
         Some(v) => {
@@ -378,11 +390,11 @@ async fn record(
     allow(&sh, peer, &headers, true)?;
     if !sh.tracker.enabled() {
         return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "tracking is disabled (tracking.enabled)".into(),
+            StatusCode::NOT_FOUND,
+            "tracking is disabled here (tracking.enabled)".into(),
         ));
     }
-    let b = object(&body)?;
+    let b = fields(&body, &["client", "key", "hit"])?;
     let key = b
         .get("key")
         .and_then(J::as_str)
@@ -393,7 +405,11 @@ async fn record(
         .and_then(J::as_str)
         .filter(|c| !c.is_empty())
         .ok_or_else(|| bad("client (a non-empty string) is required"))?;
-    let hit = b.get("hit").and_then(J::as_bool);
+    let hit = match b.get("hit") {
+        None => None,
+        Some(J::Bool(h)) => Some(*h),
+        Some(_) => return Err(bad("hit must be true or false")),
+    };
     // Recorded as a read under the client's name, as a named connection's reads are.
     let cmd = crate::command::Command::from_args([
         Bytes::from_static(b"GET"),
@@ -411,10 +427,11 @@ fn api_client_id(name: &str) -> u64 {
     (1 << 63) | (crate::tracking::template::hash_bytes(name.as_bytes()) >> 1)
 }
 
-#[derive(serde::Deserialize)]
-struct PredictQuery {
-    key: Option<String>,
-    n: Option<String>,
+/// A query string's parameters (the last of a repeated name wins).
+fn params(q: Option<String>) -> std::collections::HashMap<String, String> {
+    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn count(n: Option<&str>, default: usize) -> Result<usize, ApiError> {
@@ -432,14 +449,16 @@ async fn predictions(
     State(sh): State<Arc<View>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(q): Query<PredictQuery>,
+    RawQuery(q): RawQuery,
 ) -> Answer {
     allow(&sh, peer, &headers, false)?;
+    let q = params(q);
     let key = q
-        .key
+        .get("key")
         .filter(|k| !k.is_empty())
+        .cloned()
         .ok_or_else(|| bad("key is required: /api/v1/predictions?key=<key>&n=<count>"))?;
-    let n = count(q.n.as_deref(), 10)?;
+    let n = count(q.get("n").map(String::as_str), 10)?;
     let list: Vec<J> = sh
         .tracker
         .predict(&Bytes::from(key.clone()), n)
@@ -456,19 +475,14 @@ async fn predictions(
     Ok(Json(json!({ "key": key, "predictions": list })))
 }
 
-#[derive(serde::Deserialize)]
-struct CountQuery {
-    n: Option<String>,
-}
-
 async fn hotkeys(
     State(sh): State<Arc<View>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(q): Query<CountQuery>,
+    RawQuery(q): RawQuery,
 ) -> Answer {
     allow(&sh, peer, &headers, false)?;
-    let n = count(q.n.as_deref(), 10)?;
+    let n = count(params(q).get("n").map(String::as_str), 10)?;
     let list: Vec<J> = sh
         .tracker
         .hotkeys(n)
@@ -510,7 +524,7 @@ async fn invalidate(
     body: Bytes,
 ) -> Answer {
     allow(&sh, peer, &headers, true)?;
-    let b = object(&body)?;
+    let b = fields(&body, &["tag"])?;
     let tag = b
         .get("tag")
         .and_then(J::as_str)
