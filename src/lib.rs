@@ -52,6 +52,7 @@
 //! ```
 pub mod admin;
 pub mod alloc;
+pub mod cli;
 pub mod clients;
 pub mod command;
 pub mod compression;

@@ -1,5 +1,6 @@
 //! The `prescient` command: `run` (the default) serves; `check-config` validates and prints
-//! the effective configuration; `replay` runs the what-if prefetch simulator on a trace.
+//! the effective configuration; `replay` runs the what-if prefetch simulator on a trace;
+//! `status`, `stats`, `warmup`, `prefetch-config` and `jobs` ask a running instance (cli.rs).
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ static ALLOC: prescient::alloc::Allocator = prescient::alloc::Allocator;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use prescient::cli::Verb;
 use prescient::config::{Overrides, Settings};
 use prescient::server::Server;
 
@@ -31,6 +33,14 @@ struct Cli {
     /// Admin HTTP address (server.admin_listen); empty disables it.
     #[arg(long, global = true)]
     admin_listen: Option<String>,
+    /// For the operator verbs (status, stats, ...): the running instance's admin URL; by
+    /// default http:// plus the configuration's server.admin_listen. The token comes from
+    /// PRESCIENT_ADMIN_TOKEN, else the configuration's server.admin_token.
+    #[arg(long, global = true)]
+    admin: Option<String>,
+    /// For the operator verbs: print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -43,6 +53,40 @@ enum Cmd {
     CheckConfig,
     /// Replay a trace through an LRU cache with and without prefetching (a what-if).
     Replay(Box<prescient::replay::ReplayArgs>),
+    /// A running instance: version, upstream, hit rate, memory, prefetching, learning state,
+    /// top predictions.
+    Status,
+    /// A running instance's counters: proxy, cache, prefetch, tracking, origin, jobs.
+    Stats,
+    /// Queue the hot keys and their likely successors for prefetching.
+    Warmup {
+        /// Keys at most.
+        #[arg(default_value_t = 20)]
+        n: u32,
+        /// Lowest probability of a successor (default: the live threshold).
+        #[arg(long)]
+        confidence: Option<f64>,
+    },
+    /// Show, or change, the prefetch settings of a running instance.
+    PrefetchConfig {
+        /// Keys fetched per read at most (top_n).
+        #[arg(long)]
+        top: Option<u32>,
+        /// The fetch threshold: a probability in (0, 1], or "adaptive".
+        #[arg(long)]
+        confidence: Option<String>,
+        /// Turn prefetching on or off.
+        #[arg(long)]
+        enable: Option<bool>,
+        /// Prefetch requests per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// A running instance's background jobs; `--run <id>` runs one now.
+    Jobs {
+        #[arg(long)]
+        run: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +115,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (cli_admin, json) = (cli.admin.clone(), cli.json);
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::CheckConfig => {
             println!(
@@ -81,6 +126,57 @@ fn main() -> ExitCode {
         }
         Cmd::Run => run(settings),
         Cmd::Replay(_) => unreachable!("handled before the configuration is loaded"),
+        Cmd::Status => operate(&cli_admin, &settings, Verb::Status, json),
+        Cmd::Stats => operate(&cli_admin, &settings, Verb::Stats, json),
+        Cmd::Warmup { n, confidence } => {
+            operate(&cli_admin, &settings, Verb::Warmup { n, confidence }, json)
+        }
+        Cmd::PrefetchConfig {
+            top,
+            confidence,
+            enable,
+            rate,
+        } => operate(
+            &cli_admin,
+            &settings,
+            Verb::PrefetchConfig {
+                top,
+                confidence,
+                enable,
+                rate,
+            },
+            json,
+        ),
+        Cmd::Jobs { run } => operate(&cli_admin, &settings, Verb::Jobs { run }, json),
+    }
+}
+
+/// An operator verb against a running instance's API.
+fn operate(admin: &Option<String>, settings: &Settings, verb: Verb, json: bool) -> ExitCode {
+    let url = match admin {
+        Some(u) if u.contains("://") => u.clone(),
+        Some(u) => format!("http://{u}"),
+        None if settings.server.admin_listen.is_empty() => {
+            eprintln!(
+                "prescient: no admin address (server.admin_listen is empty); give --admin URL"
+            );
+            return ExitCode::from(2);
+        }
+        None => format!("http://{}", settings.server.admin_listen),
+    };
+    let token = std::env::var("PRESCIENT_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| Some(settings.server.admin_token.clone()).filter(|t| !t.is_empty()));
+    match prescient::cli::run(&url, token.as_deref(), &verb, json) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("prescient: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
