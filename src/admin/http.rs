@@ -32,6 +32,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<View>) {
 }
 
 async fn metrics(State(sh): State<Arc<View>>) -> ([(&'static str, &'static str); 1], String) {
+    sh.metrics.upstream_up.set(i64::from(sh.health.is_up()));
     (
         [("content-type", "text/plain; version=0.0.4")],
         sh.metrics.render(),
