@@ -151,6 +151,13 @@ struct Metrics {
     leader: IntGauge,
     cleaned: IntCounterVec,
     used_memory: IntGauge,
+    keys: IntGauge,
+    /// The store's own counters (INFO stats), mirrored: (INFO field, counter, last seen).
+    store: Vec<(
+        &'static str,
+        prometheus::IntCounter,
+        std::sync::atomic::AtomicU64,
+    )>,
 }
 
 impl Metrics {
@@ -211,13 +218,52 @@ impl Metrics {
                 r,
                 IntGauge::new(
                     "prescient_store_used_memory_bytes",
-                    "The store's used_memory at the last cleanup run",
+                    "The store's used_memory (INFO memory), read every few seconds",
                 )
                 .expect("metric"),
             ),
+            keys: register(
+                r,
+                IntGauge::new(
+                    "prescient_store_keys",
+                    "Keys in the store's default database",
+                )
+                .expect("metric"),
+            ),
+            store: [
+                (
+                    "keyspace_hits",
+                    "prescient_store_keyspace_hits_total",
+                    "Reads that found their key (the store's keyspace_hits)",
+                ),
+                (
+                    "keyspace_misses",
+                    "prescient_store_keyspace_misses_total",
+                    "Reads that missed (the store's keyspace_misses)",
+                ),
+                (
+                    "evicted_keys",
+                    "prescient_store_evicted_keys_total",
+                    "Keys the store evicted under maxmemory",
+                ),
+                (
+                    "expired_keys",
+                    "prescient_store_expired_keys_total",
+                    "Keys the store expired",
+                ),
+            ]
+            .into_iter()
+            .map(|(field, name, help)| {
+                let c = register(r, prometheus::IntCounter::new(name, help).expect("metric"));
+                (field, c, std::sync::atomic::AtomicU64::new(0))
+            })
+            .collect(),
         }
     }
 }
+
+/// How often the store's INFO is mirrored into metrics.
+const STORE_STATS_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether `/ready` may answer 200 as far as warming is concerned: the critical tasks ran, or
 /// their deadline passed.
@@ -381,6 +427,7 @@ impl Jobs {
         for job in &j.jobs {
             j.tasks.spawn(j.clone().schedule(job.clone()));
         }
+        j.tasks.spawn(j.clone().store_stats());
         if critical {
             j.tasks.spawn(
                 j.clone()
@@ -553,6 +600,51 @@ impl Jobs {
             }
         };
         ok
+    }
+
+    /// Mirrors the store's INFO counters, used memory and key count into metrics until stop
+    /// (a counter that went back, a restarted store, counts again from its new value).
+    async fn store_stats(self: Arc<Self>) {
+        loop {
+            let cmds = [
+                vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"stats")],
+                vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"memory")],
+                vec![Bytes::from_static(b"DBSIZE")],
+            ];
+            if let Ok(replies) = pipeline(&self.up, &cmds).await {
+                for r in replies {
+                    match r {
+                        Frame::BulkString(b) => self.mirror(&String::from_utf8_lossy(&b)),
+                        Frame::Integer(n) => self.metrics.keys.set(n),
+                        _ => {}
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(STORE_STATS_EVERY) => {}
+            }
+        }
+    }
+
+    fn mirror(&self, info: &str) {
+        for line in info.lines() {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let Ok(v) = v.trim().parse::<u64>() else {
+                continue;
+            };
+            if k == "used_memory" {
+                self.metrics.used_memory.set(v as i64);
+            }
+            for (field, counter, last) in &self.metrics.store {
+                if *field == k {
+                    let before = last.swap(v, Ordering::Relaxed);
+                    counter.inc_by(if v >= before { v - before } else { v });
+                }
+            }
+        }
     }
 
     /// The cleanup job: tag-index entries and finished count batches whose keys are gone;
