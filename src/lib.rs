@@ -58,6 +58,7 @@ pub mod command;
 pub mod compression;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod fuzz_checks;
 pub mod jobs;
 pub mod metrics;

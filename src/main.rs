@@ -53,6 +53,9 @@ enum Cmd {
     CheckConfig,
     /// Replay a trace through an LRU cache with and without prefetching (a what-if).
     Replay(Box<prescient::replay::ReplayArgs>),
+    /// Prefetching off and on, side by side: a built-in origin and simulated users against
+    /// prescient on its embedded store, in under a minute.
+    Demo(prescient::demo::DemoArgs),
     /// A running instance: version, upstream, hit rate, memory, prefetching, learning state,
     /// top predictions.
     Status,
@@ -91,6 +94,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Cmd::Demo(args)) = &cli.command {
+        return match prescient::demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("prescient demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Cmd::Replay(args)) = &cli.command {
         return match prescient::replay::run(args) {
             Ok(out) => {
@@ -125,7 +137,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Run => run(settings),
-        Cmd::Replay(_) => unreachable!("handled before the configuration is loaded"),
+        Cmd::Replay(_) | Cmd::Demo(_) => {
+            unreachable!("handled before the configuration is loaded")
+        }
         Cmd::Status => operate(&cli_admin, &settings, Verb::Status, json),
         Cmd::Stats => operate(&cli_admin, &settings, Verb::Stats, json),
         Cmd::Warmup { n, confidence } => {

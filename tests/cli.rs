@@ -123,3 +123,43 @@ async fn an_unreachable_instance_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("cannot reach prescient"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_its_table() {
+    let (ok, out, err) = cli(&["demo", "--users", "40", "--concurrency", "10"], None).await;
+    assert!(ok, "{err}");
+    for row in [
+        "prefetch off   prefetch on",
+        "hit ratio",
+        "mean latency (ms)",
+        "p99 latency (ms)",
+        "origin requests",
+        "prefetch precision",
+    ] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
+    // Every key is new: with prefetching off, each read is one origin request.
+    let reads: u64 = out
+        .split(" reads, every key new")
+        .next()
+        .and_then(|h| h.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let origin: Vec<u64> = out
+        .lines()
+        .find(|l| l.starts_with("origin requests"))
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(origin[0], reads, "{out}");
+    let hits: Vec<f64> = out
+        .lines()
+        .find(|l| l.starts_with("hit ratio"))
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(hits[0], 0.0, "nothing to hit without prefetching: {out}");
+    assert!(hits[1] > 0.0, "prefetching served some reads: {out}");
+}
