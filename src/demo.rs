@@ -187,7 +187,7 @@ async fn drive(
     let before = origin.requests.load(Ordering::Relaxed);
     let started = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let queue = Arc::new(Mutex::new(all.to_vec().into_iter()));
+    let queue = Arc::new(Mutex::new(std::collections::VecDeque::from(all.to_vec())));
     let mut workers = Vec::new();
     // A read served from the store takes well under half the origin's latency; a miss at least
     // all of it.
@@ -198,7 +198,7 @@ async fn drive(
             let mut conn = BufReader::new(TcpStream::connect(addr).await?);
             conn.get_mut().set_nodelay(true)?;
             loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some(s) = next else { break };
                 let mut keys = vec![format!("user:{}:profile", s.user)];
                 keys.extend((1..=s.pages).map(|n| format!("feed:{}:page:{n}", s.user)));
