@@ -806,6 +806,15 @@ impl Settings {
         Duration::from_millis(self.server.shutdown_timeout_ms)
     }
 
+    /// The settings as `section.key = value` lines, secrets as they are (to compare two
+    /// settings, never to show).
+    pub fn flatten_unmasked(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let v = toml::Value::try_from(self).unwrap_or(toml::Value::Boolean(false));
+        flatten_into("", &v, &mut out);
+        out
+    }
+
     /// The effective settings as `section.key = value` lines, secrets masked.
     pub fn flatten(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();

@@ -66,6 +66,7 @@ pub mod origin;
 pub mod prefetch;
 pub mod protocol;
 pub mod redis_glob;
+pub mod reload;
 pub mod replay;
 pub mod server;
 pub(crate) mod session;

@@ -136,7 +136,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Cmd::Run => run(settings),
+        Cmd::Run => run(settings, cli.config.clone(), overrides),
         Cmd::Replay(_) | Cmd::Demo(_) => {
             unreachable!("handled before the configuration is loaded")
         }
@@ -194,7 +194,7 @@ fn operate(admin: &Option<String>, settings: &Settings, verb: Verb, json: bool) 
     }
 }
 
-fn run(settings: Settings) -> ExitCode {
+fn run(settings: Settings, file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.server.log_level));
     tracing_subscriber::fmt().with_env_filter(filter).init();
@@ -231,6 +231,8 @@ fn run(settings: Settings) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        server.shared.set_source(file, overrides);
+        tokio::spawn(reload_on_hangup(server.shared.clone()));
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections, answering what is in flight");
         server.shutdown();
@@ -244,6 +246,20 @@ fn run(settings: Settings) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP: read the configuration again (reload.rs); the outcome is logged.
+async fn reload_on_hangup(shared: std::sync::Arc<prescient::shared::Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        if let Err(e) = shared.reload().await {
+            tracing::error!(error = %e, "configuration not reloaded, nothing changed");
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -70,10 +70,8 @@ impl Server {
             .await
             .is_ok();
         let left = end.saturating_duration_since(tokio::time::Instant::now());
-        self.shared
-            .jobs
-            .stop(left.max(Duration::from_secs(1)))
-            .await;
+        let jobs = self.shared.jobs.load_full();
+        jobs.stop(left.max(Duration::from_secs(1))).await;
         drained
     }
 }

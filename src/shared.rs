@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Parts, View};
@@ -39,14 +40,18 @@ pub struct Shared {
     pub origin: Option<Arc<crate::origin::Origin>>,
     /// The prefetch pipeline, when there is an origin and tracking is on.
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
-    /// Background jobs (jobs/): warming, count sync, expiry sweeps, cleanup.
-    pub jobs: Arc<crate::jobs::Jobs>,
+    /// Background jobs (jobs/): warming, count sync, expiry sweeps, cleanup; replaced whole by
+    /// a reload that changes their settings.
+    pub jobs: Arc<ArcSwap<crate::jobs::Jobs>>,
     /// What INFO, PROXY and the admin HTTP server see: no secrets.
     pub admin: Arc<View>,
-    pub deny: Denylist,
+    /// Replaced by a reload that changes `server.deny_commands`.
+    pub deny: ArcSwap<Denylist>,
     pub users: Vec<User>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
+    /// Where the settings came from and what they are now (reload.rs).
+    pub(crate) reload: crate::reload::Source,
 }
 
 impl Shared {
@@ -102,6 +107,7 @@ impl Shared {
             )),
             _ => None,
         };
+        let jobs_metrics = crate::jobs::Metrics::new(&metrics.registry);
         let jobs = crate::jobs::Jobs::start(
             &settings,
             crate::jobs::Parts {
@@ -109,9 +115,10 @@ impl Shared {
                 origin: origin.clone(),
                 tracker: tracker.clone(),
                 prefetch: prefetch.clone(),
-                registry: metrics.registry.clone(),
+                metrics: jobs_metrics.clone(),
             },
         );
+        let jobs = Arc::new(ArcSwap::new(jobs));
         let clients = Arc::new(Registry::default());
         let admin = Arc::new(View::new(
             &settings,
@@ -122,7 +129,6 @@ impl Shared {
                 clients: clients.clone(),
                 compressor: compressor.clone(),
                 tracker: tracker.clone(),
-                gate: jobs.gate.clone(),
                 prefetch: prefetch.clone(),
                 jobs: jobs.clone(),
                 origin: origin.clone(),
@@ -137,7 +143,8 @@ impl Shared {
             admin,
             clients,
             tracker,
-            deny: Denylist::new(&settings.server.deny_commands),
+            deny: ArcSwap::from_pointee(Denylist::new(&settings.server.deny_commands)),
+            reload: crate::reload::Source::new(&settings, jobs_metrics),
             limits: Limits {
                 max_bulk_len: settings.limits.max_bulk_len as usize,
                 max_array_len: settings.limits.max_array_len as usize,
@@ -160,7 +167,7 @@ impl Shared {
         if let Some(p) = &self.prefetch {
             p.note_hit(key);
         }
-        if let Some(w) = &self.jobs.warming {
+        if let Some(w) = &self.jobs.load().warming {
             w.note_read(key);
         }
     }
@@ -170,7 +177,7 @@ impl Shared {
         if let Some(p) = &self.prefetch {
             p.note_hits(raw, keys, routes);
         }
-        if let Some(w) = &self.jobs.warming {
+        if let Some(w) = &self.jobs.load().warming {
             let Some(spans) = crate::compression::reply::array_elements(raw) else {
                 return;
             };

@@ -208,6 +208,7 @@ async fn status(
         _ => None,
     };
     let reads = tracked_reads(&sh);
+    let jobs = sh.jobs.load_full();
     let origin = sh.origin.as_ref().map(|o| {
         json!({
             "routes": o.routes().map(|r| r.name.clone()).collect::<Vec<_>>(),
@@ -237,8 +238,8 @@ async fn status(
             "queries_tracked": reads,
         },
         "jobs": {
-            "leader": sh.jobs.leading(),
-            "ready_gate": if sh.gate.is_open() { J::Null } else { sh.gate.why().into() },
+            "leader": jobs.leading(),
+            "ready_gate": if jobs.gate.is_open() { J::Null } else { jobs.gate.why().into() },
         },
     })))
 }
@@ -270,7 +271,7 @@ async fn stats(
         "prefetch": sh.prefetch.as_ref().map(|p| pairs_json(p.stats())),
         "origin": sh.origin.as_ref().map(|o| o.report()),
         "tracking": pairs_json(sh.tracker.stats()),
-        "jobs": sh.jobs.status(),
+        "jobs": sh.jobs.load().status(),
     })))
 }
 
@@ -498,7 +499,7 @@ async fn jobs(
     headers: HeaderMap,
 ) -> Answer {
     allow(&sh, peer, &headers, false)?;
-    Ok(Json(sh.jobs.status()))
+    Ok(Json(sh.jobs.load().status()))
 }
 
 async fn run_job(
@@ -508,7 +509,7 @@ async fn run_job(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<J>), ApiError> {
     allow(&sh, peer, &headers, true)?;
-    match sh.jobs.run_now(&id) {
+    match sh.jobs.load().run_now(&id) {
         true => Ok((StatusCode::ACCEPTED, Json(json!({ "started": id })))),
         false => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -530,8 +531,8 @@ async fn invalidate(
         .and_then(J::as_str)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| bad("tag (a non-empty string) is required"))?;
-    let removed = sh
-        .jobs
+    let jobs = sh.jobs.load_full();
+    let removed = jobs
         .invalidate(tag)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;

@@ -46,13 +46,14 @@ async fn ready(State(sh): State<Arc<View>>) -> (StatusCode, String) {
             format!("upstream {} unreachable\n", sh.upstream),
         );
     }
-    if !sh.gate.is_open() {
+    let jobs = sh.jobs.load();
+    if !jobs.gate.is_open() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}\n", sh.gate.why()),
+            format!("{}\n", jobs.gate.why()),
         );
     }
-    match sh.gate.why() {
+    match jobs.gate.why() {
         // Critical warming gave up at its deadline: ready, and saying so.
         why if !why.is_empty() => (StatusCode::OK, format!("ready ({why})\n")),
         _ => (StatusCode::OK, "ready\n".into()),

@@ -36,20 +36,20 @@ pub struct View {
     pub user_names: Vec<String>,
     pub compressor: Arc<Compressor>,
     pub tracker: Arc<Tracker>,
-    /// Critical warming's hold on `/ready`.
-    pub gate: Arc<crate::jobs::Gate>,
     /// What the HTTP API operates: the prefetch pipeline, the jobs, the origin's routes, and
     /// the store (for INFO and DBSIZE through upstream::Internal; its credentials stay in its
     /// connector, which shows only a masked URL).
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
-    pub jobs: Arc<crate::jobs::Jobs>,
+    /// The jobs (a reload may replace them: load them at each use).
+    pub jobs: Arc<arc_swap::ArcSwap<crate::jobs::Jobs>>,
     pub origin: Option<Arc<crate::origin::Origin>>,
     pub store: Arc<crate::upstream::Upstream>,
     /// `server.admin_token` (never shown: the settings keep it masked).
     pub(crate) token: String,
     pub started: Instant,
-    /// The settings flattened to `section.key`, secrets masked.
-    pub settings: BTreeMap<String, String>,
+    /// The settings flattened to `section.key`, secrets masked (a reload updates what it
+    /// applied).
+    pub settings: std::sync::RwLock<BTreeMap<String, String>>,
     pub shutdown: CancellationToken,
 }
 
@@ -61,9 +61,8 @@ pub struct Parts {
     pub clients: Arc<Registry>,
     pub compressor: Arc<Compressor>,
     pub tracker: Arc<Tracker>,
-    pub gate: Arc<crate::jobs::Gate>,
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
-    pub jobs: Arc<crate::jobs::Jobs>,
+    pub jobs: Arc<arc_swap::ArcSwap<crate::jobs::Jobs>>,
     pub origin: Option<Arc<crate::origin::Origin>>,
     pub store: Arc<crate::upstream::Upstream>,
     pub shutdown: CancellationToken,
@@ -77,7 +76,7 @@ impl View {
             upstream: settings.upstream_url().display(),
             pool_size: settings.upstream.pool_size,
             user_names: settings.auth.users.iter().map(|u| u.name.clone()).collect(),
-            settings: settings.flatten(),
+            settings: std::sync::RwLock::new(settings.flatten()),
             started: Instant::now(),
             metrics: p.metrics,
             tunables: p.tunables,
@@ -85,7 +84,6 @@ impl View {
             clients: p.clients,
             compressor: p.compressor,
             tracker: p.tracker,
-            gate: p.gate,
             prefetch: p.prefetch,
             jobs: p.jobs,
             origin: p.origin,

@@ -18,6 +18,8 @@ const HELP: &[&str] = &[
     "    Effective settings whose key (section.key) matches the glob pattern.",
     "CONFIG SET <key> <value>",
     "    Change a tunable while running.",
+    "CONFIG RELOAD",
+    "    Read the configuration again (as SIGHUP): apply what can change live, list what needs a restart.",
     "CLIENTS",
     "    Connected clients, one per line, as CLIENT LIST prints them.",
     "KEYINFO <key>",
@@ -189,7 +191,11 @@ fn predict(sh: &View, key: &bytes::Bytes, k: usize) -> Value {
 }
 
 fn config_get(sh: &View, pattern: &str) -> Value {
-    let mut flat = sh.settings.clone();
+    let mut flat = sh
+        .settings
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for k in TUNABLE_KEYS {
         if let Some(v) = sh.tunables.get(k) {
             flat.insert(k.to_string(), v.to_string());

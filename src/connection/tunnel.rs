@@ -97,7 +97,7 @@ async fn relay(c: &mut Client, up: &mut tokio::net::TcpStream, start: TunnelStar
                 Ok(Some(cmd)) => {
                     c.sh.metrics.command(cmd.spec, Outcome::Ok);
                     let name = cmd.known_name();
-                    if let Some(e) = c.sh.deny.refusal(&cmd) {
+                    if let Some(e) = c.sh.deny.load().refusal(&cmd) {
                         io.out.extend_from_slice(&Value::err(e).encode(proto));
                         continue;
                     }

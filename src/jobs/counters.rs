@@ -36,40 +36,18 @@ pub const BATCH_PREFIX: &str = "prescient:counters:batch:";
 /// Batches sent per sync at most (the rest wait for the next).
 const MAX_BATCHES: usize = 100;
 
-pub struct Counters {
-    patterns: Vec<KeyPattern>,
-    cfg: Config,
-    up: Arc<Upstream>,
-    poster: Poster,
-    instance: String,
-    lease: Duration,
-    seq: AtomicU64,
+/// The count sync's metrics, registered once.
+#[derive(Clone)]
+pub struct Metrics {
     keys: IntCounter,
     views: IntCounter,
     batches: IntCounterVec,
 }
 
-impl Counters {
-    pub fn new(
-        cfg: &Config,
-        up: Arc<Upstream>,
-        instance: String,
-        lease: Duration,
-        registry: &Registry,
-    ) -> Counters {
+impl Metrics {
+    pub fn new(registry: &Registry) -> Metrics {
         use crate::metrics::register;
-        Counters {
-            patterns: cfg
-                .patterns
-                .iter()
-                .filter_map(|p| KeyPattern::parse(p).ok())
-                .collect(),
-            cfg: cfg.clone(),
-            up,
-            poster: Poster::default(),
-            instance,
-            lease,
-            seq: AtomicU64::new(0),
+        Metrics {
             keys: register(
                 registry,
                 IntCounter::new(
@@ -97,6 +75,42 @@ impl Counters {
                 )
                 .expect("metric"),
             ),
+        }
+    }
+}
+
+pub struct Counters {
+    patterns: Vec<KeyPattern>,
+    cfg: Config,
+    up: Arc<Upstream>,
+    poster: Poster,
+    instance: String,
+    lease: Duration,
+    seq: AtomicU64,
+    m: Metrics,
+}
+
+impl Counters {
+    pub fn new(
+        cfg: &Config,
+        up: Arc<Upstream>,
+        instance: String,
+        lease: Duration,
+        m: Metrics,
+    ) -> Counters {
+        Counters {
+            patterns: cfg
+                .patterns
+                .iter()
+                .filter_map(|p| KeyPattern::parse(p).ok())
+                .collect(),
+            cfg: cfg.clone(),
+            up,
+            poster: Poster::default(),
+            instance,
+            lease,
+            seq: AtomicU64::new(0),
+            m,
         }
     }
 
@@ -226,10 +240,10 @@ impl Counters {
                 .post(&self.cfg.sink_url, body, id, timeout)
                 .await
             {
-                self.batches.with_label_values(&["failed"]).inc();
+                self.m.batches.with_label_values(&["failed"]).inc();
                 return Err(e);
             }
-            self.batches.with_label_values(&["ok"]).inc();
+            self.m.batches.with_label_values(&["ok"]).inc();
         }
         // The batch first: should we stop between the two, the id left in the zset has
         // nothing to send and is dropped next time.
@@ -243,8 +257,8 @@ impl Counters {
             ],
         )
         .await?;
-        self.keys.inc_by(counts.len() as u64);
-        self.views.inc_by(total.max(0) as u64);
+        self.m.keys.inc_by(counts.len() as u64);
+        self.m.views.inc_by(total.max(0) as u64);
         Ok((counts.len(), total))
     }
 }

@@ -144,7 +144,8 @@ struct Job {
     now: Notify,
 }
 
-struct Metrics {
+/// The jobs' metrics, registered once (a reload replaces the jobs, not their series).
+pub struct Metrics {
     runs: IntCounterVec,
     duration: HistogramVec,
     last_success: GaugeVec,
@@ -158,12 +159,14 @@ struct Metrics {
         prometheus::IntCounter,
         std::sync::atomic::AtomicU64,
     )>,
+    counters: counters::Metrics,
 }
 
 impl Metrics {
-    fn new(r: &prometheus::Registry) -> Metrics {
+    pub fn new(r: &prometheus::Registry) -> Arc<Metrics> {
         use crate::metrics::register;
-        Metrics {
+        Arc::new(Metrics {
+            counters: counters::Metrics::new(r),
             runs: register(
                 r,
                 IntCounterVec::new(
@@ -258,7 +261,7 @@ impl Metrics {
                 (field, c, std::sync::atomic::AtomicU64::new(0))
             })
             .collect(),
-        }
+        })
     }
 }
 
@@ -298,7 +301,7 @@ pub struct Jobs {
     up: Arc<Upstream>,
     origin: Option<Arc<crate::origin::Origin>>,
     pub gate: Arc<Gate>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -309,7 +312,7 @@ pub struct Parts {
     pub origin: Option<Arc<crate::origin::Origin>>,
     pub tracker: Arc<crate::tracking::tracker::Tracker>,
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
-    pub registry: prometheus::Registry,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Jobs {
@@ -317,7 +320,7 @@ impl Jobs {
     pub fn start(s: &Settings, p: Parts) -> Arc<Jobs> {
         let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let ttl = Duration::from_millis(s.jobs.lease_ttl_ms);
-        let metrics = Metrics::new(&p.registry);
+        let metrics = p.metrics.clone();
         let mut jobs = Vec::new();
         let warming = (!s.warming.tasks.is_empty()).then(|| {
             Arc::new(warming::Warming::new(
@@ -350,7 +353,7 @@ impl Jobs {
                 p.up.clone(),
                 instance.clone(),
                 ttl,
-                &p.registry,
+                metrics.counters.clone(),
             ))
         });
         if counters.as_ref().is_some_and(|c| c.active()) {

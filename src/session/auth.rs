@@ -19,7 +19,7 @@ impl Session {
                 _ => Ok(()),
             };
         };
-        if let Some(e) = self.sh.deny.refusal(cmd) {
+        if let Some(e) = self.sh.deny.load().refusal(cmd) {
             return Err(Value::err(e));
         }
         if let Some(u) = self.user {

@@ -262,7 +262,7 @@ impl Session {
             }
             // A counter's increment records its delta in the same atomic step (jobs/counters.rs);
             // the deltas are kept in the default database, so increments elsewhere are not.
-            let cmd = match &self.sh.jobs.counters {
+            let cmd = match &self.sh.jobs.load().counters {
                 Some(c) if self.st.db == self.default_db => c.rewrite(&cmd).unwrap_or(cmd),
                 _ => cmd,
             };
@@ -436,11 +436,24 @@ impl Session {
                 }
             }
             "proxy"
+                if cmd.arg_is(1, "config") && cmd.arg_is(2, "reload") && cmd.args.len() == 3 =>
+            {
+                let sh = self.sh.clone();
+                match sh.reload().await {
+                    Ok(r) => {
+                        Value::Verbatim(r.lines().iter().map(|l| format!("{l}\r\n")).collect())
+                    }
+                    Err(e) => Value::err(format!(
+                        "ERR configuration not reloaded, nothing changed: {e}"
+                    )),
+                }
+            }
+            "proxy"
                 if ["jobs", "job", "warm", "invalidate", "expiring"]
                     .iter()
                     .any(|s| cmd.arg_is(1, s)) =>
             {
-                let jobs = self.sh.jobs.clone();
+                let jobs = self.sh.jobs.load_full();
                 jobs.command(&cmd.args).await
             }
             "proxy" if cmd.arg_is(1, "origin") && cmd.args.len() == 2 => match &self.sh.origin {

@@ -1,0 +1,136 @@
+//! Reloading the configuration while running: PROXY CONFIG RELOAD in process and SIGHUP to the
+//! binary apply the live keys (prefetch settings, tunables, the deny list, the jobs), report
+//! the rest as needing a restart, and an invalid file changes nothing.
+
+mod common;
+
+use common::origin::TestOrigin;
+use common::process::Instance;
+use common::{Raw, Redis, DEADLINE};
+use std::time::{Duration, Instant};
+
+fn base(redis: &str, origin: &TestOrigin) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [upstream]\nurl = \"{redis}\"\n\
+         [tracking]\nlearner_priority = \"normal\"\n\
+         [[origin.routes]]\nname = \"product\"\nkey = \"product:{{id}}\"\nurl = \"http://{}/api/products/{{id}}\"\n",
+        origin.addr
+    )
+}
+
+#[tokio::test]
+async fn proxy_config_reload_applies_live_keys_and_reports_the_rest() {
+    let redis = Redis::start().await;
+    let origin = TestOrigin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prescient.toml");
+    std::fs::write(&file, base(&redis.url(), &origin)).unwrap();
+    let settings = prescient::config::Settings::load(Some(&file), &Default::default()).unwrap();
+    let p = common::proxy_with(settings).await;
+    p.shared.set_source(Some(file.clone()), Default::default());
+    let mut c = Raw::to(&p).await;
+    assert!(c.text(&["KEYS", "*"]).await.starts_with('*'));
+
+    // New prefetch and counter sections; a tunable and the deny list changed in [server]; the
+    // upstream's pool size, which needs a restart.
+    let changed = (base(&redis.url(), &origin)
+        + "[prefetch]\nmax_requests_per_second = 77\n\
+           [counters]\nsink_url = \"http://127.0.0.1:9/views\"\npatterns = [\"views:{id}\"]\n")
+        .replace(
+            "admin_listen = \"127.0.0.1:0\"\n",
+            "admin_listen = \"127.0.0.1:0\"\nmax_clients = 123\ndeny_commands = [\"keys\"]\n",
+        )
+        .replace("[upstream]\n", "[upstream]\npool_size = 3\n");
+    std::fs::write(&file, changed).unwrap();
+    let r = c.text(&["PROXY", "CONFIG", "RELOAD"]).await;
+    let applied = r
+        .lines()
+        .find(|l| l.starts_with("applied:"))
+        .unwrap_or_else(|| panic!("{r}"));
+    for k in [
+        "prefetch.max_requests_per_second",
+        "server.deny_commands",
+        "server.max_clients",
+        "counters.patterns",
+        "counters.sink_url",
+    ] {
+        assert!(applied.contains(k), "{k}: {r}");
+    }
+    let restart = r
+        .lines()
+        .find(|l| l.starts_with("restart needed:"))
+        .unwrap();
+    assert!(restart.contains("upstream.pool_size"), "{r}");
+    assert!(!applied.contains("upstream.pool_size"), "{r}");
+
+    assert!(c
+        .text(&["KEYS", "*"])
+        .await
+        .contains("disabled by the proxy"));
+    let rate = c
+        .text(&["PROXY", "PREFETCH", "CONFIG", "GET", "rate"])
+        .await;
+    assert!(rate.contains("77"), "{rate}");
+    let max = c
+        .text(&["PROXY", "CONFIG", "GET", "server.max_clients"])
+        .await;
+    assert!(max.contains("123"), "{max}");
+    let shown = c
+        .text(&["PROXY", "CONFIG", "GET", "prefetch.max_requests_per_second"])
+        .await;
+    assert!(shown.contains("77"), "{shown}");
+    let jobs = c.text(&["PROXY", "JOBS"]).await;
+    assert!(
+        jobs.contains("job:counters"),
+        "the jobs restarted with the counters: {jobs}"
+    );
+
+    // An invalid file changes nothing and says why.
+    std::fs::write(
+        &file,
+        base(&redis.url(), &origin) + "[prefetch]\nmax_load_factor = -1\n",
+    )
+    .unwrap();
+    let r = c.text(&["PROXY", "CONFIG", "RELOAD"]).await;
+    assert!(
+        r.starts_with("-ERR configuration not reloaded, nothing changed"),
+        "{r}"
+    );
+    assert!(r.contains("max_load_factor"), "{r}");
+    assert!(
+        c.text(&["KEYS", "*"]).await.contains("disabled"),
+        "the deny list stands"
+    );
+    assert!(c
+        .text(&["PROXY", "PREFETCH", "CONFIG", "GET", "rate"])
+        .await
+        .contains("77"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary() {
+    let redis = Redis::start().await;
+    let origin = TestOrigin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = base(&redis.url(), &origin);
+    let inst = Instance::start(dir.path(), "hup", &conf).await;
+    let mut c = inst.client().await;
+    assert!(c.text(&["KEYS", "*"]).await.starts_with('*'));
+    let changed = conf.replace(
+        "admin_listen = \"127.0.0.1:0\"\n",
+        "admin_listen = \"127.0.0.1:0\"\ndeny_commands = [\"keys\"]\n",
+    );
+    std::fs::write(dir.path().join("hup.toml"), changed).unwrap();
+    inst.signal("-HUP");
+    let end = Instant::now() + DEADLINE;
+    while !c.text(&["KEYS", "*"]).await.contains("disabled") {
+        assert!(
+            Instant::now() < end,
+            "SIGHUP did not apply the deny list: {}",
+            inst.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(inst.log_text().contains("configuration reloaded"));
+}
