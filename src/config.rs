@@ -362,6 +362,11 @@ pub struct Server {
     pub idle_timeout_secs: u64,
     pub shutdown_timeout_ms: u64,
     pub log_level: String,
+    /// "text" (for people) or "json" (one object per line, for log shippers).
+    pub log_format: LogFormat,
+    /// One log line per command (client, command, outcome, microseconds, reply bytes) at info
+    /// under the target `prescient::request`. Tunable.
+    pub request_log: bool,
     pub worker_threads: usize,
     pub deny_commands: Vec<String>,
 }
@@ -416,9 +421,35 @@ impl Default for Server {
             idle_timeout_secs: 0,
             shutdown_timeout_ms: 5_000,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
+            request_log: false,
             worker_threads: 0,
             deny_commands: DEFAULT_DENY.iter().map(|s| s.to_string()).collect(),
         }
+    }
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        one_of(&s, &[LogFormat::Text, LogFormat::Json], LogFormat::name)
     }
 }
 
@@ -948,6 +979,8 @@ impl UpstreamUrl {
 #[derive(Debug)]
 pub struct Tunables {
     pub max_clients: AtomicU64,
+    /// `server.request_log`: 0 or 1.
+    pub request_log: AtomicU64,
     pub idle_timeout_secs: AtomicU64,
     pub max_pipeline: AtomicU64,
     pub client_output_buffer_limit: AtomicU64,
@@ -957,6 +990,7 @@ pub struct Tunables {
 /// The keys of `Tunables`, as `PROXY CONFIG SET` names them.
 pub const TUNABLE_KEYS: &[&str] = &[
     "server.max_clients",
+    "server.request_log",
     "server.idle_timeout_secs",
     "limits.max_pipeline",
     "limits.client_output_buffer_limit",
@@ -967,6 +1001,7 @@ impl Tunables {
     pub fn new(s: &Settings) -> Self {
         Tunables {
             max_clients: AtomicU64::new(s.server.max_clients),
+            request_log: AtomicU64::new(u64::from(s.server.request_log)),
             idle_timeout_secs: AtomicU64::new(s.server.idle_timeout_secs),
             max_pipeline: AtomicU64::new(s.limits.max_pipeline),
             client_output_buffer_limit: AtomicU64::new(s.limits.client_output_buffer_limit),
@@ -977,6 +1012,7 @@ impl Tunables {
     fn slot(&self, key: &str) -> Option<&AtomicU64> {
         Some(match key {
             "server.max_clients" => &self.max_clients,
+            "server.request_log" => &self.request_log,
             "server.idle_timeout_secs" => &self.idle_timeout_secs,
             "limits.max_pipeline" => &self.max_pipeline,
             "limits.client_output_buffer_limit" => &self.client_output_buffer_limit,
@@ -997,6 +1033,15 @@ impl Tunables {
                 TUNABLE_KEYS.join(", ")
             )
         })?;
+        if key == "server.request_log" {
+            let on = match value {
+                "true" | "yes" | "on" | "1" => 1,
+                "false" | "no" | "off" | "0" => 0,
+                _ => return Err(format!("'{value}' for {key} must be true or false")),
+            };
+            slot.store(on, Ordering::Relaxed);
+            return Ok(());
+        }
         let v: u64 = value
             .parse()
             .map_err(|_| format!("'{value}' is not a non-negative integer"))?;

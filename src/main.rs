@@ -41,6 +41,9 @@ struct Cli {
     /// For the operator verbs: print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Log format: text or json (server.log_format).
+    #[arg(long, global = true)]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -120,13 +123,22 @@ fn main() -> ExitCode {
         admin_listen: cli.admin_listen.clone(),
         upstream: cli.upstream.clone(),
     };
-    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
+    let mut settings = match Settings::load(cli.config.as_deref(), &overrides) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("prescient: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(f) = &cli.log_format {
+        settings.server.log_format = match prescient::config::LogFormat::try_from(f.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("prescient: --log-format: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
     let (cli_admin, json) = (cli.admin.clone(), cli.json);
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::CheckConfig => {
@@ -197,7 +209,16 @@ fn operate(admin: &Option<String>, settings: &Settings, verb: Verb, json: bool) 
 fn run(settings: Settings, file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.server.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    match settings.server.log_format {
+        prescient::config::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .init(),
+        prescient::config::LogFormat::Text => {
+            tracing_subscriber::fmt().with_env_filter(filter).init()
+        }
+    }
     let workers = match settings.server.worker_threads {
         // Measured (bench/core.py): on 2 cores, which the proxy shares with Redis and the
         // clients, one thread beats two; with more cores, one per core.

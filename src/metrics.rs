@@ -251,6 +251,24 @@ impl Metrics {
         self.observe(class_of(spec), secs);
     }
 
+    /// The request log's line for one command (`server.request_log`).
+    pub fn log_request(
+        client: u64,
+        spec: Option<&'static CommandSpec>,
+        outcome: Outcome,
+        secs: f64,
+        bytes: Option<usize>,
+    ) {
+        tracing::info!(
+            target: "prescient::request",
+            client,
+            command = spec.map_or("unknown", |c| c.name),
+            outcome = ?outcome,
+            micros = (secs * 1e6) as u64,
+            bytes,
+        );
+    }
+
     pub fn observe(&self, class: Class, secs: f64) {
         self.durations[class as usize].observe(secs);
     }

@@ -223,6 +223,15 @@ impl<E: Default> Wire<E> {
         let raw = s.apply(p.effect, raw);
         let secs = (now - p.start).as_secs_f64();
         self.metrics.reply(p.spec, outcome, &raw, secs);
+        if self
+            .tunables
+            .request_log
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != 0
+        {
+            let outcome = Metrics::outcome_of(outcome, &raw);
+            Metrics::log_request(self.client, p.spec, outcome, secs, Some(raw.len()));
+        }
         if !p.suppress {
             self.out.extend_from_slice(&raw);
         }

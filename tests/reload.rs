@@ -134,3 +134,42 @@ async fn sighup_reloads_the_running_binary() {
     }
     assert!(inst.log_text().contains("configuration reloaded"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_and_a_request_log_switched_on_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "[server]\nlog_format = \"json\"\n[upstream]\nurl = \"memory://\"\n";
+    let inst = Instance::start(dir.path(), "logs", conf).await;
+    let mut c = inst.client().await;
+    c.text(&["GET", "before"]).await;
+    assert_eq!(
+        c.text(&["PROXY", "CONFIG", "SET", "server.request_log", "yes"])
+            .await,
+        "+OK\r\n"
+    );
+    c.text(&["SET", "k", "v"]).await;
+    c.text(&["GET", "k"]).await;
+    let end = Instant::now() + DEADLINE;
+    let lines = loop {
+        let text = inst.log_text();
+        let requests: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|j| j["target"] == "prescient::request")
+            .filter(|j| j["fields"]["command"] != "proxy")
+            .collect();
+        if requests.len() >= 2 {
+            break requests;
+        }
+        assert!(Instant::now() < end, "no request log lines: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines[0]["fields"]["command"], "set", "{lines:?}");
+    assert_eq!(lines[1]["fields"]["command"], "get");
+    assert!(lines[1]["fields"]["micros"].is_u64());
+    // Every line is JSON, and the request log was off before it was switched on.
+    for l in inst.log_text().lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+    assert!(!inst.log_text().contains("\"before\""));
+}

@@ -167,10 +167,13 @@ impl Session {
     pub fn take_direct(&mut self, out: &mut BytesMut) {
         if !self.direct_done.is_empty() {
             let now = Instant::now();
+            let log = self.sh.tunables.request_log.load(Ordering::Relaxed) != 0;
             for (spec, outcome, start) in self.direct_done.drain(..) {
-                self.sh
-                    .metrics
-                    .record(spec, outcome, (now - start).as_secs_f64());
+                let secs = (now - start).as_secs_f64();
+                self.sh.metrics.record(spec, outcome, secs);
+                if log {
+                    crate::metrics::Metrics::log_request(self.entry.id, spec, outcome, secs, None);
+                }
             }
             // A burst of tiny replies may have grown it; an idle connection keeps little.
             self.direct_done.shrink_to(256);
