@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -78,8 +79,34 @@ fn bad(msg: impl Into<String>) -> ApiError {
 
 type Answer = Result<Json<J>, ApiError>;
 
+/// An extractor that lets a read through: from loopback, or with the token.
+pub struct Read;
+
+/// An extractor that lets a change through: with the token only.
+pub struct Change;
+
+impl FromRequestParts<Arc<View>> for Read {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, sh: &Arc<View>) -> Result<Self, ApiError> {
+        allow(sh, parts, false).map(|()| Read)
+    }
+}
+
+impl FromRequestParts<Arc<View>> for Change {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, sh: &Arc<View>) -> Result<Self, ApiError> {
+        allow(sh, parts, true).map(|()| Change)
+    }
+}
+
 /// Whether the caller may: reads from loopback freely, everything else with the token.
-fn allow(sh: &View, peer: SocketAddr, headers: &HeaderMap, changes: bool) -> Result<(), ApiError> {
+fn allow(sh: &View, parts: &Parts, changes: bool) -> Result<(), ApiError> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .ok_or_else(|| ApiError(StatusCode::FORBIDDEN, "no peer address".into()))?;
+    let headers = &parts.headers;
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -194,12 +221,7 @@ fn tracked_reads(sh: &View) -> u64 {
         .unwrap_or(0)
 }
 
-async fn status(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Answer {
-    allow(&sh, peer, &headers, false)?;
+async fn status(_: Read, State(sh): State<Arc<View>>) -> Answer {
     let info = store_info(&sh).await.ok();
     let num = |k: &str| -> Option<u64> { info.as_ref()?.get(k)?.parse().ok() };
     let (hits, misses) = (num("keyspace_hits"), num("keyspace_misses"));
@@ -244,12 +266,7 @@ async fn status(
     })))
 }
 
-async fn stats(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Answer {
-    allow(&sh, peer, &headers, false)?;
+async fn stats(_: Read, State(sh): State<Arc<View>>) -> Answer {
     let proxy = lines_json(&super::proxy_cmd::stats(&sh));
     let store = store_info(&sh).await.ok();
     let num = |k: &str| -> J {
@@ -284,12 +301,7 @@ fn prefetcher(sh: &View) -> Result<&Arc<crate::prefetch::Prefetcher>, ApiError> 
     })
 }
 
-async fn prefetch_config(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Answer {
-    allow(&sh, peer, &headers, false)?;
+async fn prefetch_config(_: Read, State(sh): State<Arc<View>>) -> Answer {
     Ok(Json(pairs_json(prefetcher(&sh)?.config())))
 }
 
@@ -317,13 +329,7 @@ fn object(body: &Bytes) -> Result<serde_json::Map<String, J>, ApiError> {
     }
 }
 
-async fn set_prefetch_config(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    allow(&sh, peer, &headers, true)?;
+async fn set_prefetch_config(_: Change, State(sh): State<Arc<View>>, body: Bytes) -> Answer {
     let p = prefetcher(&sh)?;
     let changes = object(&body)?;
     if changes.is_empty() {
@@ -346,13 +352,7 @@ async fn set_prefetch_config(
     Ok(Json(pairs_json(p.config())))
 }
 
-async fn warmup(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    allow(&sh, peer, &headers, true)?;
+async fn warmup(_: Change, State(sh): State<Arc<View>>, body: Bytes) -> Answer {
     let p = prefetcher(&sh)?;
     let b = fields(&body, &["n", "min_confidence"])?;
     let n = match b.get("n") {
@@ -382,13 +382,7 @@ async fn warmup(
     Ok(Json(json!({ "queued": keys })))
 }
 
-async fn record(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    allow(&sh, peer, &headers, true)?;
+async fn record(_: Change, State(sh): State<Arc<View>>, body: Bytes) -> Answer {
     if !sh.tracker.enabled() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -446,13 +440,7 @@ fn count(n: Option<&str>, default: usize) -> Result<usize, ApiError> {
     }
 }
 
-async fn predictions(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Answer {
-    allow(&sh, peer, &headers, false)?;
+async fn predictions(_: Read, State(sh): State<Arc<View>>, RawQuery(q): RawQuery) -> Answer {
     let q = params(q);
     let key = q
         .get("key")
@@ -476,13 +464,7 @@ async fn predictions(
     Ok(Json(json!({ "key": key, "predictions": list })))
 }
 
-async fn hotkeys(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Answer {
-    allow(&sh, peer, &headers, false)?;
+async fn hotkeys(_: Read, State(sh): State<Arc<View>>, RawQuery(q): RawQuery) -> Answer {
     let n = count(params(q).get("n").map(String::as_str), 10)?;
     let list: Vec<J> = sh
         .tracker
@@ -493,22 +475,15 @@ async fn hotkeys(
     Ok(Json(json!({ "hotkeys": list })))
 }
 
-async fn jobs(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Answer {
-    allow(&sh, peer, &headers, false)?;
+async fn jobs(_: Read, State(sh): State<Arc<View>>) -> Answer {
     Ok(Json(sh.jobs.load().status()))
 }
 
 async fn run_job(
+    _: Change,
     State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<J>), ApiError> {
-    allow(&sh, peer, &headers, true)?;
     match sh.jobs.load().run_now(&id) {
         true => Ok((StatusCode::ACCEPTED, Json(json!({ "started": id })))),
         false => Err(ApiError(
@@ -518,13 +493,7 @@ async fn run_job(
     }
 }
 
-async fn invalidate(
-    State(sh): State<Arc<View>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    allow(&sh, peer, &headers, true)?;
+async fn invalidate(_: Change, State(sh): State<Arc<View>>, body: Bytes) -> Answer {
     let b = fields(&body, &["tag"])?;
     let tag = b
         .get("tag")

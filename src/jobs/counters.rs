@@ -263,6 +263,15 @@ impl Counters {
     }
 }
 
+/// Whether `cmd` is one a counter key's increment may be (checked before anything else, on
+/// every command).
+pub fn counts(cmd: &Command) -> bool {
+    matches!(
+        cmd.known_name(),
+        Some("incr" | "incrby" | "decr" | "decrby" | "hincrby")
+    )
+}
+
 fn parse(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }

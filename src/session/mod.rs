@@ -265,9 +265,12 @@ impl Session {
             }
             // A counter's increment records its delta in the same atomic step (jobs/counters.rs);
             // the deltas are kept in the default database, so increments elsewhere are not.
-            let cmd = match &self.sh.jobs.load().counters {
-                Some(c) if self.st.db == self.default_db => c.rewrite(&cmd).unwrap_or(cmd),
-                _ => cmd,
+            let cmd = match crate::jobs::counters::counts(&cmd) && self.st.db == self.default_db {
+                true => match &self.sh.jobs.load().counters {
+                    Some(c) => c.rewrite(&cmd).unwrap_or(cmd),
+                    None => cmd,
+                },
+                false => cmd,
             };
             self.route(cmd, start, w).await?;
         }
