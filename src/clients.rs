@@ -33,9 +33,9 @@ pub struct ClientEntry {
     /// tunnel), -1 when it has none: `CLIENT UNBLOCK` and `CLIENT TRACKING ... REDIRECT` name
     /// clients by prescient's ids, which Redis must be given as its own.
     pub upstream_id: AtomicI64,
-    /// The user it authenticated as: an index into the configured users, `usize::MAX` for
-    /// the default user (CLIENT KILL USER).
-    pub user: AtomicUsize,
+    /// The user it authenticated as, "default" for the default user (CLIENT LIST, CLIENT
+    /// KILL USER).
+    pub user: Mutex<String>,
     /// Subscribed to channels (its connection relayed to Redis in a tunnel): CLIENT KILL TYPE
     /// pubsub.
     pub subscribed: AtomicBool,
@@ -59,13 +59,17 @@ impl ClientEntry {
         self.name.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// One line in the format of Redis's `CLIENT LIST`; `users` names the configured users
-    /// (the entry records an index into them, or none for the default user).
-    pub fn line(&self, users: &[&str]) -> String {
-        let user = match self.user.load(Ordering::Relaxed) {
-            usize::MAX => "default",
-            i => users.get(i).copied().unwrap_or("default"),
-        };
+    pub fn set_user(&self, name: &str) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
+    }
+
+    pub fn user(&self) -> String {
+        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One line in the format of Redis's `CLIENT LIST`.
+    pub fn line(&self) -> String {
+        let user = self.user();
         let age = self.connected.elapsed().as_secs();
         let idle_ms = (self.connected.elapsed().as_millis() as u64)
             .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
@@ -118,7 +122,7 @@ impl Registry {
             last_command: AtomicUsize::new(usize::MAX - 1),
             killed: CancellationToken::new(),
             upstream_id: AtomicI64::new(-1),
-            user: AtomicUsize::new(usize::MAX),
+            user: Mutex::new("default".into()),
             subscribed: AtomicBool::new(false),
         });
         self.lock().insert(id, e.clone());
@@ -147,10 +151,10 @@ impl Registry {
     }
 
     /// `CLIENT LIST`'s text: a line per client, each ended by a newline.
-    pub fn list(&self, users: &[&str]) -> String {
+    pub fn list(&self) -> String {
         self.lock()
             .values()
-            .map(|e| format!("{}\n", e.line(users)))
+            .map(|e| format!("{}\n", e.line()))
             .collect()
     }
 

@@ -4,10 +4,11 @@
 //! change live, and every other difference is reported as needing a restart:
 //!
 //! - live: `prefetch.*` (the prefetcher's settings), the tunables (`server.max_clients`, ...),
-//!   `server.deny_commands`, and the jobs' sections (`jobs`, `warming`, `counters`, `expiry`:
-//!   the jobs are stopped, the count sync flushing, and started again with the new settings);
-//! - restart: everything else, among them the origin routes, users and passwords, the upstream
-//!   and the listeners.
+//!   `server.deny_commands`, `[auth]` (the default user's password and the users: a connected
+//!   client keeps its authentication, and its user's rules are the new ones from its next
+//!   command; a removed user's clients get NOPERM), and the jobs' sections (`jobs`, `warming`,
+//!   `counters`, `expiry`: the jobs are stopped, the count sync flushing, and started again);
+//! - restart: everything else, among them the origin routes, the upstream and the listeners.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -73,6 +74,7 @@ enum How {
     Prefetch,
     Tunable,
     Deny,
+    Auth,
     Jobs,
     Restart,
 }
@@ -84,6 +86,8 @@ fn how(key: &str) -> How {
         How::Tunable
     } else if key == "server.deny_commands" {
         How::Deny
+    } else if key.starts_with("auth.") {
+        How::Auth
     } else if JOB_SECTIONS.iter().any(|s| key.starts_with(s)) {
         How::Jobs
     } else {
@@ -157,6 +161,11 @@ impl Shared {
                     )));
                     out.applied.push(name);
                 }
+                How::Auth => {
+                    self.auth
+                        .store(Arc::new(crate::shared::Auth::new(&new.auth)));
+                    out.applied.push(name);
+                }
                 How::Jobs => {
                     restart_jobs = true;
                     out.applied.push(name);
@@ -196,6 +205,7 @@ impl Shared {
             let masked = new.flatten();
             applied.prefetch = new.prefetch.clone();
             applied.server.deny_commands = new.server.deny_commands.clone();
+            applied.auth = new.auth.clone();
             applied.server.max_clients = new.server.max_clients;
             applied.server.idle_timeout_secs = new.server.idle_timeout_secs;
             applied.limits.max_pipeline = new.limits.max_pipeline;
@@ -278,7 +288,8 @@ mod tests {
         assert_eq!(how("warming.tasks"), How::Jobs);
         assert_eq!(how("counters.patterns"), How::Jobs);
         assert_eq!(how("origin.routes"), How::Restart);
-        assert_eq!(how("auth.users"), How::Restart);
+        assert_eq!(how("auth.users"), How::Auth);
+        assert_eq!(how("auth.password"), How::Auth);
         assert_eq!(how("upstream.url"), How::Restart);
         assert_eq!(shown("origin.routes[0].url"), "origin.routes");
         assert_eq!(shown("prefetch.hour_weights.9-17"), "prefetch.hour_weights");

@@ -25,6 +25,36 @@ pub struct User {
     pub rules: Rules,
 }
 
+/// Who may connect: the default user's password and the named users (`[auth]`); replaced
+/// whole by a reload that changes them.
+#[derive(Default)]
+pub struct Auth {
+    pub password: String,
+    pub users: Vec<User>,
+}
+
+impl Auth {
+    pub fn new(a: &crate::config::Auth) -> Auth {
+        Auth {
+            password: a.password.clone(),
+            users: a
+                .users
+                .iter()
+                .map(|u| User {
+                    name: u.name.clone(),
+                    password: u.password.clone(),
+                    rules: u.commands.rules().clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The named user `name`.
+    pub fn user(&self, name: &[u8]) -> Option<&User> {
+        self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+}
+
 /// State every connection shares.
 pub struct Shared {
     pub settings: Settings,
@@ -47,7 +77,8 @@ pub struct Shared {
     pub admin: Arc<View>,
     /// Replaced by a reload that changes `server.deny_commands`.
     pub deny: ArcSwap<Denylist>,
-    pub users: Vec<User>,
+    /// Replaced by a reload that changes `[auth]`.
+    pub auth: ArcSwap<Auth>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
     /// Where the settings came from and what they are now (reload.rs).
@@ -79,16 +110,6 @@ impl Shared {
         if let Some(store) = upstream.memory() {
             let _ = store.compressor.set(compressor.clone());
         }
-        let users = settings
-            .auth
-            .users
-            .iter()
-            .map(|u| User {
-                name: u.name.clone(),
-                password: u.password.clone(),
-                rules: u.commands.rules().clone(),
-            })
-            .collect();
         let model = settings.tracking.model(&settings.prefetch);
         let tracker = Arc::new(Tracker::start_with(
             &settings.tracking,
@@ -153,7 +174,7 @@ impl Shared {
             metrics,
             upstream,
             compressor,
-            users,
+            auth: ArcSwap::from_pointee(Auth::new(&settings.auth)),
             settings,
             shutdown,
         })

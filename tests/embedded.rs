@@ -110,7 +110,7 @@ async fn blocking_pops_are_woken_by_another_clients_write() {
         let sh = p.shared.clone();
         let needle = format!("cmd={name}");
         common::eventually(common::DEADLINE, "blocking pop dispatched", || {
-            let seen = sh.clients.list(&[]).lines().any(|l| l.contains(&needle));
+            let seen = sh.clients.list().lines().any(|l| l.contains(&needle));
             async move { seen.then_some(()) }
         })
         .await;

@@ -173,3 +173,50 @@ async fn json_logs_and_a_request_log_switched_on_while_running() {
     }
     assert!(!inst.log_text().contains("\"before\""));
 }
+
+#[tokio::test]
+async fn a_reload_changes_users_and_their_connected_clients_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prescient.toml");
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"memory://\"\n";
+    let users = |reader: &str, extra: &str| {
+        format!(
+            "{head}[[auth.users]]\nname = \"reader\"\npassword = \"r\"\ncommands = {reader}\n{extra}"
+        )
+    };
+    std::fs::write(&file, users("[\"+@read\", \"+ping\"]", "")).unwrap();
+    let settings = prescient::config::Settings::load(Some(&file), &Default::default()).unwrap();
+    let p = common::proxy_with(settings).await;
+    p.shared.set_source(Some(file.clone()), Default::default());
+    let mut admin = Raw::to(&p).await;
+    let mut reader = Raw::to(&p).await;
+    assert_eq!(reader.text(&["AUTH", "reader", "r"]).await, "+OK\r\n");
+    assert!(reader.text(&["SET", "k", "v"]).await.starts_with("-NOPERM"));
+    // The reader may write now, and a second user appears.
+    let more = "[[auth.users]]\nname = \"writer\"\npassword = \"w\"\ncommands = [\"+@all\"]\n";
+    std::fs::write(&file, users("[\"+@all\"]", more)).unwrap();
+    let r = admin.text(&["PROXY", "CONFIG", "RELOAD"]).await;
+    assert!(r.contains("applied: auth.users"), "{r}");
+    assert_eq!(
+        reader.text(&["SET", "k", "v"]).await,
+        "+OK\r\n",
+        "the connected client's new rules"
+    );
+    let mut writer = Raw::to(&p).await;
+    assert_eq!(writer.text(&["AUTH", "writer", "w"]).await, "+OK\r\n");
+    let list = admin.text(&["CLIENT", "LIST"]).await;
+    assert!(
+        list.contains("user=writer") && list.contains("user=reader"),
+        "{list}"
+    );
+    // The reader is removed: its connected client can do nothing more.
+    std::fs::write(&file, format!("{head}{more}")).unwrap();
+    admin.text(&["PROXY", "CONFIG", "RELOAD"]).await;
+    assert!(reader.text(&["GET", "k"]).await.starts_with("-NOPERM"));
+    let mut again = Raw::to(&p).await;
+    assert!(again
+        .text(&["AUTH", "reader", "r"])
+        .await
+        .starts_with("-WRONGPASS"));
+    assert_eq!(writer.text(&["GET", "k"]).await, "$1\r\nv\r\n");
+}

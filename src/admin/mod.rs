@@ -32,8 +32,6 @@ pub struct View {
     pub upstream: String,
     pub pool_size: usize,
     pub clients: Arc<Registry>,
-    /// The configured users' names, by index (as client entries record them).
-    pub user_names: Vec<String>,
     pub compressor: Arc<Compressor>,
     pub tracker: Arc<Tracker>,
     /// What the HTTP API operates: the prefetch pipeline, the jobs, the origin's routes, and
@@ -75,7 +73,6 @@ impl View {
         View {
             upstream: settings.upstream_url().display(),
             pool_size: settings.upstream.pool_size,
-            user_names: settings.auth.users.iter().map(|u| u.name.clone()).collect(),
             settings: std::sync::RwLock::new(settings.flatten()),
             started: Instant::now(),
             metrics: p.metrics,
@@ -91,9 +88,5 @@ impl View {
             token: settings.server.admin_token.clone(),
             shutdown: p.shutdown,
         }
-    }
-
-    pub fn user_names(&self) -> Vec<&str> {
-        self.user_names.iter().map(String::as_str).collect()
     }
 }

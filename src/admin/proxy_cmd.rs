@@ -110,7 +110,7 @@ pub fn handle(sh: &View, cmd: &Command) -> Value {
         ("help", 2) => Value::Array(HELP.iter().map(|l| Value::Simple(l.to_string())).collect()),
         ("info", 2) => Value::Verbatim(crate::admin::info::proxy_section(sh)),
         ("stats", 2) => Value::Verbatim(stats(sh)),
-        ("clients", 2) => Value::Verbatim(sh.clients.list(&sh.user_names())),
+        ("clients", 2) => Value::Verbatim(sh.clients.list()),
         ("predict", 3 | 4) => match count_arg(cmd, 3, 10) {
             Ok(k) => predict(sh, &cmd.args[2], k),
             Err(e) => e,

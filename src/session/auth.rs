@@ -11,20 +11,19 @@ impl Session {
         if !self.authed && !matches!(name, Some("auth" | "hello" | "quit")) {
             return Err(Value::err("NOAUTH Authentication required."));
         }
-        let Some(spec) = cmd.spec else {
-            return match self.user {
-                Some(u) if !self.sh.users[u].rules.allows(None) => {
-                    Err(noperm(&self.sh.users[u].name, cmd))
-                }
-                _ => Ok(()),
-            };
-        };
-        if let Some(e) = self.sh.deny.load().refusal(cmd) {
-            return Err(Value::err(e));
+        if cmd.spec.is_some() {
+            if let Some(e) = self.sh.deny.load().refusal(cmd) {
+                return Err(Value::err(e));
+            }
         }
-        if let Some(u) = self.user {
-            if !self.sh.users[u].rules.allows(Some(spec)) {
-                return Err(noperm(&self.sh.users[u].name, cmd));
+        if let Some(name) = &self.user {
+            // The user's rules as configured now: a reload may have changed or removed them.
+            let auth = self.sh.auth.load();
+            let allowed = auth
+                .user(name.as_bytes())
+                .is_some_and(|u| u.rules.allows(cmd.spec));
+            if !allowed {
+                return Err(noperm(name, cmd));
             }
         }
         Ok(())
@@ -40,7 +39,7 @@ impl Session {
 
     /// Checks a password (for the default user when `user` is None or "default").
     pub(super) fn authenticate(&mut self, user: Option<&[u8]>, pass: &[u8]) -> Value {
-        let auth = &self.sh.settings.auth;
+        let auth = self.sh.auth.load();
         let default = user.is_none_or(|u| u == b"default");
         if default {
             if auth.password.is_empty() && user.is_none() {
@@ -49,19 +48,14 @@ impl Session {
             if auth.password.is_empty() || auth.password.as_bytes() == pass {
                 self.authed = true;
                 self.user = None;
-                self.entry.user.store(usize::MAX, Ordering::Relaxed);
+                self.entry.set_user("default");
                 return Value::ok();
             }
-        } else if let Some(i) = self
-            .sh
-            .users
-            .iter()
-            .position(|u| Some(u.name.as_bytes()) == user)
-        {
-            if self.sh.users[i].password.as_bytes() == pass {
+        } else if let Some(u) = user.and_then(|n| auth.user(n)) {
+            if u.password.as_bytes() == pass {
                 self.authed = true;
-                self.user = Some(i);
-                self.entry.user.store(i, Ordering::Relaxed);
+                self.user = Some(u.name.clone());
+                self.entry.set_user(&u.name);
                 return Value::ok();
             }
         }

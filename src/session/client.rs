@@ -29,11 +29,8 @@ impl Session {
                 Err(e) => e,
             },
             "setinfo" if argc == 4 => Value::ok(),
-            "info" if argc == 2 => Value::Verbatim(format!(
-                "{}\n",
-                self.entry.line(&self.sh.admin.user_names())
-            )),
-            "list" => Value::Verbatim(self.sh.clients.list(&self.sh.admin.user_names())),
+            "info" if argc == 2 => Value::Verbatim(format!("{}\n", self.entry.line())),
+            "list" => Value::Verbatim(self.sh.clients.list()),
             "reply" if argc == 3 => {
                 let mode = String::from_utf8_lossy(&cmd.args[2]).to_ascii_lowercase();
                 match mode.as_str() {

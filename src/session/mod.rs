@@ -100,7 +100,9 @@ pub struct Session {
     entry: Arc<ClientEntry>,
     proto: Proto,
     authed: bool,
-    user: Option<usize>,
+    /// The named user it authenticated as (None: the default user); its rules are looked up
+    /// at each command, as a reload may change them.
+    user: Option<String>,
     st: ConnState,
     default_db: u32,
     /// The way to the upstream (shared/dedicated Redis connections, or the embedded store).
@@ -131,7 +133,7 @@ impl Session {
         let db = sh.upstream.connector.db;
         entry.db.store(db, Ordering::Relaxed);
         Session {
-            authed: sh.settings.auth.password.is_empty(),
+            authed: sh.auth.load().password.is_empty(),
             link: Link::new(&sh.upstream),
             st: ConnState {
                 db,
@@ -353,9 +355,9 @@ impl Session {
         if self.link.embedded() {
             self.link = Link::new(&self.sh.upstream);
         }
-        self.authed = self.sh.settings.auth.password.is_empty();
+        self.authed = self.sh.auth.load().password.is_empty();
         self.user = None;
-        self.entry.user.store(usize::MAX, Ordering::Relaxed);
+        self.entry.set_user("default");
         self.entry.set_name("");
         self.track_name = None;
         self.entry.db.store(self.default_db, Ordering::Relaxed);

@@ -120,7 +120,7 @@ impl Session {
                     .as_ref()
                     .is_none_or(|a| a[..] == *e.laddr.to_string().as_bytes())
                 && f.id.is_none_or(|id| id == e.id)
-                && f.user.is_none_or(|u| u == e.user.load(Ordering::Relaxed))
+                && f.user.as_ref().is_none_or(|u| *u == e.user())
                 && f.kind.is_none_or(|k| match k {
                     Kind::Normal => !e.subscribed.load(Ordering::Relaxed),
                     Kind::PubSub => e.subscribed.load(Ordering::Relaxed),
@@ -175,7 +175,7 @@ impl Session {
             } else if cmd.arg_is(i, "laddr") {
                 f.laddr = Some(v.clone());
             } else if cmd.arg_is(i, "user") {
-                f.user = Some(self.user_index(v).ok_or_else(|| {
+                f.user = Some(self.user_name(v).ok_or_else(|| {
                     Value::err(format!("ERR No such user '{}'", String::from_utf8_lossy(v)))
                 })?);
             } else if cmd.arg_is(i, "skipme") {
@@ -192,12 +192,10 @@ impl Session {
         Ok(())
     }
 
-    /// The index a client entry records for user `name` (`usize::MAX` for "default").
-    fn user_index(&self, name: &[u8]) -> Option<usize> {
-        if name == b"default" {
-            return Some(usize::MAX);
-        }
-        self.sh.users.iter().position(|u| u.name.as_bytes() == name)
+    /// `name` when it is "default" or a configured user.
+    fn user_name(&self, name: &[u8]) -> Option<String> {
+        let known = name == b"default" || self.sh.auth.load().user(name).is_some();
+        known.then(|| String::from_utf8_lossy(name).into_owned())
     }
 }
 
@@ -215,7 +213,7 @@ struct Filter {
     addr: Option<Bytes>,
     laddr: Option<Bytes>,
     id: Option<u64>,
-    user: Option<usize>,
+    user: Option<String>,
     /// TYPE, when given.
     kind: Option<Kind>,
     skipme: bool,
