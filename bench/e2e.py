@@ -14,7 +14,9 @@ One run, on this machine, per workload:
   cache-aside   the clients GET Redis directly, on nil fetch from the origin and SET (EX 3600);
   read-through  GET through prescient, an origin route for every key, prefetch off;
   prefetch      the same with prefetch on, adaptive threshold (the defaults);
-  prefetch@T    prefetch at each fixed threshold of --thresholds.
+  prefetch@T    prefetch at each fixed threshold of --thresholds;
+  prefetch-wide the defaults but --wide-workers workers and --wide-rate requests/s (the
+                defaults, 4 and 200, fetch at most 200 keys/s from a 20 ms origin).
 Reported per mode: hit ratio (reads served without waiting for the origin: for prescient,
 1 - demand misses / reads, from PROXY PREFETCH STATS), client latency mean/p50/p99, origin
 requests and load (requests over read-through's), and for prefetch modes precision, coverage,
@@ -328,7 +330,7 @@ def stats_of(port):
     return out
 
 
-def prescient_conf(path, prefix, origin_port, mode):
+def prescient_conf(path, prefix, origin_port, mode, opts):
     with open(path, "w") as f:
         f.write("[origin]\ntimeout_ms = 5000\nmax_concurrency = 64\n\n")
         f.write("[[origin.routes]]\nname = \"e2e\"\n")
@@ -340,6 +342,8 @@ def prescient_conf(path, prefix, origin_port, mode):
             f.write("enabled = false\n")
         elif mode.startswith("prefetch@"):
             f.write(f"min_probability = {float(mode.split('@')[1])}\n")
+        elif mode == "prefetch-wide":
+            f.write(f"num_workers = {opts.wide_workers}\nmax_requests_per_second = {opts.wide_rate}\n")
 
 
 def pct(xs, p):
@@ -356,7 +360,7 @@ def run_mode(mode, trace, prefix, think_scale, redis_port, origin_port, room, op
         port = redis_port
     else:
         conf = os.path.join(tmp, f"{mode}.toml")
-        prescient_conf(conf, prefix, origin_port, mode)
+        prescient_conf(conf, prefix, origin_port, mode, opts)
         port = free_port()
         p = subprocess.Popen([opts.binary, "--config", conf, "--listen", f"127.0.0.1:{port}",
                               "--admin-listen", "", "--upstream", f"redis://127.0.0.1:{redis_port}"],
@@ -415,6 +419,10 @@ def main():
     ap.add_argument("--thresholds", default="0.2,0.35,0.5")
     ap.add_argument("--modes", default="cache-aside,read-through,prefetch,fixed")
     ap.add_argument("--binary", default=DEFAULT_PRESCIENT)
+    ap.add_argument("--wide-workers", type=int, default=32,
+                    help="prefetch-wide mode: prefetch.num_workers (the default is 4)")
+    ap.add_argument("--wide-rate", type=float, default=1000.0,
+                    help="prefetch-wide mode: prefetch.max_requests_per_second (the default is 200)")
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--serve-origin", nargs=2, metavar=("SIZES", "DELAY"), help=argparse.SUPPRESS)
     opts = ap.parse_args()
@@ -527,9 +535,10 @@ def replay_base(opts, csv_path, cache_bytes):
 def print_table(name, rows, rt, sims):
     print(f"\n{'mode':<14} {'hit':>6} {'sim':>6} {'mean ms':>8} {'p50':>6} {'p99':>7} "
           f"{'x rt mean':>9} {'origin':>7} {'load':>6} {'sim ld':>6} {'prec':>5} {'cov':>5} "
-          f"{'late':>5}  wasted ev/exp/ow/un  thr   lag ms  keys held")
+          f"{'late':>5}  wasted ev/exp/ow/un  thr   lag ms  wait ms  keys held")
     for r in rows:
-        sim = sims.get(r["mode"]) if r["mode"].startswith("prefetch") else sims["no prefetch"]
+        sim_key = "prefetch" if r["mode"] == "prefetch-wide" else r["mode"]
+        sim = sims.get(sim_key) if r["mode"].startswith("prefetch") else sims["no prefetch"]
         s = r.get("stats", {})
         load = r["origin_requests"] / rt["origin_requests"] if rt and rt["origin_requests"] else 0
         rel = r["mean_ms"] / rt["mean_ms"] if rt else 0
@@ -545,7 +554,8 @@ def print_table(name, rows, rt, sims):
               f"{float(s.get('precision', 0)) if pf else 0:>5.2f} "
               f"{float(s.get('coverage', 0)) if pf else 0:>5.2f} {late_share if pf else 0:>5.2f}  "
               f"{wasted if pf else '-':<20} {s.get('threshold', '-') if pf else '-':<5} "
-              f"{s.get('avg_prediction_lag_ms', '-') if pf else '-':<7} {r['keys_held']:.0f}")
+              f"{s.get('avg_prediction_lag_ms', '-') if pf else '-':<7} "
+              f"{s.get('avg_wait_ms', '-') if pf else '-':<8} {r['keys_held']:.0f}")
 
 
 if __name__ == "__main__":
