@@ -28,7 +28,7 @@ ROWS = [
             ("{{instance}}", f'prescient_clients_connected{{{SEL}}}'),
         ], "timeseries"),
         ("Errors/s", "ops", [
-            ("{{outcome}}", f'sum by (outcome) (rate(prescient_commands_total{{{SEL},outcome!="ok"}}[5m])) or sum(rate(prescient_commands_total{{{SEL}}}[5m])) * 0'),
+            ("{{outcome}}", f'sum by (outcome) (rate(prescient_commands_total{{{SEL},outcome!="ok"}}[5m])) or label_replace(sum(rate(prescient_commands_total{{{SEL}}}[5m])) * 0, "outcome", "error", "", "")'),
         ], "timeseries"),
         ("Upstream up", "short", [
             ("{{instance}}", f'prescient_upstream_up{{{SEL}}}'),
@@ -94,7 +94,7 @@ ROWS = [
             ("{{route}}", f'histogram_quantile(0.99, sum by (le, route) (rate(prescient_origin_request_duration_seconds_bucket{{{SEL}}}[5m])))'),
         ], "timeseries"),
         ("Breaker (0 closed, 1 open, 2 half-open)", "short", [
-            ("{{host}}", f'max by (host) (prescient_origin_breaker_state{{{SEL}}})'),
+            ("{{origin}}", f'max by (origin) (prescient_origin_breaker_state{{{SEL}}})'),
         ], "timeseries"),
         ("Stale served/s", "ops", [
             ("{{route}}", f'sum by (route) (rate(prescient_origin_stale_served_total{{{SEL}}}[5m]))'),

@@ -12,6 +12,7 @@ every series each query returned)
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -186,6 +187,11 @@ scrape_configs:
                 if not result:
                     failures.append(f"{panel['title']} [{t['refId']}]: empty result for {t['expr']}")
                     continue
+                # A legend naming a label the series lack means the query groups by a label
+                # the metric does not have.
+                for label in re.findall(r"\{\{(\w+)\}\}", t["legendFormat"]):
+                    if any(label not in r["metric"] for r in result):
+                        failures.append(f"{panel['title']} [{t['refId']}]: no label '{label}' in {result[0]['metric']}")
                 rows.append((panel["title"], t["legendFormat"], len(result), result[0]["value"][1]))
                 if "--show" in sys.argv:
                     for r in result:
