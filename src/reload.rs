@@ -8,7 +8,10 @@
 //!   client keeps its authentication, and its user's rules are the new ones from its next
 //!   command; a removed user's clients get NOPERM), and the jobs' sections (`jobs`, `warming`,
 //!   `counters`, `expiry`: the jobs are stopped, the count sync flushing, and started again);
-//! - restart: everything else, among them the origin routes, the upstream and the listeners.
+//!   `[origin]` (a new Origin is built: a request keeps the one its route was decided
+//!   against until its reply, the prefetcher drops jobs queued for the old one, fills in
+//!   flight on the old one finish there);
+//! - restart: everything else, among them the upstream and the listeners.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ pub struct Source {
     origin: Mutex<Option<(Option<PathBuf>, Overrides)>>,
     applied: Mutex<Settings>,
     jobs_metrics: Arc<crate::jobs::Metrics>,
+    origin_metrics: Arc<crate::origin::Metrics>,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -55,11 +59,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Source {
-    pub fn new(settings: &Settings, jobs_metrics: Arc<crate::jobs::Metrics>) -> Source {
+    pub fn new(
+        settings: &Settings,
+        jobs_metrics: Arc<crate::jobs::Metrics>,
+        origin_metrics: Arc<crate::origin::Metrics>,
+    ) -> Source {
         Source {
             origin: Mutex::new(None),
             applied: Mutex::new(settings.clone()),
             jobs_metrics,
+            origin_metrics,
             running: tokio::sync::Mutex::new(()),
         }
     }
@@ -75,6 +84,7 @@ enum How {
     Tunable,
     Deny,
     Auth,
+    Origin,
     Jobs,
     Restart,
 }
@@ -88,6 +98,8 @@ fn how(key: &str) -> How {
         How::Deny
     } else if key.starts_with("auth.") {
         How::Auth
+    } else if key.starts_with("origin.") {
+        How::Origin
     } else if JOB_SECTIONS.iter().any(|s| key.starts_with(s)) {
         How::Jobs
     } else {
@@ -138,6 +150,7 @@ impl Shared {
         let mut out = Reloaded::default();
         let mut restart_jobs = false;
         let mut prefetch_changed = false;
+        let mut origin_changed = false;
         for key in &keys {
             let h = how(key);
             let name = shown(key);
@@ -170,7 +183,33 @@ impl Shared {
                     restart_jobs = true;
                     out.applied.push(name);
                 }
+                How::Origin => {
+                    origin_changed = true;
+                    out.applied.push(name);
+                }
             }
+        }
+        if origin_changed {
+            let origin = crate::origin::Origin::new(
+                &new.origin,
+                self.upstream.clone(),
+                self.compressor.clone(),
+                self.reload.origin_metrics.clone(),
+            );
+            match (&origin, &self.prefetch) {
+                (Some(o), Some(p)) => p.set_origin(o.clone()),
+                // No routes left: nothing to prefetch through.
+                (None, Some(p)) => p.set_enabled(false),
+                // Routes where there were none: read-through starts; prefetching needs a
+                // restart to start.
+                (Some(_), None) if new.tracking.enabled => out
+                    .restart
+                    .push("prefetch (to start prefetching through the new routes)".into()),
+                _ => {}
+            }
+            self.origin.store(origin);
+            // Warming and invalidation hold the origin.
+            restart_jobs = true;
         }
         if prefetch_changed {
             if let Some(p) = &self.prefetch {
@@ -184,7 +223,7 @@ impl Shared {
                 &new,
                 crate::jobs::Parts {
                     up: self.upstream.clone(),
-                    origin: self.origin.clone(),
+                    origin: self.origin.load_full(),
                     tracker: self.tracker.clone(),
                     prefetch: self.prefetch.clone(),
                     metrics: self.reload.jobs_metrics.clone(),
@@ -206,6 +245,7 @@ impl Shared {
             applied.prefetch = new.prefetch.clone();
             applied.server.deny_commands = new.server.deny_commands.clone();
             applied.auth = new.auth.clone();
+            applied.origin = new.origin.clone();
             applied.server.max_clients = new.server.max_clients;
             applied.server.idle_timeout_secs = new.server.idle_timeout_secs;
             applied.limits.max_pipeline = new.limits.max_pipeline;
@@ -287,7 +327,8 @@ mod tests {
         assert_eq!(how("server.deny_commands"), How::Deny);
         assert_eq!(how("warming.tasks"), How::Jobs);
         assert_eq!(how("counters.patterns"), How::Jobs);
-        assert_eq!(how("origin.routes"), How::Restart);
+        assert_eq!(how("origin.routes"), How::Origin);
+        assert_eq!(how("origin.timeout_ms"), How::Origin);
         assert_eq!(how("auth.users"), How::Auth);
         assert_eq!(how("auth.password"), How::Auth);
         assert_eq!(how("upstream.url"), How::Restart);

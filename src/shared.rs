@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Parts, View};
@@ -66,8 +66,10 @@ pub struct Shared {
     /// Learns from every key read (tracking/).
     pub tracker: Arc<Tracker>,
     pub clients: Arc<Registry>,
-    /// The application's HTTP API, when routes are configured (read-through).
-    pub origin: Option<Arc<crate::origin::Origin>>,
+    /// The application's HTTP API, when routes are configured (read-through); replaced by a
+    /// reload that changes the routes. A request decides its route against the origin it
+    /// loaded and keeps that origin until its reply (see session/forward.rs).
+    pub origin: Arc<ArcSwapOption<crate::origin::Origin>>,
     /// The prefetch pipeline, when there is an origin and tracking is on.
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
     /// Background jobs (jobs/): warming, count sync, expiry sweeps, cleanup; replaced whole by
@@ -101,11 +103,12 @@ impl Shared {
             &metrics.registry,
         ));
         compressor.dicts.start_trainer(upstream.clone());
+        let origin_metrics = crate::origin::Metrics::new(&metrics.registry);
         let origin = crate::origin::Origin::new(
             &settings.origin,
             upstream.clone(),
             compressor.clone(),
-            &metrics.registry,
+            origin_metrics.clone(),
         );
         if let Some(store) = upstream.memory() {
             let _ = store.compressor.set(compressor.clone());
@@ -140,6 +143,7 @@ impl Shared {
             },
         );
         let jobs = Arc::new(ArcSwap::new(jobs));
+        let origin = Arc::new(ArcSwapOption::new(origin));
         let clients = Arc::new(Registry::default());
         let admin = Arc::new(View::new(
             &settings,
@@ -165,7 +169,7 @@ impl Shared {
             clients,
             tracker,
             deny: ArcSwap::from_pointee(Denylist::new(&settings.server.deny_commands)),
-            reload: crate::reload::Source::new(&settings, jobs_metrics),
+            reload: crate::reload::Source::new(&settings, jobs_metrics, origin_metrics),
             limits: Limits {
                 max_bulk_len: settings.limits.max_bulk_len as usize,
                 max_array_len: settings.limits.max_array_len as usize,

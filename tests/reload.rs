@@ -9,14 +9,22 @@ use common::process::Instance;
 use common::{Raw, Redis, DEADLINE};
 use std::time::{Duration, Instant};
 
-fn base(redis: &str, origin: &TestOrigin) -> String {
+/// The settings with no origin routes.
+fn head(redis: &str) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
          [upstream]\nurl = \"{redis}\"\n\
-         [tracking]\nlearner_priority = \"normal\"\n\
-         [[origin.routes]]\nname = \"product\"\nkey = \"product:{{id}}\"\nurl = \"http://{}/api/products/{{id}}\"\n",
-        origin.addr
+         [tracking]\nlearner_priority = \"normal\"\n"
     )
+}
+
+/// The settings with one route, product:{id}, to `origin`.
+fn base(redis: &str, origin: &TestOrigin) -> String {
+    head(redis)
+        + &format!(
+            "[[origin.routes]]\nname = \"product\"\nkey = \"product:{{id}}\"\nurl = \"http://{}/api/products/{{id}}\"\n",
+            origin.addr
+        )
 }
 
 #[tokio::test]
@@ -219,4 +227,61 @@ async fn a_reload_changes_users_and_their_connected_clients_rules() {
         .await
         .starts_with("-WRONGPASS"));
     assert_eq!(writer.text(&["GET", "k"]).await, "$1\r\nv\r\n");
+}
+
+#[tokio::test]
+async fn origin_routes_reload_live_and_a_read_in_flight_keeps_its_origin() {
+    let redis = Redis::start().await;
+    let a = TestOrigin::start().await;
+    let b = TestOrigin::start().await;
+    b.b.version.store(2, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prescient.toml");
+    std::fs::write(&file, base(&redis.url(), &a)).unwrap();
+    let settings = prescient::config::Settings::load(Some(&file), &Default::default()).unwrap();
+    let p = common::proxy_with(settings).await;
+    p.shared.set_source(Some(file.clone()), Default::default());
+    let mut admin = Raw::to(&p).await;
+    let mut c = Raw::to(&p).await;
+    assert!(c.text(&["GET", "product:1"]).await.contains("product 1"));
+    // A read whose fill is slow at the old origin when the routes change.
+    a.b.delay_ms
+        .store(500, std::sync::atomic::Ordering::Relaxed);
+    c.send(&[b"GET", b"product:2"]).await;
+    common::eventually(DEADLINE, "the fill in flight", || {
+        let n = a.b.hits("/api/products/2");
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    // The route now points at another origin, and a second route appears.
+    let mut conf = base(&redis.url(), &b);
+    conf.push_str(&format!(
+        "[[origin.routes]]\nname = \"item\"\nkey = \"item:{{id}}\"\nurl = \"http://{}/api/products/{{id}}\"\n",
+        b.addr
+    ));
+    std::fs::write(&file, conf).unwrap();
+    let r = admin.text(&["PROXY", "CONFIG", "RELOAD"]).await;
+    assert!(r.contains("applied: origin.routes"), "{r}");
+    // The read in flight is answered from the origin it started on.
+    let v = c.read().await;
+    assert!(String::from_utf8_lossy(&v).contains("product 2"), "{v:?}");
+    // New reads go to the new origin and the new route.
+    assert!(c.text(&["GET", "product:3"]).await.contains("\"v\":2"));
+    assert!(c.text(&["GET", "item:4"]).await.contains("\"v\":2"));
+    assert_eq!(a.b.hits("/api/products/3"), 0);
+    let routes = admin.text(&["PROXY", "ORIGIN"]).await;
+    assert!(routes.contains("route:item"), "{routes}");
+    // Routes removed: misses are misses again.
+    std::fs::write(
+        &file,
+        base(&redis.url(), &b)
+            .replace("[[origin.routes]]", "[[unused]]")
+            .split("[[unused]]")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let r = admin.text(&["PROXY", "CONFIG", "RELOAD"]).await;
+    assert!(r.contains("applied: origin.routes"), "{r}");
+    assert_eq!(c.text(&["GET", "product:9"]).await, "$-1\r\n");
 }

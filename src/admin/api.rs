@@ -231,7 +231,7 @@ async fn status(_: Read, State(sh): State<Arc<View>>) -> Answer {
     };
     let reads = tracked_reads(&sh);
     let jobs = sh.jobs.load_full();
-    let origin = sh.origin.as_ref().map(|o| {
+    let origin = sh.origin.load().as_ref().map(|o| {
         json!({
             "routes": o.routes().map(|r| r.name.clone()).collect::<Vec<_>>(),
             "report": o.report(),
@@ -286,7 +286,7 @@ async fn stats(_: Read, State(sh): State<Arc<View>>) -> Answer {
             "keys": num("keys"),
         },
         "prefetch": sh.prefetch.as_ref().map(|p| pairs_json(p.stats())),
-        "origin": sh.origin.as_ref().map(|o| o.report()),
+        "origin": sh.origin.load().as_ref().map(|o| o.report()),
         "tracking": pairs_json(sh.tracker.stats()),
         "jobs": sh.jobs.load().status(),
     })))

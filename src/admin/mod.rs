@@ -40,7 +40,7 @@ pub struct View {
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
     /// The jobs (a reload may replace them: load them at each use).
     pub jobs: Arc<arc_swap::ArcSwap<crate::jobs::Jobs>>,
-    pub origin: Option<Arc<crate::origin::Origin>>,
+    pub origin: Arc<arc_swap::ArcSwapOption<crate::origin::Origin>>,
     pub store: Arc<crate::upstream::Upstream>,
     /// `server.admin_token` (never shown: the settings keep it masked).
     pub(crate) token: String,
@@ -61,7 +61,7 @@ pub struct Parts {
     pub tracker: Arc<Tracker>,
     pub prefetch: Option<Arc<crate::prefetch::Prefetcher>>,
     pub jobs: Arc<arc_swap::ArcSwap<crate::jobs::Jobs>>,
-    pub origin: Option<Arc<crate::origin::Origin>>,
+    pub origin: Arc<arc_swap::ArcSwapOption<crate::origin::Origin>>,
     pub store: Arc<crate::upstream::Upstream>,
     pub shutdown: CancellationToken,
 }

@@ -167,7 +167,10 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The origin's metrics, registered once: an Origin rebuilt by a reload keeps the series.
 pub struct Metrics {
+    /// Demand misses of routed keys (the prefetch controller's baseline).
+    pub misses: AtomicU64,
     requests: IntCounterVec,
     coalesced: IntCounterVec,
     negative_hits: IntCounterVec,
@@ -182,7 +185,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn new(r: &Registry) -> Metrics {
+    pub fn new(r: &Registry) -> Arc<Metrics> {
         let vec = |name: &str, help: &str, labels: &[&str]| {
             let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
             r.register(Box::new(v.clone())).expect("unique metric");
@@ -224,7 +227,8 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(breaker.clone()))
             .expect("unique metric");
-        Metrics {
+        Arc::new(Metrics {
+            misses: AtomicU64::new(0),
             breaker,
             requests: vec(
                 "prescient_origin_requests_total",
@@ -249,9 +253,28 @@ impl Metrics {
             inflight,
             duration,
             up,
-        }
+        })
     }
 }
+
+/// The origin a request's route was decided against, kept until its reply (a reload may
+/// replace the shared one meanwhile). Compared by identity.
+#[derive(Clone)]
+pub struct Pinned(pub Arc<Origin>);
+
+impl std::fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pinned(origin)")
+    }
+}
+
+impl PartialEq for Pinned {
+    fn eq(&self, other: &Pinned) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Pinned {}
 
 /// The origin as the request path sees it.
 pub struct Origin {
@@ -268,8 +291,7 @@ pub struct Origin {
     remembered: AtomicU64,
     /// Demand reads of routed keys that found them missing (and did not get a remembered
     /// 404): what prefetching's load is measured against.
-    pub misses: AtomicU64,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -282,7 +304,7 @@ impl Origin {
         s: &Settings,
         up: Arc<Upstream>,
         compressor: Arc<Compressor>,
-        registry: &Registry,
+        metrics: Arc<Metrics>,
     ) -> Option<Arc<Origin>> {
         if s.routes.is_empty() {
             return None;
@@ -329,8 +351,7 @@ impl Origin {
             negative: Mutex::new(HashMap::new()),
             open: AtomicU64::new(0),
             remembered: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            metrics: Metrics::new(registry),
+            metrics,
         }))
     }
 
@@ -435,7 +456,7 @@ impl Origin {
             let _ = tx.send(Ok(raw));
             return rx;
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let found = self.join(route, key, Replaces::Nothing);
         tokio::spawn(async move {
             let reply = match found.await {
@@ -504,7 +525,7 @@ impl Origin {
             let _ = tx.send(Ok(nil));
             return rx;
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let replaces = match &fallback {
             Some(_) => Replaces::Stale(Bytes::new()),
             None => Replaces::Nothing,
@@ -618,7 +639,7 @@ impl Origin {
                 self.metrics.negative_hits.with_label_values(&[name]).inc();
                 continue;
             }
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.metrics.misses.fetch_add(1, Ordering::Relaxed);
             if self.routes[*route].cfg.batch_url.is_empty() {
                 fills.push((i, self.join(*route, key.clone(), Replaces::Nothing)));
             } else {

@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{mpsc, Notify};
@@ -127,9 +128,11 @@ impl Decision {
 
 /// What a first look decides, before the store is asked.
 enum Look {
-    /// Ask the store whether it holds the key; fetch it on `route` if not.
+    /// Ask the store whether it holds the key; fetch it on `route` (of the origin of `epoch`)
+    /// if not.
     Check {
         route: usize,
+        epoch: u64,
         priority: f64,
     },
     Done(Decision),
@@ -167,6 +170,12 @@ impl Live {
             max_age: Duration::from_millis(s.max_age_ms),
         }
     }
+}
+
+/// The origin the prefetcher fetches through, and its epoch: queued jobs name a route of it.
+struct Bound {
+    epoch: u64,
+    origin: Arc<Origin>,
 }
 
 /// The workers' shared token bucket: `rate` tokens a second, a second's worth at most.
@@ -357,7 +366,8 @@ impl Stats {
 
 /// The prefetch pipeline. One per proxy, when origin routes and tracking are configured.
 pub struct Prefetcher {
-    origin: Arc<Origin>,
+    /// The origin its jobs fetch through, and its epoch (replaced by a reload).
+    bound: ArcSwap<Bound>,
     up: Arc<Upstream>,
     tracker: Arc<Tracker>,
     live: Mutex<Live>,
@@ -430,7 +440,7 @@ impl Prefetcher {
             workers: AtomicUsize::new(0),
             last: Mutex::new(Feedback::default()),
             stats: Stats::new(registry),
-            origin,
+            bound: ArcSwap::from_pointee(Bound { epoch: 0, origin }),
             up,
             tracker: tracker.clone(),
             shutdown,
@@ -535,13 +545,14 @@ impl Prefetcher {
         if *fetches >= live.top_n {
             return touch(Decision::OverLimit);
         }
-        let Some(route) = self.origin.prefetch_route_for(key) else {
+        let bound = self.bound.load();
+        let Some(route) = bound.origin.prefetch_route_for(key) else {
             return touch(Decision::NoRoute);
         };
         if lock(&self.queue).contains(key) {
             return Look::Done(Decision::Queued);
         }
-        if self.origin.in_flight(key) || self.open_flying(key) {
+        if bound.origin.in_flight(key) || self.open_flying(key) {
             return Look::Done(Decision::InFlight);
         }
         if let Some(&at) = lock(&self.wasted).peek(key) {
@@ -552,6 +563,7 @@ impl Prefetcher {
         *fetches += 1;
         Look::Check {
             route,
+            epoch: bound.epoch,
             priority: p * weight,
         }
     }
@@ -617,18 +629,20 @@ impl Prefetcher {
         }
         let live = lock(&self.live).clone();
         let weight = live.hours.at(self.hour(live.utc));
-        let mut checks: Vec<(Bytes, usize, f64)> = Vec::new();
+        let mut checks: Vec<(Bytes, usize, f64, u64)> = Vec::new();
         let mut touches: Vec<Bytes> = Vec::new();
         for p in batch.drain(..) {
             let mut fetches = 0;
             for (key, prob) in p.candidates {
                 match self.look(&key, prob, &live, weight, &mut fetches) {
-                    Look::Check { route, priority } => {
-                        match checks.iter_mut().find(|c| c.0 == key) {
-                            Some(c) => c.2 = c.2.max(priority),
-                            None => checks.push((key, route, priority)),
-                        }
-                    }
+                    Look::Check {
+                        route,
+                        epoch,
+                        priority,
+                    } => match checks.iter_mut().find(|c| c.0 == key) {
+                        Some(c) => c.2 = c.2.max(priority),
+                        None => checks.push((key, route, priority, epoch)),
+                    },
                     Look::Done(Decision::Touch) => {
                         self.decided(Decision::Touch);
                         touches.push(key);
@@ -648,7 +662,7 @@ impl Prefetcher {
         }
         let mut cmds: Vec<Vec<Bytes>> = checks
             .iter()
-            .map(|(k, _, _)| vec![Bytes::from_static(b"EXISTS"), k.clone()])
+            .map(|(k, _, _, _)| vec![Bytes::from_static(b"EXISTS"), k.clone()])
             .collect();
         if !touches.is_empty() {
             touches.sort();
@@ -677,7 +691,7 @@ impl Prefetcher {
         let mut queued = 0;
         {
             let mut q = lock(&self.queue);
-            for ((key, route, priority), reply) in checks.into_iter().zip(&replies) {
+            for ((key, route, priority, epoch), reply) in checks.into_iter().zip(&replies) {
                 if &reply[..] != b":0\r\n" {
                     self.decided(Decision::Cached);
                     continue;
@@ -686,6 +700,7 @@ impl Prefetcher {
                 if q.put(Job {
                     key,
                     route,
+                    epoch,
                     priority,
                     queued: now,
                 }) {
@@ -788,7 +803,12 @@ impl Prefetcher {
         self.stats
             .wait
             .observe(started.saturating_duration_since(job.queued).as_secs_f64());
-        if !self.origin.route_available(job.route) {
+        let bound = self.bound.load_full();
+        if bound.epoch != job.epoch {
+            // Queued for an origin a reload replaced: its route may mean another now.
+            return;
+        }
+        if !bound.origin.route_available(job.route) {
             self.stats.breaker.inc();
             return;
         }
@@ -797,7 +817,7 @@ impl Prefetcher {
             return;
         }
         self.open.fetch_add(1, Ordering::Relaxed);
-        let done = self.origin.prefetch(job.route, job.key.clone()).await;
+        let done = bound.origin.prefetch(job.route, job.key.clone()).await;
         let now = Instant::now();
         let mut ledger = lock(&self.ledger);
         let key = &job.key;
@@ -929,7 +949,13 @@ impl Prefetcher {
     fn adapt(&self) {
         let c = lock(&self.ledger).counts;
         let now = Feedback {
-            misses: self.origin.misses.load(Ordering::Relaxed),
+            misses: self
+                .bound
+                .load()
+                .origin
+                .metrics
+                .misses
+                .load(Ordering::Relaxed),
             issued: c.issued,
             used: c.useful,
             late: c.late,
@@ -1093,6 +1119,16 @@ impl Prefetcher {
         }
     }
 
+    /// Fetches through `origin` from now on (a reload changed the routes): jobs queued for
+    /// the old one are dropped, as their routes may mean others now.
+    pub fn set_origin(&self, origin: Arc<Origin>) {
+        let epoch = self.bound.load().epoch + 1;
+        self.bound.store(Arc::new(Bound { epoch, origin }));
+        let mut q = lock(&self.queue);
+        q.clear();
+        self.publish_queue(&q);
+    }
+
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);
         self.stats.enabled.set(i64::from(on));
@@ -1214,7 +1250,13 @@ impl Prefetcher {
             }
         };
         let ctl = lock(&self.controller);
-        let misses = self.origin.misses.load(Ordering::Relaxed);
+        let misses = self
+            .bound
+            .load()
+            .origin
+            .metrics
+            .misses
+            .load(Ordering::Relaxed);
         let mode = lock(&self.live).threshold.describe();
         let mut v = vec![
             ("enabled", u8::from(self.enabled()).to_string()),
@@ -1346,9 +1388,10 @@ impl Prefetcher {
         wanted.sort_by(|a, b| b.1.total_cmp(&a.1));
         let mut seen = std::collections::HashSet::new();
         wanted.retain(|(k, _)| seen.insert(k.clone()));
+        let bound = self.bound.load_full();
         let routed: Vec<(Bytes, usize, f64)> = wanted
             .into_iter()
-            .filter_map(|(k, p)| Some((k.clone(), self.origin.prefetch_route_for(&k)?, p)))
+            .filter_map(|(k, p)| Some((k.clone(), bound.origin.prefetch_route_for(&k)?, p)))
             .collect();
         let mut client = Internal::new(self.up.clone());
         let cmds: Vec<Vec<Bytes>> = routed
@@ -1366,12 +1409,13 @@ impl Prefetcher {
                 if out.len() >= n {
                     break;
                 }
-                if &r[..] != b":0\r\n" || self.origin.in_flight(&key) {
+                if &r[..] != b":0\r\n" || bound.origin.in_flight(&key) {
                     continue;
                 }
                 if q.put(Job {
                     key: key.clone(),
                     route,
+                    epoch: bound.epoch,
                     priority: p,
                     queued: now,
                 }) {

@@ -15,6 +15,9 @@ use bytes::Bytes;
 pub struct Job {
     pub key: Bytes,
     pub route: usize,
+    /// The origin `route` indexes into (the prefetcher's epoch when it was queued: a reload
+    /// that replaces the origin starts a new one, and older jobs are dropped).
+    pub epoch: u64,
     pub priority: f64,
     pub queued: Instant,
 }
@@ -154,6 +157,7 @@ mod tests {
         Job {
             key: Bytes::copy_from_slice(key.as_bytes()),
             route: 0,
+            epoch: 0,
             priority,
             queued,
         }

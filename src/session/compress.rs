@@ -98,8 +98,7 @@ impl Session {
             let Effect::ReadThrough(r) = std::mem::replace(effect, Effect::None) else {
                 return None;
             };
-            let (key, route, inner, then) = *r;
-            let origin = self.sh.origin.clone()?;
+            let (key, route, inner, then, crate::origin::Pinned(origin)) = *r;
             if crate::origin::is_nil(raw) {
                 let filled = origin.read_through(route, key, raw.clone(), None);
                 let Some(getex) = then else {
@@ -145,7 +144,7 @@ impl Session {
             let Effect::ReadThroughHash(r) = std::mem::replace(effect, Effect::None) else {
                 return None;
             };
-            let (key, route, read, inner) = *r;
+            let (key, route, read, inner, crate::origin::Pinned(origin)) = *r;
             // The key is missing: HGET's nil, HMGET's all-nil array, HGETALL's empty one.
             let missing = match &read {
                 crate::origin::HashRead::Get(_) => crate::origin::is_nil(raw),
@@ -157,7 +156,6 @@ impl Session {
                 self.sh.note_hit(&key);
             }
             if missing {
-                let origin = self.sh.origin.clone()?;
                 let proto = self.proto;
                 return Some(origin.read_through_hash(route, key, read, raw.clone(), proto));
             }
@@ -167,8 +165,7 @@ impl Session {
             let Effect::ReadThroughMany(r) = std::mem::replace(effect, Effect::None) else {
                 return None;
             };
-            let (keys, routes, inner) = *r;
-            let origin = self.sh.origin.clone()?;
+            let (keys, routes, inner, crate::origin::Pinned(origin)) = *r;
             self.sh.note_hits(raw, &keys, &routes);
             if !origin.any_routed_nil(raw, &routes) {
                 *effect = inner;

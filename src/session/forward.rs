@@ -26,8 +26,11 @@ impl Session {
 
     /// A GET of a routed key, outside a transaction and on the default database (the origin's
     /// fills go there): its nil reply is read through to the origin.
+    /// The effect keeps the origin the route was decided against: a reload may replace the
+    /// shared one before the reply, and its routes may be others.
     fn read_through(&self, cmd: &Command, effect: Effect) -> Effect {
-        let Some(o) = &self.sh.origin else {
+        let origin = self.sh.origin.load();
+        let Some(o) = origin.as_ref() else {
             return effect;
         };
         if self.st.in_multi || self.st.db != self.default_db {
@@ -39,7 +42,7 @@ impl Session {
                     Some((k, r)) => {
                         let then =
                             (name == "getex" && cmd.args.len() > 2).then(|| cmd.args.clone());
-                        Effect::ReadThrough(Box::new((k.clone(), r, effect, then)))
+                        Effect::ReadThrough(Box::new((k.clone(), r, effect, then, pin(o))))
                     }
                     None => effect,
                 }
@@ -58,13 +61,13 @@ impl Session {
                     "hmget" => HashRead::MGet(cmd.args[2..].to_vec()),
                     _ => HashRead::All,
                 };
-                Effect::ReadThroughHash(Box::new((k.clone(), r, read, effect)))
+                Effect::ReadThroughHash(Box::new((k.clone(), r, read, effect, pin(o))))
             }
             Some("mget") => {
                 let keys: Vec<Bytes> = cmd.args[1..].to_vec();
                 let routes: Vec<Option<usize>> = keys.iter().map(|k| o.route_for(k)).collect();
                 match routes.iter().any(Option::is_some) {
-                    true => Effect::ReadThroughMany(Box::new((keys, routes, effect))),
+                    true => Effect::ReadThroughMany(Box::new((keys, routes, effect, pin(o)))),
                     false => effect,
                 }
             }
@@ -278,4 +281,8 @@ impl Session {
             }
         }
     }
+}
+
+fn pin(o: &std::sync::Arc<crate::origin::Origin>) -> crate::origin::Pinned {
+    crate::origin::Pinned(o.clone())
 }

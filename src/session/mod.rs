@@ -68,15 +68,42 @@ pub enum Effect {
     KeyInfo(Bytes),
     /// A GET or GETEX of a key an origin route reads through: a nil reply is answered from the
     /// origin (key, route); any other reply gets the inner effect. A GETEX with options runs
-    /// again once the value is filled, so they apply to it (the last field).
-    ReadThrough(Box<(Bytes, usize, Effect, Option<Vec<Bytes>>)>),
+    /// again once the value is filled, so they apply to it. Each read-through keeps the origin
+    /// its route was decided against.
+    ReadThrough(Box<ReadThrough>),
     /// An MGET naming routed keys: its nil elements whose key a route reads through are
     /// answered from the origin (keys, each key's route), after the inner effect.
-    ReadThroughMany(Box<(Vec<Bytes>, Vec<Option<usize>>, Effect)>),
+    ReadThroughMany(Box<ReadThroughMany>),
     /// HGET, HMGET or HGETALL of a key a hash route reads through: a reply that says the key
     /// is missing is answered from the origin (key, route, what was read).
-    ReadThroughHash(Box<(Bytes, usize, crate::origin::HashRead, Effect)>),
+    ReadThroughHash(Box<ReadThroughHash>),
 }
+
+/// [`Effect::ReadThrough`]: key, route, inner effect, the GETEX to run again, origin.
+pub type ReadThrough = (
+    Bytes,
+    usize,
+    Effect,
+    Option<Vec<Bytes>>,
+    crate::origin::Pinned,
+);
+
+/// [`Effect::ReadThroughMany`]: keys, each key's route, inner effect, origin.
+pub type ReadThroughMany = (
+    Vec<Bytes>,
+    Vec<Option<usize>>,
+    Effect,
+    crate::origin::Pinned,
+);
+
+/// [`Effect::ReadThroughHash`]: key, route, what was read, inner effect, origin.
+pub type ReadThroughHash = (
+    Bytes,
+    usize,
+    crate::origin::HashRead,
+    Effect,
+    crate::origin::Pinned,
+);
 
 /// Bytes of replies written straight out before the rest go through the reply queue, where
 /// the client output limit is checked.
@@ -255,7 +282,7 @@ impl Session {
             self.sh
                 .tracker
                 .record(self.entry.id, self.track_name.as_ref(), &cmd);
-            if let Some(o) = &self.sh.origin {
+            if let Some(o) = self.sh.origin.load().as_ref() {
                 if cmd.has(crate::command::flag::WRITE) {
                     for k in cmd.keys() {
                         o.note_write(k);
@@ -464,10 +491,14 @@ impl Session {
                 let jobs = self.sh.jobs.load_full();
                 jobs.command(&cmd.args).await
             }
-            "proxy" if cmd.arg_is(1, "origin") && cmd.args.len() == 2 => match &self.sh.origin {
-                Some(o) => Value::Verbatim(o.report().iter().map(|l| format!("{l}\r\n")).collect()),
-                None => Value::err("ERR no origin routes are configured ([[origin.routes]])"),
-            },
+            "proxy" if cmd.arg_is(1, "origin") && cmd.args.len() == 2 => {
+                match self.sh.origin.load().as_ref() {
+                    Some(o) => {
+                        Value::Verbatim(o.report().iter().map(|l| format!("{l}\r\n")).collect())
+                    }
+                    None => Value::err("ERR no origin routes are configured ([[origin.routes]])"),
+                }
+            }
             "proxy" => crate::admin::proxy_cmd::handle(&self.sh.admin, &cmd),
             _ => Value::err("ERR unknown command"),
         };
