@@ -231,6 +231,9 @@ impl Shared {
             );
             self.jobs.store(jobs);
         }
+        // Sessions take their new copies at their next command.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         out.applied.dedup();
         out.restart.dedup();
         // What was applied is in force now; what needs a restart is not.

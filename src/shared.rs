@@ -85,6 +85,31 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Where the settings came from and what they are now (reload.rs).
     pub(crate) reload: crate::reload::Source,
+    /// Bumped by each reload after it replaced what it replaces (the deny list, the origin,
+    /// the jobs): a session keeps its own copies and takes new ones when this moves, so the
+    /// request path reads one atomic instead of three swaps per command.
+    pub generation: std::sync::atomic::AtomicU64,
+}
+
+/// A session's copies of what a reload may replace ([`Shared::generation`]).
+pub struct Current {
+    pub generation: u64,
+    pub deny: Arc<Denylist>,
+    pub origin: Option<Arc<crate::origin::Origin>>,
+    pub jobs: Arc<crate::jobs::Jobs>,
+}
+
+impl Current {
+    pub fn of(sh: &Shared) -> Current {
+        Current {
+            // Read first: a reload bumps it after its stores, so these copies are at least
+            // as new as the number.
+            generation: sh.generation.load(std::sync::atomic::Ordering::Acquire),
+            deny: sh.deny.load_full(),
+            origin: sh.origin.load_full(),
+            jobs: sh.jobs.load_full(),
+        }
+    }
 }
 
 impl Shared {
@@ -170,6 +195,7 @@ impl Shared {
             tracker,
             deny: ArcSwap::from_pointee(Denylist::new(&settings.server.deny_commands)),
             reload: crate::reload::Source::new(&settings, jobs_metrics, origin_metrics),
+            generation: std::sync::atomic::AtomicU64::new(0),
             limits: Limits {
                 max_bulk_len: settings.limits.max_bulk_len as usize,
                 max_array_len: settings.limits.max_array_len as usize,

@@ -12,7 +12,7 @@ impl Session {
             return Err(Value::err("NOAUTH Authentication required."));
         }
         if cmd.spec.is_some() {
-            if let Some(e) = self.sh.deny.load().refusal(cmd) {
+            if let Some(e) = self.cur.deny.refusal(cmd) {
                 return Err(Value::err(e));
             }
         }

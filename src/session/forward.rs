@@ -29,8 +29,7 @@ impl Session {
     /// The effect keeps the origin the route was decided against: a reload may replace the
     /// shared one before the reply, and its routes may be others.
     fn read_through(&self, cmd: &Command, effect: Effect) -> Effect {
-        let origin = self.sh.origin.load();
-        let Some(o) = origin.as_ref() else {
+        let Some(o) = &self.cur.origin else {
             return effect;
         };
         if self.st.in_multi || self.st.db != self.default_db {

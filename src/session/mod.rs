@@ -124,6 +124,8 @@ pub struct TunnelStart {
 
 pub struct Session {
     sh: Arc<Shared>,
+    /// What a reload may replace, as of this session's last command.
+    cur: crate::shared::Current,
     entry: Arc<ClientEntry>,
     proto: Proto,
     authed: bool,
@@ -178,6 +180,7 @@ impl Session {
             moved: Vec::new(),
             suppressing: false,
             close_after_reply: false,
+            cur: crate::shared::Current::of(&sh),
             sh,
             entry,
         }
@@ -263,6 +266,9 @@ impl Session {
         w: &mut Wire,
     ) -> Result<(), Stop> {
         self.entry.touch(cmd.spec, start.into_std());
+        if self.sh.generation.load(Ordering::Acquire) != self.cur.generation {
+            self.cur = crate::shared::Current::of(&self.sh);
+        }
         // CLIENT REPLY decides about its own reply (ON answers even after OFF).
         let own_reply = cmd.known_name() == Some("client") && cmd.arg_is(1, "reply");
         let suppress = match self.reply_mode {
@@ -282,7 +288,7 @@ impl Session {
             self.sh
                 .tracker
                 .record(self.entry.id, self.track_name.as_ref(), &cmd);
-            if let Some(o) = self.sh.origin.load().as_ref() {
+            if let Some(o) = &self.cur.origin {
                 if cmd.has(crate::command::flag::WRITE) {
                     for k in cmd.keys() {
                         o.note_write(k);
@@ -295,7 +301,7 @@ impl Session {
             // A counter's increment records its delta in the same atomic step (jobs/counters.rs);
             // the deltas are kept in the default database, so increments elsewhere are not.
             let cmd = match crate::jobs::counters::counts(&cmd) && self.st.db == self.default_db {
-                true => match &self.sh.jobs.load().counters {
+                true => match &self.cur.jobs.counters {
                     Some(c) => c.rewrite(&cmd).unwrap_or(cmd),
                     None => cmd,
                 },
