@@ -211,7 +211,8 @@ impl Shared {
             // Warming and invalidation hold the origin.
             restart_jobs = true;
         }
-        if prefetch_changed {
+        // With no routes left, prefetching stays off whatever its settings say.
+        if prefetch_changed && self.origin.load().is_some() {
             if let Some(p) = &self.prefetch {
                 apply_prefetch(p, &new.prefetch)?;
             }
