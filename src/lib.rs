@@ -29,9 +29,14 @@
 //!                  waiting in the reply queue while one fill per key (single-flight) fetches
 //!                  the route's URL and stores the body through upstream::Internal
 //!   <- replies travel back in order
-//! shared.rs: what every connection shares, built once from the settings.
-//! admin/: INFO, PROXY and the HTTP server (/metrics, /health, /ready), through admin::View:
-//!                  no settings, no connections, secrets masked.
+//! shared.rs: what every connection shares, built once from the settings; reload.rs replaces
+//!                  parts of it (SIGHUP, PROXY CONFIG RELOAD) and bumps a generation number
+//!                  at which sessions take their new copies.
+//! admin/: INFO, PROXY and the HTTP server (/metrics, /health, /ready, the API under /api/v1
+//!                  with its OpenAPI document), through admin::View: no settings, secrets
+//!                  masked, the store reached only through upstream::Internal.
+//! cli.rs: the operator verbs (status, stats, warmup, prefetch-config, jobs) over the API.
+//! demo.rs: `prescient demo`, prefetching off and on against a built-in origin and users.
 //! tracking/: the session hands every key read to the tracker (try_send on a bounded channel);
 //!                  a learner thread keeps contexts, the Markov model, hot keys, the access log.
 //! prefetch/: the learner's predictions (try_send) -> scheduler (threshold, EXISTS pipeline,
