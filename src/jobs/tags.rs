@@ -45,18 +45,7 @@ pub async fn invalidate(
     let mut removed = 0u64;
     let mut cursor = Bytes::from_static(b"0");
     loop {
-        let got = call(
-            up,
-            &[
-                Bytes::from_static(b"SSCAN"),
-                taken.clone(),
-                cursor.clone(),
-                Bytes::from_static(b"COUNT"),
-                Bytes::from(CHUNK.to_string()),
-            ],
-        )
-        .await?;
-        let (next, keys) = scan_page(got)?;
+        let (next, keys) = sscan(up, &taken, &cursor).await?;
         for chunk in keys.chunks(CHUNK) {
             let mut unlink = vec![Bytes::from_static(b"UNLINK")];
             for k in chunk {
@@ -74,6 +63,22 @@ pub async fn invalidate(
     }
     call(up, &[Bytes::from_static(b"DEL"), taken]).await?;
     Ok(removed)
+}
+
+/// One SSCAN page of `set` from `cursor`: the next cursor and the members.
+async fn sscan(
+    up: &Arc<Upstream>,
+    set: &Bytes,
+    cursor: &Bytes,
+) -> Result<(Bytes, Vec<Bytes>), String> {
+    let args = [
+        Bytes::from_static(b"SSCAN"),
+        set.clone(),
+        cursor.clone(),
+        Bytes::from_static(b"COUNT"),
+        Bytes::from(CHUNK.to_string()),
+    ];
+    scan_page(call(up, &args).await?)
 }
 
 /// A SCAN-family reply: the next cursor and the page's elements.
@@ -131,18 +136,7 @@ async fn clean_set(up: &Arc<Upstream>, set: &Bytes) -> Result<u64, String> {
     let mut removed = 0;
     let mut cursor = Bytes::from_static(b"0");
     loop {
-        let got = call(
-            up,
-            &[
-                Bytes::from_static(b"SSCAN"),
-                set.clone(),
-                cursor.clone(),
-                Bytes::from_static(b"COUNT"),
-                Bytes::from(CHUNK.to_string()),
-            ],
-        )
-        .await?;
-        let (next, keys) = scan_page(got)?;
+        let (next, keys) = sscan(up, set, &cursor).await?;
         if !keys.is_empty() {
             let exists: Vec<Vec<Bytes>> = keys
                 .iter()
